@@ -1,0 +1,40 @@
+# The two README commands: `make demo` (smoke profile end to end) and `make test`.
+PY      := .venv/bin/python
+PIP     := $(PY) -m pip
+PROFILE ?= params/smoke.yaml
+
+.PHONY: setup demo test test-lib test-nb notebooks bench clean
+
+# .venv is created once; the stamp file re-installs when the package's dependencies change.
+.venv/.installed: pyproject.toml constraints.txt
+	test -x $(PY) || python3 -m venv .venv
+	$(PIP) install -q -c constraints.txt torch==2.13.0
+	$(PIP) install -q -c constraints.txt -e '.[notebooks,test]'
+	$(PY) -m ipykernel install --user --name python3 >/dev/null
+	touch $@
+
+setup: .venv/.installed
+
+demo: setup
+	$(PY) -m facelift_lib run $(PROFILE)
+
+test: setup
+	$(PY) -m pytest tests -q
+	$(PY) -m pytest --nbval notebooks/*.ipynb --sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider -q
+
+test-lib: setup
+	$(PY) -m pytest tests -q
+
+test-nb: setup
+	$(PY) -m pytest --nbval notebooks/*.ipynb --sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider -q
+
+# Re-execute the paired notebooks in place with their (smoke) defaults: the committed outputs are
+# the reference nbval compares against.
+notebooks: setup
+	$(PY) -m facelift_lib notebooks
+
+bench: setup
+	for b in benchmarks/bench_*.py; do $(PY) $$b; done
+
+clean:
+	rm -rf outputs/smoke outputs/full
