@@ -20,13 +20,13 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest tests -q
-	$(PY) -m pytest --nbval notebooks/*.ipynb --sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider -q
+	$(PY) -m pytest --nbval-lax notebooks/*.ipynb --sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider -q
 
 test-lib: setup
 	$(PY) -m pytest tests -q
 
 test-nb: setup
-	$(PY) -m pytest --nbval notebooks/*.ipynb --sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider -q
+	$(PY) -m pytest --nbval-lax notebooks/*.ipynb --sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider -q
 
 # Re-execute the paired notebooks in place with their (smoke) defaults: the committed outputs are
 # the reference nbval compares against.
