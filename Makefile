@@ -10,7 +10,6 @@ PROFILE ?= params/smoke.yaml
 	test -x $(PY) || python3 -m venv .venv
 	$(PIP) install -q -c constraints.txt torch==2.13.0
 	$(PIP) install -q -c constraints.txt -e '.[notebooks,test]'
-	$(PY) -m ipykernel install --user --name python3 >/dev/null
 	touch $@
 
 setup: .venv/.installed

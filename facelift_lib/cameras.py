@@ -1,18 +1,28 @@
-"""One camera model for everything: the `Cameras` type, orbit/look-at, presets, rays.
+"""One camera model for everything: the `Cameras` type, orbit/look-at, presets, rays, crop/resize,
+world-frame changes, `describe`/`domain_mismatches` (a rig vs FaceLift's cameras), and rig
+calibration importers (MAMMAL new_cam.pkl, DANNCE *dannce.mat, anipose calibration.toml).
 
 Conventions (see DESIGN.md): world Z-up, right-handed; cameras OpenCV (x right, y down,
 z forward); `w2c [V,4,4]`, `K [V,3,3]`; pixel centres at +0.5. Camera tensors are float64 so
 that millimetre rigs round-trip to 1e-6; cast with `.float()` before feeding a model.
+Calibration files keep their own pixel convention (OpenCV: centres at integers, MATLAB: 1-based);
+the importers/exporters convert at the boundary, so `Cameras.K` is always in ours.
 """
 from __future__ import annotations
 
 import copy
 import json
 import math
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+import cv2
+import numpy as np
+import pandas as pd
+import scipy.io
+import toml
 import torch
 
 FACELIFT_FOCAL = 548.9937744140625  # fx = fy at 512², FaceLift's standard cameras
@@ -116,6 +126,22 @@ class Cameras:
         uv = cam[..., :2] / z[..., None]
         uv = uv * torch.stack([self.fx, self.fy], -1)[:, None] + torch.stack([self.cx, self.cy], -1)[:, None]
         return uv, z
+
+    def crop_resize(self, x0: float | Sequence[float] | torch.Tensor, y0: float | Sequence[float] | torch.Tensor,
+                    w: int, h: int, out_w: int, out_h: int) -> "Cameras":
+        """Cameras of the images cropped to [x0, x0+w) x [y0, y0+h) then resized to out_w x out_h.
+
+        x0, y0: one offset for all views or one per view [V] (px, integer for a pixel-exact crop).
+        Exact for non-uniform resizes (out_w/w != out_h/h); distortion coefficients are unchanged
+        (they act on normalised coordinates).
+        """
+        K = crop_intrinsics(self.K, torch.as_tensor(x0, dtype=torch.float64), torch.as_tensor(y0, dtype=torch.float64))
+        K = resize_intrinsics(K, out_w / w, out_h / h)
+        return self.replace(K=K, width=out_w, height=out_h)
+
+    def scaled_to(self, width: int, height: int) -> "Cameras":
+        """Cameras of the same images resized to width x height (no crop)."""
+        return self.crop_resize(0.0, 0.0, self.width, self.height, width, height)
 
     # --- FaceLift opencv_cameras.json ------------------------------------------------------
     @classmethod
@@ -309,3 +335,578 @@ def gslrm_input(images: torch.Tensor, cams: Cameras) -> torch.Tensor:
     V, _, H, W = images.shape
     rays = plucker_rays(cams, "facelift", height=H, width=W, dtype=images.dtype).to(images.device)
     return torch.cat([images[:, :3] * 2 - 1, rays], 1)
+
+
+# --- intrinsics under crop and resize ---------------------------------------------------------
+# Continuous pixel coordinates put pixel i's centre at i + 0.5, so the image spans [0, W]. A crop at
+# offset x0 shifts them (u' = u - x0) and a resize by s scales them (u' = s u): both are exact
+# affine maps of the image plane, i.e. a left-multiplication of K.
+def crop_intrinsics(K: torch.Tensor, x0: float | torch.Tensor, y0: float | torch.Tensor) -> torch.Tensor:
+    """K [...,3,3] of the image cropped at (x0, y0) px: cx' = cx - x0, cy' = cy - y0 (x0/y0 scalar or [...])."""
+    K = torch.as_tensor(K, dtype=torch.float64)
+    A = torch.zeros(K.shape, dtype=torch.float64) + torch.eye(3, dtype=torch.float64)
+    A[..., 0, 2] = -torch.as_tensor(x0, dtype=torch.float64)
+    A[..., 1, 2] = -torch.as_tensor(y0, dtype=torch.float64)
+    return A @ K
+
+
+def resize_intrinsics(K: torch.Tensor, sx: float, sy: float) -> torch.Tensor:
+    """K [...,3,3] of the image resized by sx (width) and sy (height): row 0 of K times sx, row 1 times sy."""
+    K = torch.as_tensor(K, dtype=torch.float64)
+    return torch.diag(torch.tensor([sx, sy, 1.0], dtype=torch.float64)) @ K
+
+
+# --- world frames -----------------------------------------------------------------------------
+def yup_to_zup() -> torch.Tensor:
+    """[4,4] world transform from a Y-up frame (OpenGL/glTF: y up, z towards the viewer) to our Z-up.
+
+    (x, y, z) -> (x, -z, y): a +90° rotation about X, so +Y goes to +Z and +Z to -Y.
+    """
+    T = torch.eye(4, dtype=torch.float64)
+    T[:3, :3] = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]], dtype=torch.float64)
+    return T
+
+
+def zup_to_yup() -> torch.Tensor:
+    """[4,4] inverse of `yup_to_zup`: (x, y, z) -> (x, z, -y)."""
+    return yup_to_zup().transpose(0, 1).contiguous()
+
+
+def transform_world(cams: Cameras, T: torch.Tensor) -> Cameras:
+    """The same cameras seen in a new world frame x' = T x, T [4,4] a similarity (s R_T, t_T).
+
+    w2c' = S w2c T^-1 with S = diag(s, s, s, 1): the camera frame is scaled with the world, so the
+    rotation stays orthonormal (R' = R R_T^T), only the translation takes the scale
+    (t' = s t - R' t_T), and every world point projects to the same pixel as before.
+    Reflections and non-uniform scales are refused: a pinhole camera cannot follow them.
+    """
+    T = torch.as_tensor(T, dtype=torch.float64)
+    if T.shape != (4, 4) or not torch.allclose(T[3], torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=torch.float64)):
+        raise ValueError(f"transform_world: T must be a [4,4] affine matrix with last row [0,0,0,1], got {T.tolist()}")
+    A, t_T = T[:3, :3], T[:3, 3]
+    det = float(torch.linalg.det(A))
+    if det <= 0:
+        raise ValueError(f"transform_world: det(T[:3,:3]) = {det:.3g} <= 0 (a reflection or degenerate map); "
+                         "a right-handed world must stay right-handed, flip an axis pair instead")
+    s = det ** (1.0 / 3.0)
+    R_T = A / s
+    err = float((R_T @ R_T.T - torch.eye(3, dtype=torch.float64)).abs().max())
+    if err > 1e-6:
+        raise ValueError(f"transform_world: T[:3,:3] is not a uniform scale times a rotation (off by {err:.2g}); "
+                         "shears and per-axis scales cannot be represented by pinhole cameras")
+    R, t = cams.w2c[:, :3, :3], cams.w2c[:, :3, 3]
+    R_new = R @ R_T.T
+    w2c = torch.eye(4, dtype=torch.float64).repeat(len(cams), 1, 1)
+    w2c[:, :3, :3] = R_new
+    w2c[:, :3, 3] = s * t - R_new @ t_T
+    return cams.replace(w2c=w2c)
+
+
+def similarity_normalize(cams: Cameras, center: Sequence[float] | torch.Tensor,
+                         target_mean_distance: float = FACELIFT_DISTANCE) -> tuple[Cameras, float, torch.Tensor]:
+    """Move `center` [3] to the origin and scale uniformly so the mean camera distance is the target.
+
+    Returns (cameras in the new frame, scale, translation [3]) with x' = scale * (x + translation),
+    i.e. translation = -center: the convention of `Gaussians.transformed(scale, translation)`, so
+    rig points and gaussians follow the cameras with the same two numbers.
+    """
+    c = torch.as_tensor(center, dtype=torch.float64).reshape(3)
+    mean_dist = float((cams.centers - c).norm(dim=-1).mean())
+    if not mean_dist > 0:
+        raise ValueError(f"similarity_normalize: mean camera distance to {c.tolist()} is {mean_dist}; "
+                         "the centre must differ from the camera positions")
+    s = target_mean_distance / mean_dist
+    T = torch.eye(4, dtype=torch.float64)
+    T[:3, :3] *= s
+    T[:3, 3] = -s * c
+    return transform_world(cams, T), s, -c
+
+
+# --- describing a camera set ------------------------------------------------------------------
+def camera_axes(cams: Cameras) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """World directions [V,3] of the camera's right (+x), down (+y) and optical axis (+z): rows of R."""
+    R = cams.w2c[:, :3, :3]
+    return R[:, 0], R[:, 1], R[:, 2]
+
+
+def _deg(x: torch.Tensor) -> np.ndarray:
+    return np.degrees(x.numpy())
+
+
+def _angle_deg(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
+    """Angle between [V,3] directions, robust near 0 and 180 (atan2 of |a×b| and a·b)."""
+    a = torch.nn.functional.normalize(a, dim=-1)
+    b = torch.nn.functional.normalize(b, dim=-1)
+    return _deg(torch.atan2(torch.linalg.cross(a, b).norm(dim=-1), (a * b).sum(-1)))
+
+
+def _roll_deg(right: torch.Tensor, fwd: torch.Tensor) -> np.ndarray:
+    """[V] rotation about the optical axis from the level pose (right = fwd × Z), in degrees;
+    positive turns the camera's x axis towards its y (down) axis. NaN when looking along Z."""
+    z = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64).expand_as(fwd)
+    level = torch.linalg.cross(fwd, z)
+    n = level.norm(dim=-1, keepdim=True)
+    level = torch.where(n > 1e-9, level / n.clamp_min(1e-300), torch.full_like(level, float("nan")))
+    return _deg(torch.atan2((torch.linalg.cross(level, right) * fwd).sum(-1), (level * right).sum(-1)))
+
+
+def describe(cams: Cameras, target: Sequence[float] = (0.0, 0.0, 0.0)) -> pd.DataFrame:
+    """One row per camera: where it sits relative to `target` (Z-up world) and how it is built.
+
+    distance; elevation_deg (asin of the Z part of centre-target); azimuth_deg in [0,360)
+    (atan2(y, x) of centre-target, rounded to 1e-9° so +X reads 0, not 359.999…);
+    azimuth_gap_deg (to the next camera in increasing azimuth, cyclic); fx, fy, fy_over_fx;
+    pp_dx_px, pp_dy_px (principal point minus image centre); hfov_deg, vfov_deg (nominal,
+    2 atan(W/2fx)); up_x/y/z (world direction of the camera's -y axis) and up_angle_to_z_deg
+    (equals the elevation for an un-rolled look-at camera); roll_deg (rotation about the optical
+    axis away from level, see `_roll_deg`); lookat_error_deg (optical axis vs the direction to target).
+    """
+    tgt = torch.as_tensor(target, dtype=torch.float64).reshape(3)
+    rel = cams.centers - tgt
+    dist = rel.norm(dim=-1)
+    right, down, fwd = camera_axes(cams)
+    up = -down
+    z = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64).expand_as(up)
+    az = np.mod(np.round(_deg(torch.atan2(rel[:, 1], rel[:, 0])), 9), 360.0)
+    gaps = np.full(len(cams), 360.0)
+    if len(cams) > 1:
+        order = np.argsort(az, kind="stable")
+        gaps[order] = np.mod(az[np.roll(order, -1)] - az[order], 360.0)
+    names = cams.names if cams.names is not None else [f"view{i}" for i in range(len(cams))]
+    return pd.DataFrame({
+        "name": names,
+        "distance": dist.numpy(),
+        "elevation_deg": _deg(torch.asin(torch.clamp(rel[:, 2] / dist, -1.0, 1.0))),
+        "azimuth_deg": az,
+        "azimuth_gap_deg": gaps,
+        "fx": cams.fx.numpy(), "fy": cams.fy.numpy(), "fy_over_fx": (cams.fy / cams.fx).numpy(),
+        "pp_dx_px": (cams.cx - cams.width / 2).numpy(), "pp_dy_px": (cams.cy - cams.height / 2).numpy(),
+        "hfov_deg": _deg(2 * torch.atan(cams.width / (2 * cams.fx))),
+        "vfov_deg": _deg(2 * torch.atan(cams.height / (2 * cams.fy))),
+        "up_x": up[:, 0].numpy(), "up_y": up[:, 1].numpy(), "up_z": up[:, 2].numpy(),
+        "up_angle_to_z_deg": _angle_deg(up, z),
+        "roll_deg": _roll_deg(right, fwd),
+        "lookat_error_deg": _angle_deg(fwd, -rel),
+    })
+
+
+_AXES = ("+X", "+Y", "+Z", "-X", "-Y", "-Z")
+
+
+def detect_up_axis(cams: Cameras, target: Sequence[float] = (0.0, 0.0, 0.0)) -> str:
+    """The signed world axis ('+Z', '+Y', ...) the cameras' up vectors (-y camera axis) agree on.
+
+    Evidence 1: the mean up vector. When it is weak (|component| < 0.3: cameras rolled every which
+    way, e.g. all looking straight down), evidence 2 decides: the mean direction from `target` to
+    the cameras (rig cameras sit above the animal). Raises when neither is clear.
+    """
+    _, down, _ = camera_axes(cams)
+    m = (-down).mean(0)
+    if float(m.abs().max()) < 0.3:
+        rel = torch.nn.functional.normalize(cams.centers - torch.as_tensor(target, dtype=torch.float64), dim=-1)
+        m = rel.mean(0)
+        if float(m.abs().max()) < 0.3:
+            raise ValueError("detect_up_axis: neither the cameras' up vectors nor their positions around the target "
+                             "agree on an up axis; pass the rig's up axis explicitly")
+    i = int(m.abs().argmax())
+    return _AXES[i + (3 if m[i] < 0 else 0)]
+
+
+def is_z_up(cams: Cameras, target: Sequence[float] = (0.0, 0.0, 0.0)) -> tuple[bool, str]:
+    """(whether the cameras say the world is Z-up, the detected up axis); see `detect_up_axis`.
+
+    A '+Y' answer usually means a Y-up export: fix with transform_world(cams, yup_to_zup()).
+    """
+    axis = detect_up_axis(cams, target)
+    return axis == "+Z", axis
+
+
+# --- comparing a rig with the standard cameras ---------------------------------------------------
+@dataclass(frozen=True)
+class MismatchThresholds:
+    """(minor_at, major_at) per quantity for `domain_mismatches`, on the deviation |B-A| ('diff')
+    or |B/A-1| ('ratio'): below minor_at is 'ok', below major_at 'minor', else 'major'."""
+
+    n_views: tuple[float, float] = (1, 3)                     # views (diff)
+    image_aspect: tuple[float, float] = (0.02, 0.15)          # W/H (ratio)
+    hfov_deg: tuple[float, float] = (0.10, 0.30)              # (ratio) object size in the frame
+    vfov_deg: tuple[float, float] = (0.10, 0.30)              # (ratio)
+    pixel_aspect: tuple[float, float] = (0.005, 0.02)         # fy/fx furthest from 1 (diff)
+    principal_point_offset: tuple[float, float] = (0.01, 0.05)  # fraction of image size (diff)
+    elevation_mean_deg: tuple[float, float] = (5.0, 15.0)     # (diff)
+    elevation_spread_deg: tuple[float, float] = (5.0, 20.0)   # max - min (diff)
+    max_azimuth_gap_deg: tuple[float, float] = (15.0, 45.0)   # (diff)
+    distance_rel_spread: tuple[float, float] = (0.03, 0.10)   # std/mean of distances (diff)
+    lookat_error_max_deg: tuple[float, float] = (2.0, 8.0)    # (diff)
+    roll_max_deg: tuple[float, float] = (2.0, 10.0)           # |roll| (diff)
+    distortion_max_px: tuple[float, float] = (1.0, 5.0)       # (diff) at the image border
+    up_axis_is_z: tuple[float, float] = (0.5, 0.5)            # 1/0 (diff): any difference is major
+
+
+# quantity -> (unit, compare, what it does to FaceLift)
+_MISMATCH_QUANTITIES: dict[str, tuple[str, str, str]] = {
+    "n_views": ("views", "diff", "GS-LRM saw 6 (inference) or 32 (training) views"),
+    "image_aspect": ("W/H", "ratio", "FaceLift images are square 512²: a crop must make them square"),
+    "hfov_deg": ("deg", "ratio", "sets how large the object is in the frame"),
+    "vfov_deg": ("deg", "ratio", "sets how large the object is in the frame"),
+    "pixel_aspect": ("fy/fx", "diff", "FaceLift pixels are square"),
+    "principal_point_offset": ("frac", "diff", "FaceLift's principal point is the image centre"),
+    "elevation_mean_deg": ("deg", "diff", "FaceLift: 0° at inference, 20° in GS-LRM training"),
+    "elevation_spread_deg": ("deg", "diff", "FaceLift cameras share one elevation"),
+    "max_azimuth_gap_deg": ("deg", "diff", "largest unseen azimuth sector"),
+    "distance_rel_spread": ("std/mean", "diff", "FaceLift cameras share one distance"),
+    "lookat_error_max_deg": ("deg", "diff", "FaceLift cameras look exactly at the object centre"),
+    "roll_max_deg": ("deg", "diff", "FaceLift cameras are level"),
+    "distortion_max_px": ("px", "diff", "FaceLift cameras are ideal pinholes: undistort first"),
+    "up_axis_is_z": ("bool", "diff", "FaceLift's world is Z-up"),
+}
+
+
+def distort_normalized(xy: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
+    """OpenCV's lens model on normalised coordinates xy [V,N,2] with dist [V,5] (k1,k2,p1,p2,k3)."""
+    x, y = xy[..., 0], xy[..., 1]
+    k1, k2, p1, p2, k3 = (dist[:, i, None] for i in range(5))
+    r2 = x * x + y * y
+    radial = 1 + k1 * r2 + k2 * r2 ** 2 + k3 * r2 ** 3
+    xd = x * radial + 2 * p1 * x * y + p2 * (r2 + 2 * x * x)
+    yd = y * radial + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y
+    return torch.stack([xd, yd], -1)
+
+
+def distortion_displacement_px(cams: Cameras, n_per_side: int = 16) -> torch.Tensor:
+    """[V] largest pixel shift the lens distortion causes on the image border (0 for pinholes)."""
+    if cams.dist is None:
+        return torch.zeros(len(cams), dtype=torch.float64)
+    t = torch.linspace(0, 1, n_per_side, dtype=torch.float64)
+    W, H = float(cams.width), float(cams.height)
+    border = torch.cat([torch.stack([t * W, torch.zeros_like(t)], -1), torch.stack([t * W, torch.full_like(t, H)], -1),
+                        torch.stack([torch.zeros_like(t), t * H], -1), torch.stack([torch.full_like(t, W), t * H], -1)])
+    f = torch.stack([cams.fx, cams.fy], -1)[:, None]
+    c = torch.stack([cams.cx, cams.cy], -1)[:, None]
+    xy = (border[None] - c) / f
+    return ((distort_normalized(xy, cams.dist) - xy) * f).norm(dim=-1).amax(-1)
+
+
+def _rig_summary(cams: Cameras, target: Sequence[float]) -> dict[str, float]:
+    df = describe(cams, target)
+    aspect = df["fy_over_fx"].to_numpy()
+    d = df["distance"].to_numpy()
+    return {
+        "n_views": float(len(cams)),
+        "image_aspect": cams.width / cams.height,
+        "hfov_deg": float(df["hfov_deg"].mean()),
+        "vfov_deg": float(df["vfov_deg"].mean()),
+        "pixel_aspect": float(aspect[np.argmax(np.abs(aspect - 1))]),
+        "principal_point_offset": float(max((df["pp_dx_px"].abs() / cams.width).max(),
+                                            (df["pp_dy_px"].abs() / cams.height).max())),
+        "elevation_mean_deg": float(df["elevation_deg"].mean()),
+        "elevation_spread_deg": float(df["elevation_deg"].max() - df["elevation_deg"].min()),
+        "max_azimuth_gap_deg": float(df["azimuth_gap_deg"].max()),
+        "distance_rel_spread": float(d.std() / d.mean()),
+        "lookat_error_max_deg": float(df["lookat_error_deg"].max()),
+        "roll_max_deg": float(df["roll_deg"].abs().max()),
+        "distortion_max_px": float(distortion_displacement_px(cams).max()),
+        "up_axis_is_z": float(is_z_up(cams, target)[0]),
+    }
+
+
+def domain_mismatches(a: Cameras, b: Cameras, target_a: Sequence[float] = (0.0, 0.0, 0.0),
+                      target_b: Sequence[float] = (0.0, 0.0, 0.0),
+                      thresholds: MismatchThresholds = MismatchThresholds()) -> pd.DataFrame:
+    """Where camera set B (e.g. a mouse rig) differs from A (e.g. `facelift_standard()`), graded.
+
+    One row per quantity (see `MismatchThresholds`): quantity, unit, value_a, value_b, compare
+    ('diff' or 'ratio'), delta (B-A or B/A), deviation (|B-A| or |B/A-1|), minor_at, major_at,
+    severity ('ok'/'minor'/'major'), note. Only scale-free quantities: A and B may use different
+    units (FaceLift units vs mm). Both worlds are taken as Z-up; `up_axis_is_z` says if not.
+    """
+    sa, sb = _rig_summary(a, target_a), _rig_summary(b, target_b)
+    rows = []
+    for q, (unit, compare, note) in _MISMATCH_QUANTITIES.items():
+        va, vb = sa[q], sb[q]
+        if compare == "ratio":
+            delta = vb / va
+            dev = abs(delta - 1)
+        else:
+            delta = vb - va
+            dev = abs(delta)
+        minor_at, major_at = getattr(thresholds, q)
+        severity = "ok" if dev < minor_at else ("minor" if dev < major_at else "major")
+        rows.append(dict(quantity=q, unit=unit, value_a=va, value_b=vb, compare=compare, delta=delta,
+                         deviation=dev, minor_at=minor_at, major_at=major_at, severity=severity, note=note))
+    return pd.DataFrame(rows)
+
+
+def ray_distance_matrix(cams: Cameras, ref: Cameras, size: int = 32) -> torch.Tensor:
+    """[V,R] mean over a size x size pixel grid of the L2 distance between the facelift ray embeddings
+    ([d, o + (-o·d) d], 6 numbers per pixel) of camera v and reference camera r.
+
+    Both sets must be in the same world units (normalise a rig with `similarity_normalize` first);
+    each image is resampled to size x size, so the grids compare by relative image position.
+    """
+    e = plucker_rays(cams, "facelift", height=size, width=size, dtype=torch.float64).flatten(2)  # [V,6,P]
+    r = plucker_rays(ref, "facelift", height=size, width=size, dtype=torch.float64).flatten(2)   # [R,6,P]
+    return (e[:, None] - r[None]).norm(dim=2).mean(-1)
+
+
+def ray_distance_to_reference(cams: Cameras, ref: Cameras, size: int = 32) -> torch.Tensor:
+    """[V] per view, the ray-embedding distance (`ray_distance_matrix`) to the nearest reference camera:
+    0 for a view that sees exactly like one of the standard views, growing as its rays move away."""
+    return ray_distance_matrix(cams, ref, size).min(dim=1).values
+
+
+# --- rig calibration files ----------------------------------------------------------------------
+# Pixel-coordinate conventions at the file boundary. Cameras (like FaceLift, gsplat and Blender)
+# put pixel i's centre at i + 0.5; OpenCV calibrations put it at i; MATLAB (DANNCE/Label3D) at i + 1.
+# Importers convert on reading and exporters on writing, so files stay in their tool's convention.
+OPENCV_TO_WORKBOOK_PX = 0.5   # u_workbook = u_opencv + 0.5
+MATLAB_TO_WORKBOOK_PX = -0.5  # u_workbook = u_matlab - 0.5 (1-based: u_opencv = u_matlab - 1)
+
+
+def _shift_pixels(K: np.ndarray | torch.Tensor, offset: float) -> torch.Tensor:
+    """K whose pixel coordinates are u + offset, v + offset (K [...,3,3])."""
+    return crop_intrinsics(torch.as_tensor(np.asarray(K), dtype=torch.float64), -offset, -offset)
+
+
+def _check_calibration(K: torch.Tensor, R: torch.Tensor, source: str, names: list[str]) -> None:
+    for v, name in enumerate(names):
+        skew = float(K[v, 0, 1])
+        if abs(skew) > 1e-9 * float(K[v, 0, 0]):
+            raise ValueError(f"{source}: camera {name!r} has skew {skew:g}; the workbook's pinhole model (and "
+                             "gsplat) has none: recalibrate without skew")
+        if float(K[v, 1, 0]) != 0 or K[v, 2].tolist() != [0.0, 0.0, 1.0]:
+            raise ValueError(f"{source}: camera {name!r} intrinsics are not [[fx,s,cx],[0,fy,cy],[0,0,1]]: "
+                             f"{K[v].tolist()}")
+        err = float((R[v] @ R[v].T - torch.eye(3, dtype=torch.float64)).abs().max())
+        det = float(torch.linalg.det(R[v]))
+        if err > 1e-6 or det < 0:
+            raise ValueError(f"{source}: camera {name!r} rotation is not a rotation (|RR^T-I| = {err:.2g}, "
+                             f"det = {det:.3g}); check whether the file stores R transposed or a c2w")
+
+
+def _cameras_from_opencv(K_cv: Sequence[np.ndarray], R: Sequence[np.ndarray], T: Sequence[np.ndarray],
+                         dist: Sequence[np.ndarray] | None, width: int, height: int, names: list[str],
+                         source: str, meta: dict[str, Any]) -> Cameras:
+    """Cameras from per-camera OpenCV K (0-based pixels), R, T (x_cam = R X + T) and dist (5)."""
+    K = _shift_pixels(np.stack([np.asarray(k, dtype=np.float64).reshape(3, 3) for k in K_cv]), OPENCV_TO_WORKBOOK_PX)
+    Rt = torch.as_tensor(np.stack([np.asarray(r, dtype=np.float64).reshape(3, 3) for r in R]))
+    _check_calibration(K, Rt, source, names)
+    w2c = torch.eye(4, dtype=torch.float64).repeat(len(names), 1, 1)
+    w2c[:, :3, :3] = Rt
+    w2c[:, :3, 3] = torch.as_tensor(np.stack([np.asarray(t, dtype=np.float64).reshape(3) for t in T]))
+    d = None if dist is None else torch.as_tensor(np.stack([_dist5(x, source, n) for x, n in zip(dist, names)]))
+    return Cameras(K=K, w2c=w2c, width=width, height=height, dist=d, names=names, meta=meta)
+
+
+def _dist5(d: Any, source: str, name: str) -> np.ndarray:
+    """OpenCV (k1,k2,p1,p2[,k3]) as 5 numbers; 4 means k3 = 0 in OpenCV's own model."""
+    d = np.asarray(d, dtype=np.float64).reshape(-1)
+    if d.size == 4:
+        d = np.append(d, 0.0)
+    if d.size != 5:
+        raise ValueError(f"{source}: camera {name!r} has {d.size} distortion coefficients; the workbook supports "
+                         "OpenCV's 5-term model (k1,k2,p1,p2,k3), not the rational/thin-prism/fisheye ones")
+    return d
+
+
+def _to_opencv(cams: Cameras) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per-camera OpenCV K (0-based pixels), R, T, dist [V,5] (zeros for a pinhole set)."""
+    K = _shift_pixels(cams.K, -OPENCV_TO_WORKBOOK_PX).numpy()
+    dist = np.zeros((len(cams), 5)) if cams.dist is None else cams.dist.numpy()
+    return K, cams.w2c[:, :3, :3].numpy(), cams.w2c[:, :3, 3].numpy(), dist
+
+
+def _names(cams: Cameras) -> list[str]:
+    return list(cams.names) if cams.names is not None else [f"cam{i}" for i in range(len(cams))]
+
+
+def _require_file(path: str | Path, what: str) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    return path
+
+
+def load_mammal_pkl(path: str | Path, width: int = 1152, height: int = 1024) -> Cameras:
+    """MAMMAL `new_cam.pkl`: {i: {"K" 3x3, "R" 3x3, "T" (3,), optional "dist" (5,), "name"}} for i = 0..N-1
+    (a list works too). OpenCV convention x_cam = R X + T, 0-based pixels; units kept (mm).
+    The file has no image size: width/height default to MAMMAL's 1152x1024. Unpickling runs code:
+    load only files you trust."""
+    path = _require_file(path, "MAMMAL camera file (new_cam.pkl)")
+    with open(path, "rb") as f:
+        data = pickle.load(f)
+    if isinstance(data, dict):
+        keys = sorted(data)
+        if keys != list(range(len(keys))):
+            raise ValueError(f"{path}: expected camera keys 0..N-1, got {keys}")
+        entries = [data[k] for k in keys]
+    elif isinstance(data, (list, tuple)):
+        entries = list(data)
+    else:
+        raise ValueError(f"{path}: expected a dict {{i: {{'K','R','T'}}}} or a list, got {type(data).__name__}")
+    names = []
+    for i, e in enumerate(entries):
+        missing = [k for k in ("K", "R", "T") if k not in e]
+        if missing:
+            raise ValueError(f"{path}: camera {i} lacks {missing} (MAMMAL cameras need K, R, T)")
+        names.append(str(e.get("name", i)))
+    has_dist = ["dist" in e for e in entries]
+    if any(has_dist) and not all(has_dist):
+        raise ValueError(f"{path}: cameras {[n for n, h in zip(names, has_dist) if not h]} lack 'dist' while others "
+                         "have it; give every camera its coefficients (zeros for an undistorted one)")
+    return _cameras_from_opencv([e["K"] for e in entries], [e["R"] for e in entries], [e["T"] for e in entries],
+                                [e["dist"] for e in entries] if all(has_dist) else None, width, height, names,
+                                str(path), {"calibration_format": "mammal_pkl"})
+
+
+def save_mammal_pkl(cams: Cameras, path: str | Path) -> Path:
+    """Write `cams` as a MAMMAL-style new_cam.pkl (inverse of `load_mammal_pkl`)."""
+    K, R, T, dist = _to_opencv(cams)
+    data = {}
+    for i, name in enumerate(_names(cams)):
+        data[i] = {"K": K[i].copy(), "R": R[i].copy(), "T": T[i].copy(), "name": name}
+        if cams.dist is not None:
+            data[i]["dist"] = dist[i].copy()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        pickle.dump(data, f)
+    return path
+
+
+def load_dannce_mat(path: str | Path, width: int, height: int) -> Cameras:
+    """DANNCE / Label3D `*dannce.mat`: `params` (cell of structs K, r, t, RDistort, TDistort) + `camnames`.
+
+    MATLAB conventions: K is stored transposed ([fx 0 0; s fy 0; cx cy 1]) with 1-based pixels;
+    r (3x3), t (1x3) act on row vectors ([X 1]·[r; t]), so R = r^T, T = t^T; RDistort = [k1 k2 (k3)],
+    TDistort = [p1 p2]. Units kept (mm). The file has no image size: pass width/height.
+    """
+    path = _require_file(path, "DANNCE calibration (*dannce.mat)")
+    try:
+        m = scipy.io.loadmat(str(path), simplify_cells=True)
+    except NotImplementedError as e:  # scipy raises this for v7.3 (HDF5) files
+        raise ValueError(f"{path}: MATLAB v7.3 file, which scipy cannot read; re-save it in MATLAB with "
+                         "`s = load(f); save(g, '-struct', 's', '-v7')`") from e
+    if "params" not in m:
+        raise ValueError(f"{path}: no 'params' variable (found {sorted(k for k in m if not k.startswith('__'))}); "
+                         "a DANNCE calibration has params (cell of camera structs) and camnames")
+    params = m["params"]
+    params = [params] if isinstance(params, dict) else list(params)
+    camnames = m.get("camnames", [f"Camera{i + 1}" for i in range(len(params))])
+    names = [camnames] if isinstance(camnames, str) else [str(n) for n in camnames]
+    if len(names) != len(params):
+        raise ValueError(f"{path}: {len(params)} cameras in params but {len(names)} camnames")
+    K_cv, R, T, dist = [], [], [], []
+    for name, p in zip(names, params):
+        missing = [k for k in ("K", "r", "t", "RDistort", "TDistort") if k not in p]
+        if missing:
+            raise ValueError(f"{path}: camera {name!r} lacks {missing}")
+        K_cv.append(_shift_pixels(np.asarray(p["K"], dtype=np.float64).T, -1.0).numpy())  # 1-based -> 0-based
+        R.append(np.asarray(p["r"], dtype=np.float64).T)
+        T.append(np.asarray(p["t"], dtype=np.float64).reshape(3))
+        k = np.asarray(p["RDistort"], dtype=np.float64).reshape(-1)
+        if k.size not in (2, 3):
+            raise ValueError(f"{path}: camera {name!r} RDistort has {k.size} values, expected [k1 k2] or [k1 k2 k3]")
+        k3 = k[2] if k.size == 3 else 0.0  # MATLAB's 2-coefficient model is k3 = 0
+        p1, p2 = np.asarray(p["TDistort"], dtype=np.float64).reshape(2)
+        dist.append(np.array([k[0], k[1], p1, p2, k3]))
+    return _cameras_from_opencv(K_cv, R, T, dist, width, height, names, str(path), {"calibration_format": "dannce_mat"})
+
+
+def save_dannce_mat(cams: Cameras, path: str | Path) -> Path:
+    """Write `cams` as a DANNCE-style .mat (params + camnames; inverse of `load_dannce_mat`)."""
+    K, R, T, dist = _to_opencv(cams)
+    params = np.empty((len(cams), 1), dtype=object)
+    for i in range(len(cams)):
+        params[i, 0] = {
+            "K": _shift_pixels(K[i], 1.0).numpy().T,  # 0-based -> 1-based, then MATLAB's transposed layout
+            "r": R[i].T, "t": T[i][None, :],
+            "RDistort": dist[i, [0, 1, 4]][None, :], "TDistort": dist[i, [2, 3]][None, :],
+        }
+    camnames = np.empty((1, len(cams)), dtype=object)
+    camnames[0, :] = _names(cams)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scipy.io.savemat(str(path), {"params": params, "camnames": camnames})
+    return path
+
+
+def load_anipose_toml(path: str | Path) -> Cameras:
+    """anipose `calibration.toml`: [cam_N] name, size [w,h], matrix, distortions (5), rotation (Rodrigues,
+    world->camera), translation; [metadata] kept in meta["anipose_metadata"]. OpenCV 0-based pixels;
+    units are the board's (usually mm). Cameras are ordered by N (aniposelib sorts the section names as
+    strings, which differs from 11 cameras on: match views by `names`)."""
+    path = _require_file(path, "anipose calibration (calibration.toml)")
+    try:
+        data = toml.load(path)
+    except toml.TomlDecodeError as e:
+        raise ValueError(f"{path}: cannot parse as TOML ({e}); the `toml` package needs arrays of one type, "
+                         "e.g. write 0.0 rather than 0 in a float matrix") from e
+    sections = {k: v for k, v in data.items() if k != "metadata"}
+    if not sections:
+        raise ValueError(f"{path}: no camera sections; anipose calibrations have [cam_0], [cam_1], ...")
+
+    def order(key: str) -> tuple[int, str]:
+        suffix = key.rsplit("_", 1)[-1]
+        return (int(suffix), key) if suffix.isdigit() else (1 << 30, key)
+
+    keys = sorted(sections, key=order)
+    names, K, R, T, dist, sizes = [], [], [], [], [], set()
+    for key in keys:
+        c = sections[key]
+        missing = [k for k in ("size", "matrix", "distortions", "rotation", "translation") if k not in c]
+        if missing:
+            raise ValueError(f"{path}: [{key}] lacks {missing}")
+        name = str(c.get("name", key))
+        if c.get("fisheye", False):
+            raise ValueError(f"{path}: [{key}] ({name}) is a fisheye camera; only OpenCV's pinhole+distortion "
+                             "model is supported")
+        names.append(name)
+        sizes.add(tuple(int(s) for s in c["size"]))
+        K.append(np.asarray(c["matrix"], dtype=np.float64))
+        R.append(cv2.Rodrigues(np.asarray(c["rotation"], dtype=np.float64).reshape(3, 1))[0])
+        T.append(np.asarray(c["translation"], dtype=np.float64))
+        dist.append(c["distortions"])
+    if len(sizes) != 1:
+        raise ValueError(f"{path}: cameras have different image sizes {sorted(sizes)}; Cameras needs one size "
+                         "(load subsets with the same size separately)")
+    (w, h), = sizes
+    meta = {"calibration_format": "anipose_toml", "anipose_metadata": data.get("metadata", {})}
+    return _cameras_from_opencv(K, R, T, dist, w, h, names, str(path), meta)
+
+
+def save_anipose_toml(cams: Cameras, path: str | Path) -> Path:
+    """Write `cams` as an anipose calibration.toml (inverse of `load_anipose_toml`)."""
+    K, R, T, dist = _to_opencv(cams)
+    data: dict[str, Any] = {}
+    for i, name in enumerate(_names(cams)):
+        data[f"cam_{i}"] = {
+            "name": name, "size": [cams.width, cams.height], "matrix": K[i].tolist(),
+            "distortions": dist[i].tolist(), "rotation": cv2.Rodrigues(R[i])[0].reshape(3).tolist(),
+            "translation": T[i].tolist(),
+        }
+    data["metadata"] = cams.meta.get("anipose_metadata", {"adjusted": False})
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        toml.dump(data, f)
+    return path
+
+
+def project_points_opencv(cams: Cameras, points: torch.Tensor | np.ndarray,
+                          opencv_pixels: bool = False) -> torch.Tensor:
+    """Project world points [N,3] with each camera's lens distortion through cv2.projectPoints -> [V,N,2].
+
+    Pixel coordinates in the workbook convention (pixel centres at +0.5, like `Cameras.project`);
+    opencv_pixels=True gives OpenCV's (centres at integers: 2D labels, cv2 tools). Points behind a
+    camera are projected too (cv2 does not check): mask them with `Cameras.project`'s depth.
+    """
+    pts = np.ascontiguousarray(np.asarray(points, dtype=np.float64).reshape(-1, 3))
+    K = (_shift_pixels(cams.K, -OPENCV_TO_WORKBOOK_PX) if opencv_pixels else cams.K).numpy()
+    dist = np.zeros((len(cams), 5)) if cams.dist is None else cams.dist.numpy()
+    out = []
+    for v in range(len(cams)):
+        rvec = cv2.Rodrigues(cams.w2c[v, :3, :3].numpy())[0]
+        uv, _ = cv2.projectPoints(pts, rvec, cams.w2c[v, :3, 3].numpy().copy(), K[v], dist[v])
+        out.append(uv.reshape(-1, 2))
+    return torch.as_tensor(np.stack(out))

@@ -1,13 +1,29 @@
-"""Notebook-side helpers: record() of key numbers (collected by the profile runner into summary.json)."""
+"""Notebook machinery: record() of key numbers, and the profile runner behind `python -m facelift_lib`.
+
+A profile (params/*.yaml) holds run-level keys (`profile`, `out_dir`, `seed`), shared keys offered to
+every notebook, and optional per-notebook sections keyed by notebook name (`05_gslrm: {steps: 2000}`).
+The runner syncs the jupytext pairs, executes notebooks/NN_*.ipynb in NN order with papermill
+(kernel cwd = notebooks/), injects only the parameters each notebook declares, and writes
+<out>/<name>.ipynb, <out>/<name>.html and <out>/summary.json (rewritten after every notebook).
+"""
 from __future__ import annotations
 
 import json
 import math
-from typing import Any
+import os
+import re
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
 
 RECORD_MIMETYPE = "application/vnd.facelift.record+json"
+NOTEBOOK_NAME = re.compile(r"^\d{2}_\w+$")  # 00_data, 05_gslrm, ...
+DEFAULT_NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 
 
+# --- notebook side ------------------------------------------------------------------------------
 def _jsonable(value: Any) -> Any:
     if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
         value = value.item()
@@ -28,3 +44,250 @@ def record(name: str, value: Any, digits: int = 4) -> Any:
     shown = round(value, digits) if isinstance(value, float) else value
     display({"text/plain": f"{name} = {shown}", RECORD_MIMETYPE: {"name": name, "value": value}}, raw=True)
     return value
+
+
+# --- profiles -------------------------------------------------------------------------------------
+class UnknownParameterWarning(UserWarning):
+    """A profile key that the notebook(s) it is meant for do not declare; it is not injected."""
+
+
+class NotebookFailed(RuntimeError):
+    """A notebook raised during a run; the message names the notebook, the cell and the executed copy."""
+
+
+@dataclass
+class Profile:
+    name: str
+    out_dir: Path                                  # absolute
+    shared: dict[str, Any] = field(default_factory=dict)   # offered to every notebook (seed, size, ...)
+    sections: dict[str, dict[str, Any]] = field(default_factory=dict)  # per notebook name
+    source: str = "<dict>"
+
+
+def load_profile(path: str | Path, out_dir: str | Path | None = None) -> Profile:
+    """Read a profile YAML; `out_dir` (or the profile's, default outputs/<profile>) is resolved against the cwd."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"profile not found: {path} (profiles live in params/, e.g. params/smoke.yaml)")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a profile is a mapping of keys, got {type(data).__name__}")
+    data = dict(data)
+    name = str(data.pop("profile", path.stem))
+    out = Path(out_dir if out_dir is not None else data.pop("out_dir", f"outputs/{name}")).resolve()
+    data.pop("out_dir", None)
+    sections: dict[str, dict[str, Any]] = {}
+    for key in [k for k in data if NOTEBOOK_NAME.match(str(k))]:
+        if not isinstance(data[key], dict):
+            raise ValueError(f"{path}: '{key}' looks like a notebook section but is not a mapping "
+                             f"(write `{key}: {{param: value}}`)")
+        sections[key] = data.pop(key)
+    return Profile(name=name, out_dir=out, shared=data, sections=sections, source=str(path))
+
+
+# --- notebooks ------------------------------------------------------------------------------------
+def discover_notebooks(notebooks_dir: str | Path = DEFAULT_NOTEBOOKS_DIR,
+                       only: Sequence[str] | None = None) -> list[Path]:
+    """The jupytext sources notebooks/NN_*.py in NN order; `only` keeps names (or their NN prefixes)."""
+    notebooks_dir = Path(notebooks_dir)
+    sources = sorted(p for p in notebooks_dir.glob("*.py") if NOTEBOOK_NAME.match(p.stem))
+    if not sources:
+        raise FileNotFoundError(f"no notebooks NN_name.py in {notebooks_dir}")
+    if not only:
+        return sources
+    picked = [p for p in sources if p.stem in only or p.stem.split("_")[0] in only]
+    found = {p.stem for p in picked} | {p.stem.split("_")[0] for p in picked}
+    missing = [n for n in only if n not in found]
+    if missing:
+        raise ValueError(f"--only {missing}: no such notebook in {notebooks_dir}; "
+                         f"have {[p.stem for p in sources]}")
+    return picked
+
+
+def sync_notebooks(sources: Sequence[Path]) -> list[Path]:
+    """`jupytext --sync` each pair (the newer of .py/.ipynb wins; the .ipynb keeps its outputs)."""
+    from jupytext.cli import jupytext
+
+    for src in sources:
+        strip_run_metadata(Path(src).with_suffix(".ipynb"))
+    if sources:
+        jupytext(["--sync", "--quiet", *map(str, sources)])
+    return [Path(p).with_suffix(".ipynb") for p in sources]
+
+
+def strip_run_metadata(notebook: Path) -> None:
+    """Drop papermill/nbclient timings from a paired .ipynb (if it exists).
+
+    They change on every run, and when the .ipynb is the newer file jupytext would copy them into the .py.
+    """
+    import nbformat
+
+    if not notebook.is_file():
+        return
+    nb = nbformat.read(notebook, as_version=4)
+    found = nb.metadata.pop("papermill", None) is not None
+    for cell in nb.cells:
+        found |= cell.metadata.pop("papermill", None) is not None
+        found |= cell.metadata.pop("execution", None) is not None
+    if found:
+        nbformat.write(nb, notebook)
+
+
+def notebook_parameters(notebook: str | Path) -> dict[str, Any]:
+    """{name: default} of the notebook's `parameters` cell ({} when it has none)."""
+    import papermill
+
+    return {name: p["default"] for name, p in papermill.inspect_notebook(str(notebook)).items()}
+
+
+def collect_records(nb: Any) -> dict[str, Any]:
+    """{name: value} of every record() output in an executed notebook (a later record of a name wins)."""
+    metrics: dict[str, Any] = {}
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            rec = out.get("data", {}).get(RECORD_MIMETYPE)
+            if rec is not None:
+                metrics[rec["name"]] = rec["value"]
+    return metrics
+
+
+def notebook_inputs(profile: Profile, name: str, declared: Sequence[str]) -> dict[str, Any]:
+    """Parameters for one notebook: out_dir (absolute), shared keys and its section, only those it declares.
+
+    A section key the notebook does not declare is a typo or a stale key: it is reported and not
+    injected (papermill would otherwise define it silently in the notebook).
+    """
+    section = profile.sections.get(name, {})
+    unknown = [k for k in section if k not in declared]
+    if unknown:
+        warnings.warn(f"{profile.source}: {name} does not declare {unknown} in its parameters cell; not injected",
+                      UnknownParameterWarning, stacklevel=2)
+    offered = {"out_dir": str(profile.out_dir), **profile.shared, **section}
+    return {k: v for k, v in offered.items() if k in declared}
+
+
+def check_profile_keys(profile: Profile, declared: dict[str, Sequence[str]]) -> None:
+    """Warn about shared keys no notebook declares and sections that name no notebook."""
+    anywhere = {k for keys in declared.values() for k in keys}
+    unused = [k for k in profile.shared if k not in anywhere]
+    if unused:
+        warnings.warn(f"{profile.source}: keys {unused} are declared by no notebook; not injected",
+                      UnknownParameterWarning, stacklevel=2)
+    for name in profile.sections:
+        if name not in declared:
+            warnings.warn(f"{profile.source}: section '{name}' names no notebook; ignored",
+                          UnknownParameterWarning, stacklevel=2)
+
+
+def execute_notebook(src: Path, dst: Path, parameters: dict[str, Any] | None, cwd: Path,
+                     html: bool = True) -> Any:
+    """Run `src` with papermill into `dst` (kernel from its kernelspec, cwd `cwd`); `html`: a .html copy too.
+
+    Returns the executed notebook. Raises NotebookFailed naming the notebook and the failing cell;
+    the executed copy (with the traceback) and its HTML are written first.
+    """
+    import nbformat
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    name = src.stem
+    error: Exception | None = None
+    try:
+        papermill.execute_notebook(str(src), str(dst), parameters=parameters, cwd=str(cwd),
+                                   progress_bar={"desc": name, "leave": False}, log_output=False)
+    except Exception as exc:  # noqa: BLE001 - re-raised below as NotebookFailed, after writing the HTML
+        error = exc
+    if html and dst.is_file():
+        write_html(nbformat.read(dst, as_version=4), dst.with_suffix(".html"))
+    if error is None:
+        return nbformat.read(dst, as_version=4)
+    if isinstance(error, PapermillExecutionError):
+        first = next((ln for ln in error.source.splitlines() if ln.strip()), "<empty>")
+        where = f"cell {error.cell_index} of the executed copy (In [{error.exec_count}]: `{first.strip()}`)"
+        what = f"{error.ename}: {error.evalue}"
+    else:
+        where, what = "before or between cells", f"{type(error).__name__}: {error}"
+    raise NotebookFailed(f"notebook {name} failed at {where}: {what}\n"
+                         f"  executed copy with the traceback: {dst}") from error
+
+
+def write_html(nb: Any, path: Path) -> Path:
+    from nbconvert import HTMLExporter
+
+    body, _ = HTMLExporter().from_notebook_node(nb)
+    path.write_text(body, encoding="utf-8")
+    return path
+
+
+def write_summary(summary: dict[str, Any], path: Path) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(summary, indent=1, default=str))
+    tmp.replace(path)  # atomic: a crash never leaves half a summary
+
+
+# --- runs -----------------------------------------------------------------------------------------
+def run_profile(profile: Profile, notebooks_dir: str | Path = DEFAULT_NOTEBOOKS_DIR,
+                only: Sequence[str] | None = None) -> dict[str, Any]:
+    """Execute the notebooks for a profile into profile.out_dir; returns the summary (also summary.json).
+
+    Stops at the first failing notebook with NotebookFailed (summary.json then says which).
+    """
+    from tqdm.auto import tqdm
+
+    notebooks_dir = Path(notebooks_dir).resolve()
+    all_ipynb = sync_notebooks(discover_notebooks(notebooks_dir))
+    selected = [p.stem for p in discover_notebooks(notebooks_dir, only)]
+    declared = {p.stem: list(notebook_parameters(p)) for p in all_ipynb}
+    check_profile_keys(profile, declared)
+
+    out = profile.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    summary: dict[str, Any] = {
+        "profile": profile.name, "out_dir": str(out), "status": "running", "total_seconds": 0.0,
+        "notebooks": {n: {"status": "pending", "seconds": None, "metrics": {}} for n in selected},
+    }
+    write_summary(summary, out / "summary.json")
+    start = time.perf_counter()
+    bar = tqdm(selected, desc=f"profile {profile.name}", unit="notebook")
+    for name in bar:
+        bar.set_postfix_str(name)
+        params = notebook_inputs(profile, name, declared[name])
+        entry = summary["notebooks"][name]
+        entry["status"] = "running"
+        write_summary(summary, out / "summary.json")
+        t0 = time.perf_counter()
+        try:
+            nb = execute_notebook(notebooks_dir / f"{name}.ipynb", out / f"{name}.ipynb", params, notebooks_dir)
+        except NotebookFailed as exc:
+            entry.update(status="failed", seconds=round(time.perf_counter() - t0, 2), error=str(exc))
+            summary.update(status="failed", total_seconds=round(time.perf_counter() - start, 2))
+            write_summary(summary, out / "summary.json")
+            bar.close()
+            raise
+        entry.update(status="ok", seconds=round(time.perf_counter() - t0, 2), metrics=collect_records(nb))
+        summary["total_seconds"] = round(time.perf_counter() - start, 2)
+        write_summary(summary, out / "summary.json")
+    bar.close()
+    summary["status"] = "ok"
+    write_summary(summary, out / "summary.json")
+    return summary
+
+
+def execute_in_place(notebooks_dir: str | Path = DEFAULT_NOTEBOOKS_DIR,
+                     only: Sequence[str] | None = None) -> list[Path]:
+    """Re-execute notebooks/NN.ipynb in place with their defaults (the committed outputs nbval compares)."""
+    from tqdm.auto import tqdm
+
+    notebooks_dir = Path(notebooks_dir).resolve()
+    sources = discover_notebooks(notebooks_dir, only)
+    done = []
+    for src, nb in zip(sources, tqdm(sync_notebooks(sources), desc="notebooks", unit="notebook")):
+        try:
+            execute_notebook(nb, nb, None, notebooks_dir, html=False)
+        finally:
+            strip_run_metadata(nb)
+            os.utime(src)  # the .py stays the newer file: the next --sync reads inputs from it
+        done.append(nb)
+    return done

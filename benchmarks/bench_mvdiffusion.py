@@ -1,0 +1,115 @@
+"""Multi-view diffusion timings.
+
+CPU (always): the smoke model's training step time and DDIM sampling time (20 and 50 steps, CFG) per
+6-view sample. CUDA (only when a GPU is present): the FaceLift-size UNet (random weights, fp16) sampling
+at 512² (64² latents), 50 steps with classifier-free guidance, sparse vs dense multi-view attention; UNet
+only (VAE/CLIP run once per sample and are the same for both).
+
+    .venv/bin/python benchmarks/bench_mvdiffusion.py [--threads N] [--repeats R]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+
+def _time(fn, repeats: int, sync=lambda: None) -> tuple[float, float]:
+    fn()  # warm-up
+    sync()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), min(times)
+
+
+def bench_cpu(repeats: int) -> None:
+    from diffusers import DDIMScheduler, DDPMScheduler
+
+    from facelift_lib.mvdiffusion import PixelModelConfig, PixelMVDiffusion, sample_views
+    from facelift_lib.mvdiffusion.train import diffusion_loss
+
+    torch.manual_seed(0)
+    cfg = PixelModelConfig()
+    model = PixelMVDiffusion(cfg)
+    n_params = sum(p.numel() for p in model.parameters()) / 1e6
+    print(f"smoke model: {cfg.image_size}² RGBA, blocks {cfg.block_out_channels}, attention at "
+          f"{cfg.attention_resolution}² ({cfg.mv_attention}), {n_params:.2f} M params, "
+          f"torch threads {torch.get_num_threads()}")
+    sched = DDPMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction", clip_sample=True)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    for batch in (1, 2):
+        views = torch.rand(batch, 6, 4, cfg.image_size, cfg.image_size)
+
+        def step():
+            x0 = model.encode_views(views)
+            loss = diffusion_loss(model, sched, x0, model.condition(views[:, 0]), 5.0)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            opt.zero_grad()
+
+        med, best = _time(step, repeats)
+        print(f"  train step, batch {batch}: {med:.3f} s (min {best:.3f}) = {med / batch:.3f} s per 6-view sample")
+    model.eval()
+    ddim = DDIMScheduler.from_config(sched.config, timestep_spacing="trailing")
+    ref = torch.rand(1, 4, cfg.image_size, cfg.image_size)
+    for steps in (20, 50):
+        med, best = _time(lambda: sample_views(model, ddim, ref, steps, 2.0, progress=False), max(1, repeats // 3))
+        print(f"  DDIM {steps} steps (CFG 2.0): {med:.2f} s (min {best:.2f}) per 6-view sample")
+
+
+def bench_cuda(repeats: int) -> None:
+    from diffusers import DDIMScheduler, UNet2DConditionModel
+
+    from facelift_lib.mvdiffusion import FACELIFT_UNET_CONFIG, set_multiview_attention
+
+    dev = torch.device("cuda")
+    unet = UNet2DConditionModel(**FACELIFT_UNET_CONFIG).to(dev, torch.float16).eval()
+    sched = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                          prediction_type="v_prediction", timestep_spacing="trailing")
+    V, cfg_batch = 6, 2  # classifier-free guidance doubles the batch
+    ctx = torch.randn(cfg_batch * V, 77, 1024, device=dev, dtype=torch.float16)
+    labels = torch.randn(cfg_batch * V, 2048, device=dev, dtype=torch.float16)
+    ref = torch.randn(cfg_batch * V, 4, 64, 64, device=dev, dtype=torch.float16)
+    print(f"FaceLift-size UNet on {torch.cuda.get_device_name()}: 512² (64² latents), 50 DDIM steps, CFG, fp16")
+
+    @torch.no_grad()
+    def sample():
+        x = torch.randn(V, 4, 64, 64, device=dev, dtype=torch.float16)
+        sched.set_timesteps(50, device=dev)
+        for t in sched.timesteps:
+            inp = torch.cat([torch.cat([x, x]), ref], 1)
+            out = unet(inp, t.expand(cfg_batch * V), encoder_hidden_states=ctx, class_labels=labels).sample
+            u, c = out.chunk(2)
+            x = sched.step(u + 2.0 * (c - u), t, x).prev_sample
+
+    for mode in ("sparse", "dense"):
+        set_multiview_attention(unet, V, mode)
+        torch.cuda.reset_peak_memory_stats()
+        med, best = _time(sample, repeats, torch.cuda.synchronize)
+        mem = torch.cuda.max_memory_allocated() / 2**30
+        print(f"  {mode:6s}: {med:.2f} s (min {best:.2f}) per 6-view sample, peak {mem:.1f} GiB")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    bench_cpu(args.repeats)
+    if torch.cuda.is_available():
+        bench_cuda(max(1, args.repeats // 2))
+    else:
+        print("CUDA: skipped (no GPU): FaceLift-size UNet 512² 50-step sampling, sparse vs dense")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""Preprocessing speed: views/s per method, 1152x1024 rig views -> 512² FaceLift samples.
+
+    .venv/bin/python benchmarks/bench_preprocess.py [--frames 24] [--size 512] [--workers 2] [--repeats 3]
+
+Synthetic frames: the 6 cameras of rig.markerless_mouse_rig(), camera-like images (smooth colour field +
+Gaussian noise, sigma 8 grey levels, so PNGs compress like real footage) and the filled silhouette of a
+mouse-sized ellipsoid as the mask. Two figures per method, median of `repeats` runs after one warm-up:
+- in memory: `preprocess_frame` on decoded frames (mask stats, plan, warps), frames spread over a thread pool;
+- end to end: `preprocess_rig` on the rig written as PNGs (decode + warp + RGBA PNG encode + JSON).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from facelift_lib.cameras import save_mammal_pkl
+from facelift_lib.preprocess import (PreprocessConfig, RigFrame, preprocess_frame, preprocess_rig,
+                                     single_threaded_libraries)
+from facelift_lib.rig import markerless_mouse_rig
+
+CASES = [("bbox_uniform", "fixed"), ("bbox_centered", "fixed"), ("pixel_based", "fixed"),
+         ("standard_camera", "fixed"), ("standard_camera", "per_view_zoom")]
+
+
+def synthetic_frame(cams, frame: int, rng: np.random.Generator) -> RigFrame:
+    """Camera-like images and an ellipsoid silhouette (mouse-sized, 90 x 30 x 25 mm, random pose) per view."""
+    W, H = cams.width, cams.height
+    yaw = rng.uniform(0, 2 * np.pi)
+    center = np.array([rng.uniform(-60, 60), rng.uniform(-60, 60), 18.0])
+    u, v = np.meshgrid(np.linspace(0, 2 * np.pi, 48), np.linspace(0, np.pi, 24))
+    pts = np.stack([45 * np.sin(v) * np.cos(u), 15 * np.sin(v) * np.sin(u), 12 * np.cos(v)], -1).reshape(-1, 3)
+    R = np.array([[np.cos(yaw), -np.sin(yaw), 0], [np.sin(yaw), np.cos(yaw), 0], [0, 0, 1]])
+    uv, _ = cams.project(pts @ R.T + center)
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+    images, masks = [], []
+    for i in range(len(cams)):
+        mask = np.zeros((H, W), np.uint8)
+        cv2.fillConvexPoly(mask, cv2.convexHull(uv[i].numpy().astype(np.float32) - 0.5).astype(np.int32), 255)
+        base = np.stack([60 + 40 * np.sin(xx / 97 + i), 50 + 30 * np.cos(yy / 71), 40 + 20 * np.sin((xx + yy) / 53)], -1)
+        img = base + rng.normal(0, 8, (H, W, 3)) + (mask[..., None] > 0) * 60
+        images.append(np.clip(img, 0, 255).astype(np.uint8))
+        masks.append(mask)
+    files = [Path(f"{n}/{frame:06d}.png") for n in cams.names]
+    return RigFrame(frame, images, masks, cams, files, files)
+
+
+def write_rig(root: Path, cams, frames: list[RigFrame]) -> Path:
+    save_mammal_pkl(cams, root / "new_cam.pkl")
+    for fr in frames:
+        for v, name in enumerate(cams.names):
+            for kind, arr in (("images", fr.images[v]), ("masks", fr.masks[v])):
+                (root / kind / name).mkdir(parents=True, exist_ok=True)
+                cv2.imwrite(str(root / kind / name / f"{fr.frame:06d}.png"), arr)
+    (root / "rig.json").write_text(json.dumps({"units": "mm", "width": cams.width, "height": cams.height,
+                                               "n_frames": len(frames), "camera_names": cams.names,
+                                               "frames": [f.frame for f in frames]}))
+    return root
+
+
+def median_rate(fn, n_views: int, repeats: int) -> float:
+    fn()  # warm-up (thread pools, caches)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return n_views / statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--frames", type=int, default=24)
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+
+    cams = markerless_mouse_rig()
+    rng = np.random.default_rng(args.seed)
+    frames = [synthetic_frame(cams, f, rng) for f in range(args.frames)]
+    n_views = args.frames * len(cams)
+    tmp = Path(tempfile.mkdtemp(prefix="bench_preprocess_"))
+    try:
+        rig = write_rig(tmp / "rig", cams, frames)
+        print(f"{args.frames} frames x {len(cams)} views, {cams.width}x{cams.height} -> {args.size}², "
+              f"{args.workers} worker thread(s); median of {args.repeats} runs")
+        print(f"{'method':34s} {'in-memory views/s':>18s} {'end-to-end views/s':>19s}")
+        for method, mode in CASES:
+            cfg = PreprocessConfig(method=method, size=args.size, distance_mode=mode, workers=args.workers)
+
+            def in_memory() -> None:
+                with single_threaded_libraries(), ThreadPoolExecutor(args.workers) as pool:
+                    list(pool.map(lambda fr: preprocess_frame(fr, cfg), frames))
+
+            def end_to_end() -> None:
+                preprocess_rig(rig, tmp / "out", method=method, size=args.size, config=cfg)
+
+            name = method if mode == "fixed" else f"{method} ({mode})"
+            print(f"{name:34s} {median_rate(in_memory, n_views, args.repeats):18.0f} "
+                  f"{median_rate(end_to_end, n_views, args.repeats):19.0f}", flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""Render speed: 20k random gaussians (a blob filling the image), forward and backward, per resolution.
+
+    .venv/bin/python benchmarks/bench_render.py [--n 20000] [--sizes 64 128 256] [--repeats 5]
+
+CPU: our pure-torch tile rasteriser (facelift_lib.render, backend="torch"). On CUDA also gsplat.
+Median of `repeats` runs after one warm-up; backward = loss.backward() of a sum over all outputs.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from facelift_lib.cameras import orbit_cameras
+from facelift_lib.render import render
+
+
+def blob_scene(n: int, seed: int = 0, device: str = "cpu") -> list[torch.Tensor]:
+    """n gaussians uniform in a unit ball (about the image at distance 2.7 with FaceLift's focal),
+    scales 0.01..0.04, opacities 0.2..1, random rotations and colours."""
+    g = torch.Generator().manual_seed(seed)
+    d = torch.nn.functional.normalize(torch.randn(n, 3, generator=g), dim=-1)
+    means = d * torch.rand(n, 1, generator=g) ** (1 / 3)
+    quats = torch.nn.functional.normalize(torch.randn(n, 4, generator=g), dim=-1)
+    scales = 0.01 + 0.03 * torch.rand(n, 3, generator=g)
+    opacities = 0.2 + 0.8 * torch.rand(n, generator=g)
+    colors = torch.rand(n, 3, generator=g)
+    return [x.to(device) for x in (means, quats, scales, opacities, colors)]
+
+
+def time_render(params: list[torch.Tensor], size: int, backend: str, repeats: int) -> tuple[float, float]:
+    cams = orbit_cameras([30.0], 20.0, width=512).replace()  # FaceLift intrinsics at 512², resampled below
+    s = size / 512
+    K = cams.K.clone()
+    K[:, :2] *= s
+    dev = params[0].device
+    vm, Ks = cams.w2c.float().to(dev), K.float().to(dev)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    fwd, bwd = [], []
+    for i in range(repeats + 1):
+        leaves = [p.detach().clone().requires_grad_(True) for p in params]
+        sync(); t0 = time.perf_counter()
+        rgb, alpha, depth = render(*leaves, vm, Ks, size, size, background=torch.ones(3, device=dev),
+                                   backend=backend)
+        sync(); t1 = time.perf_counter()
+        (rgb.sum() + alpha.sum() + depth.mean()).backward()
+        sync(); t2 = time.perf_counter()
+        if i:  # first run is warm-up
+            fwd.append(t1 - t0)
+            bwd.append(t2 - t1)
+    return statistics.median(fwd), statistics.median(bwd)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=20000)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256])
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    runs = [("torch", "cpu")]
+    if torch.cuda.is_available():
+        runs += [("torch", "cuda"), ("gsplat", "cuda")]
+    print(f"render benchmark: {args.n} gaussians, torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+    print(f"{'backend':8} {'device':6} {'size':>5} {'forward s':>10} {'backward s':>10}")
+    for backend, device in runs:
+        params = blob_scene(args.n, args.seed, device)
+        for size in args.sizes:
+            f, b = time_render(params, size, backend, args.repeats)
+            print(f"{backend:8} {device:6} {size:>4}² {f:10.3f} {b:10.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,566 @@
+"""One GS-LRM trainer for the notebook and for torchrun.
+
+    from facelift_lib.gslrm.train import train, TrainConfig
+    result = train(TrainConfig(train_list=..., run_dir=..., model=dict(d=128, n_layers=4, n_heads=4)))
+
+    torchrun --nproc_per_node 8 -m facelift_lib.gslrm.train params/full.yaml
+
+The same `train()` runs in both: under torchrun (WORLD_SIZE > 1) it wraps the model in DDP, shards
+the data with DistributedSampler, and only rank 0 logs and writes checkpoints.
+
+What it does, and why (the mouse domain broke FaceLift's defaults):
+- fixed view order: views[:num_input_views] are inputs, the rest are supervised (inputs too, optionally);
+- losses on renders of the predicted gaussians: L2 and SSIM (clamped to [0,1]) masked by the target
+  alpha (the mouse is a few % of the pixels; unmasked losses learn a white image), an L1 alpha loss
+  (keeps the background empty, drives Mask IoU), LPIPS only with local weights (default weight 0);
+- AdamW (betas 0.9/0.95, weight decay on >=2-D params only), linear warmup + cosine, bf16 autocast on
+  CUDA, gradient clipping; a step with a non-finite loss or gradient, or a gradient norm above
+  `skip_grad_norm`, is not applied and is logged as skipped (with the reason);
+- fine-tuning modes: full, freeze_transformer (heads only), lora (peft LoRA on the transformer's linear
+  layers, plus the heads unless lora_train_heads=False);
+- checkpoints `run_dir/ckpt_{step:016d}.pt`, written atomically, in FaceLift's structure ({"model",
+  "optimizer", "lr_scheduler", "fwdbwd_pass_step", "param_update_step"}; "model" always holds plain
+  FaceLift-named weights, LoRA merged in) plus "rng", "train_config", "model_config" and, for LoRA,
+  "lora_adapter"; a run resumes from the latest one; `init_from` starts from a FaceLift checkpoint
+  with fresh training state;
+- a JSON-lines log `run_dir/train_log.jsonl` (one line per step: loss terms, grad norm, skipped, lr,
+  step time) and a tqdm bar.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import random
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, DistributedSampler, Subset
+from tqdm.auto import tqdm
+
+from ..metrics import make_lpips, render_views, ssim_map
+from .data import ViewsDataset, collate, split_views
+from .model import GSLRM, CheckpointError, GSLRMConfig, check_state_dict, model_state_from_checkpoint, read_checkpoint
+
+log = logging.getLogger(__name__)
+
+CKPT_PATTERN = re.compile(r"^ckpt_(\d{16})\.pt$")
+LOG_NAME = "train_log.jsonl"
+FINETUNE_MODES = ("full", "freeze_transformer", "lora")
+LORA_TARGETS = r"transformer_layers\.\d+\.(attn\.to_qkv|attn\.fc|mlp\.mlp\.0|mlp\.mlp\.2)"
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of a GS-LRM run. Defaults are a small CPU model; the FaceLift size is `model={}`... see
+    `model`: GSLRMConfig fields (an empty dict means GSLRMConfig(), the FaceLift size)."""
+
+    train_list: str = "../outputs/smoke/data/train.txt"
+    run_dir: str = "../outputs/smoke/gslrm/run"
+    # data
+    image_size: int = 64              # square side the views are resized to (intrinsics scaled)
+    num_views: int = 6
+    num_input_views: int = 5
+    supervise_input_views: bool = True
+    views_per_step: int | None = None  # render a random subset of this many supervised views per step (CPU speed)
+    background: str = "white"
+    validate_data: bool = True
+    # model
+    model: dict = field(default_factory=lambda: dict(image_size=64, d=128, n_layers=4, n_heads=4))
+    init_from: str | None = None      # FaceLift ckpt_*.pt; weights only, training state starts fresh
+    finetune: str = "full"            # full | freeze_transformer | lora
+    lora_rank: int = 16
+    lora_alpha: float = 16.0
+    lora_train_heads: bool = True
+    # losses
+    l2_weight: float = 1.0
+    ssim_weight: float = 0.5
+    alpha_weight: float = 0.5
+    lpips_weight: float = 0.0
+    lpips_weights: str | None = None  # local torch-hub folder for LPIPS (see metrics.make_lpips)
+    masked_losses: bool = True        # L2/SSIM weighted by the target alpha
+    # optimisation
+    lr: float = 4e-4
+    weight_decay: float = 0.05
+    beta1: float = 0.9
+    beta2: float = 0.95
+    warmup_steps: int = 50
+    max_steps: int = 500
+    min_lr_ratio: float = 0.0
+    batch_size: int = 1
+    grad_clip: float = 1.0
+    skip_grad_norm: float = 200.0     # steps whose pre-clip gradient norm exceeds this are not applied
+    bf16: bool = True                 # bf16 autocast for the transformer on CUDA (ignored on CPU)
+    # run
+    ckpt_every: int = 100
+    keep_checkpoints: int = 2
+    resume: bool = True               # continue from run_dir's latest checkpoint; False deletes them first
+    seed: int = 0
+    num_workers: int = 0
+    device: str = "auto"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.finetune not in FINETUNE_MODES:
+            raise ValueError(f"TrainConfig.finetune must be one of {FINETUNE_MODES}, got {self.finetune!r}")
+        if not 0 < self.num_input_views <= self.num_views:
+            raise ValueError(f"TrainConfig: num_input_views must be in 1..num_views={self.num_views}, "
+                             f"got {self.num_input_views}")
+        if self.num_input_views == self.num_views and not self.supervise_input_views:
+            raise ValueError("TrainConfig: all views are inputs and supervise_input_views=False: nothing to supervise")
+        if self.lpips_weight > 0 and self.lpips_weights is None:
+            raise ValueError("TrainConfig: lpips_weight > 0 needs lpips_weights, a LOCAL folder with the LPIPS "
+                             "backbone weights (nothing can be downloaded here); set lpips_weight=0 otherwise")
+        self.model = dict(self.model)
+        GSLRMConfig(**self.model)  # unknown or inconsistent model keys fail here, not mid-run
+
+    def model_config(self) -> GSLRMConfig:
+        return GSLRMConfig(**self.model)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def load_train_config(params: TrainConfig | dict | str | Path) -> TrainConfig:
+    """TrainConfig from itself, a dict, or a YAML file.
+
+    A YAML is either a flat mapping of TrainConfig keys, or a workbook profile (has `profile` or
+    `out_dir`): then train_list/run_dir default to <out_dir>/data/train.txt and <out_dir>/gslrm/run,
+    `seed` is taken from it, and the TrainConfig keys of its `05_gslrm` section apply.
+    """
+    if isinstance(params, TrainConfig):
+        return params
+    if isinstance(params, (str, Path)):
+        import yaml
+
+        path = Path(params)
+        if not path.is_file():
+            raise FileNotFoundError(f"training parameters not found: {path}")
+        data = yaml.safe_load(path.read_text()) or {}
+        if "profile" in data or "out_dir" in data:
+            out = Path(data.get("out_dir", f"outputs/{data.get('profile', path.stem)}"))
+            section = data.get("05_gslrm", {}) or {}
+            names = {f.name for f in dataclasses.fields(TrainConfig)}
+            ignored = sorted(k for k in section if k not in names)
+            if ignored:
+                log.info("%s: 05_gslrm keys %s are notebook parameters, not TrainConfig fields", path, ignored)
+            data = {"train_list": str(out / "data" / "train.txt"), "run_dir": str(out / "gslrm" / "run"),
+                    **({"seed": data["seed"]} if "seed" in data else {}),
+                    **{k: v for k, v in section.items() if k in names}}
+        params = data
+    if not isinstance(params, dict):
+        raise TypeError(f"train params must be a TrainConfig, a dict or a YAML path, got {type(params).__name__}")
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(params) - names)
+    if unknown:
+        raise ValueError(f"unknown TrainConfig keys {unknown}; known keys: {sorted(names)}")
+    return TrainConfig(**params)
+
+
+# --- distributed ------------------------------------------------------------------------------
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_pref: str) -> tuple[Dist, torch.device]:
+    """Join the torchrun process group when WORLD_SIZE > 1 (nccl on CUDA, gloo on CPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available() if device_pref == "auto" else device_pref.startswith("cuda")
+    device = torch.device(f"cuda:{local_rank}" if use_cuda else "cpu") if device_pref == "auto" or world > 1 \
+        else torch.device(device_pref)
+    if use_cuda:
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    return Dist(rank=dist.get_rank() if world > 1 else 0, world=world, local_rank=local_rank), device
+
+
+# --- model set-up: fine-tuning modes and FaceLift-structured weights ---------------------------------
+def apply_finetune_mode(model: GSLRM, cfg: TrainConfig) -> nn.Module:
+    """Set requires_grad (and inject LoRA adapters) for cfg.finetune; returns the model (modified in place)."""
+    heads = ("pixel_gaussian_decoder.", "gaussian_upsampler.")
+    if cfg.finetune == "full":
+        model.requires_grad_(True)
+    elif cfg.finetune == "freeze_transformer":
+        for name, p in model.named_parameters():
+            p.requires_grad_(name.startswith(heads))
+    else:
+        from peft import LoraConfig, inject_adapter_in_model
+
+        lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, bias="none",
+                          target_modules=LORA_TARGETS)
+        inject_adapter_in_model(lora, model)
+        for name, p in model.named_parameters():
+            p.requires_grad_("lora_" in name or (cfg.lora_train_heads and name.startswith(heads)))
+    return model
+
+
+def _lora_layers(model: nn.Module) -> dict[str, nn.Module]:
+    return {n: m for n, m in model.named_modules() if hasattr(m, "base_layer") and hasattr(m, "get_delta_weight")}
+
+
+def facelift_state_dict(model: nn.Module) -> dict[str, Tensor]:
+    """Plain FaceLift-named weights (what `load_facelift_checkpoint` reads); LoRA deltas merged in."""
+    state = model.state_dict()
+    lora = _lora_layers(model)
+    if not lora:
+        return {k: v.detach().clone() for k, v in state.items()}
+    out = {k: v.detach().clone() for k, v in state.items() if "lora_" not in k and ".base_layer." not in k}
+    for name, m in lora.items():
+        out[f"{name}.weight"] = (m.base_layer.weight + m.get_delta_weight("default")).detach().clone()
+    return out
+
+
+def lora_adapter_state(model: nn.Module) -> dict[str, Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items() if "lora_" in k}
+
+
+@torch.no_grad()
+def load_lora_state(model: nn.Module, merged: dict[str, Tensor], adapter: dict[str, Tensor], source: str) -> None:
+    """Restore a LoRA model from merged FaceLift weights + its adapter: base = merged - delta."""
+    lora = _lora_layers(model)
+    missing = sorted(set(k for k in model.state_dict() if "lora_" in k) - set(adapter))
+    if missing:
+        raise CheckpointError(f"{source}: LoRA adapter weights missing: {missing[:6]} (was it a LoRA run with the "
+                              "same lora_rank?)")
+    model.load_state_dict(adapter, strict=False)
+    for name, m in lora.items():
+        m.base_layer.weight.copy_(merged[f"{name}.weight"] - m.get_delta_weight("default"))
+    rest = {k: v for k, v in merged.items() if not any(k == f"{n}.weight" for n in lora)}
+    model.load_state_dict(rest, strict=False)
+
+
+def build_model(cfg: TrainConfig) -> GSLRM:
+    """A fresh GSLRM (seeded init), or `init_from`'s FaceLift weights (strict load)."""
+    torch.manual_seed(cfg.seed)
+    model = GSLRM(cfg.model_config())
+    if cfg.init_from:
+        ckpt = read_checkpoint(cfg.init_from)
+        state = model_state_from_checkpoint(ckpt, cfg.init_from)
+        check_state_dict(model, state, cfg.init_from)
+        model.load_state_dict(state, strict=True)
+        log.info("initialised from %s (training state reset to step 0)", cfg.init_from)
+    return model
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on >=2-D trainable params only (FaceLift's two groups)."""
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if not trainable:
+        raise ValueError(f"finetune={cfg.finetune!r} leaves no trainable parameters")
+    decay = [p for _, p in trainable if p.ndim >= 2]
+    no_decay = [p for _, p in trainable if p.ndim < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup over warmup_steps, then cosine from 1 to min_lr_ratio at max_steps."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+# --- losses --------------------------------------------------------------------------------------
+def weighted_mean(x: Tensor, w: Tensor | None) -> Tensor:
+    if w is None:
+        return x.mean()
+    w = w.expand_as(x)
+    return (x * w).sum() / w.sum().clamp(min=1e-6)
+
+
+def reconstruction_losses(pred_rgb: Tensor, pred_alpha: Tensor, target_rgb: Tensor, target_alpha: Tensor,
+                          cfg: TrainConfig, lpips: Callable | None = None) -> dict[str, Tensor]:
+    """Unweighted loss terms on renders [E,3,S,S] / [E,1,S,S] vs targets; 'loss' = the weighted sum."""
+    w = target_alpha if cfg.masked_losses else None
+    terms = {"l2": weighted_mean((pred_rgb - target_rgb) ** 2, w)}
+    if cfg.ssim_weight > 0:
+        terms["ssim"] = weighted_mean(1 - ssim_map(pred_rgb, target_rgb).clamp(0, 1), w)
+    if cfg.alpha_weight > 0:
+        terms["alpha"] = (pred_alpha - target_alpha).abs().mean()
+    if cfg.lpips_weight > 0:
+        terms["lpips"] = lpips(pred_rgb.clamp(0, 1), target_rgb).mean()
+    weights = {"l2": cfg.l2_weight, "ssim": cfg.ssim_weight, "alpha": cfg.alpha_weight, "lpips": cfg.lpips_weight}
+    terms["loss"] = sum(weights[k] * v for k, v in terms.items())
+    return terms
+
+
+def batch_losses(model: nn.Module, batch: dict, cfg: TrainConfig, device: torch.device, background: Tensor,
+                 lpips: Callable | None = None) -> dict[str, Tensor]:
+    """Predict from the input views, render the supervised views of every sample, average the loss terms."""
+    images, K, w2c = batch["images"].to(device), batch["K"].to(device), batch["w2c"].to(device)
+    inp, sup = split_views(images.shape[1], cfg.num_input_views, "all" if cfg.supervise_input_views else "held_out")
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda"):
+        g = model(images[:, inp, :3], (K[:, inp], w2c[:, inp]))
+    per_sample = []
+    for b in range(images.shape[0]):
+        views = sup
+        if cfg.views_per_step is not None and cfg.views_per_step < len(sup):
+            views = [sup[i] for i in sorted(torch.randperm(len(sup))[: cfg.views_per_step].tolist())]
+        rgb, alpha = render_views(g[b], K[b, views], w2c[b, views], images.shape[-1], background.to(device))
+        tgt = images[b, views]
+        per_sample.append(reconstruction_losses(rgb, alpha, tgt[:, :3], tgt[:, 3:4], cfg, lpips))
+    return {k: torch.stack([t[k] for t in per_sample]).mean() for k in per_sample[0]}
+
+
+def skip_reason(loss: float, grad_norm: float, threshold: float) -> str | None:
+    """Why a step must not be applied (None = apply it)."""
+    if not math.isfinite(loss):
+        return "nonfinite_loss"
+    if not math.isfinite(grad_norm):
+        return "nonfinite_grad"
+    if grad_norm > threshold:
+        return "grad_norm"
+    return None
+
+
+# --- checkpoints -----------------------------------------------------------------------------------
+def checkpoint_path(run_dir: Path, step: int) -> Path:
+    return run_dir / f"ckpt_{step:016d}.pt"
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """run_dir's ckpt_*.pt, oldest first."""
+    run_dir = Path(run_dir)
+    return sorted(p for p in run_dir.glob("ckpt_*.pt") if CKPT_PATTERN.match(p.name)) if run_dir.is_dir() else []
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(run_dir: Path, model: nn.Module, optimizer, scheduler, step: int, updates: int,
+                    cfg: TrainConfig, keep: int) -> Path:
+    """Atomically write ckpt_{step:016d}.pt (temp file + rename) and keep the newest `keep`."""
+    ckpt = {"model": facelift_state_dict(model), "optimizer": optimizer.state_dict(),
+            "lr_scheduler": scheduler.state_dict(), "fwdbwd_pass_step": step, "param_update_step": updates,
+            "rng": rng_state(), "train_config": cfg.to_dict(), "model_config": cfg.model_config().to_dict()}
+    if cfg.finetune == "lora":
+        ckpt["lora_adapter"] = lora_adapter_state(model)
+    path = checkpoint_path(run_dir, step)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(ckpt, tmp)
+    os.replace(tmp, path)  # a crash mid-save leaves the previous checkpoints intact
+    for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
+        old.unlink()
+    return path
+
+
+def load_training_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, cfg: TrainConfig) -> tuple[int, int]:
+    """Restore model, optimizer, scheduler and RNG from one of our checkpoints -> (step, updates)."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)  # our own file: numpy/python RNG states
+    saved = ckpt.get("model_config")
+    if saved is not None and saved != cfg.model_config().to_dict():
+        diff = {k: (saved.get(k), v) for k, v in cfg.model_config().to_dict().items() if saved.get(k) != v}
+        raise CheckpointError(f"{path} was written for another model config (checkpoint vs now: {diff}); "
+                              "use a new run_dir or resume=False")
+    if ckpt.get("train_config", {}).get("finetune", cfg.finetune) != cfg.finetune:
+        raise CheckpointError(f"{path} is from finetune={ckpt['train_config']['finetune']!r}, now {cfg.finetune!r}; "
+                              "use a new run_dir or resume=False")
+    if cfg.finetune == "lora":
+        load_lora_state(model, ckpt["model"], ckpt.get("lora_adapter", {}), str(path))
+    else:
+        check_state_dict(model, ckpt["model"], str(path))
+        model.load_state_dict(ckpt["model"], strict=True)
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["lr_scheduler"])
+    if "rng" in ckpt:
+        set_rng_state(ckpt["rng"])
+    return int(ckpt["fwdbwd_pass_step"]), int(ckpt["param_update_step"])
+
+
+# --- log -----------------------------------------------------------------------------------------
+def read_log(run_dir: str | Path) -> list[dict]:
+    """The JSON-lines training log of a run (one dict per step)."""
+    path = Path(run_dir) / LOG_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"no training log at {path}; train() writes it")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def truncate_log(run_dir: Path, step: int) -> None:
+    """Keep only log lines up to `step` (a resumed run rewrites the steps after its checkpoint)."""
+    path = run_dir / LOG_NAME
+    if not path.is_file():
+        return
+    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(line + "\n" for line in keep))
+    os.replace(tmp, path)
+
+
+# --- data order ----------------------------------------------------------------------------------
+def batches_from(dataset, sampler: DistributedSampler, step: int, cfg: TrainConfig) -> Iterator[tuple[int, dict]]:
+    """(step, batch) from `step` on: epoch e = step // steps_per_epoch uses sampler.set_epoch(e), so the
+    data order is a function of (seed, step) and a resumed run sees exactly the batches it would have."""
+    per_epoch = math.ceil(len(sampler) / cfg.batch_size)
+    while True:
+        epoch, offset = divmod(step, per_epoch)
+        sampler.set_epoch(epoch)
+        order = list(sampler)[offset * cfg.batch_size:]
+        loader = DataLoader(Subset(dataset, order), batch_size=cfg.batch_size, shuffle=False,
+                            num_workers=cfg.num_workers, collate_fn=collate)
+        for batch in loader:
+            yield step, batch
+            step += 1
+
+
+@dataclass
+class TrainResult:
+    model: GSLRM                 # plain GSLRM with the trained (LoRA-merged) weights, eval mode, on CPU
+    run_dir: Path
+    checkpoint: Path | None      # the last checkpoint written
+    log: list[dict]              # the whole run's log (including steps before a resume)
+    steps: int
+    skipped: int
+
+
+# --- the trainer -----------------------------------------------------------------------------------
+def train(params: TrainConfig | dict | str | Path, callback: Callable[[dict], None] | None = None) -> TrainResult:
+    """Train (or resume, or fine-tune) GS-LRM; see the module doc. `callback(record)` runs on rank 0 after
+    every step with the step's log record (for live plots; an exception from it stops the run)."""
+    cfg = load_train_config(params)
+    ddp, device = init_distributed(cfg.device)
+    run_dir = Path(cfg.run_dir)
+    try:
+        return _train(cfg, ddp, device, run_dir, callback)
+    finally:
+        if ddp.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(cfg: TrainConfig, ddp: Dist, device: torch.device, run_dir: Path,
+           callback: Callable[[dict], None] | None) -> TrainResult:
+    if ddp.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not cfg.resume:
+            for old in list_checkpoints(run_dir) + [run_dir / LOG_NAME]:
+                if old.exists():
+                    log.info("resume=False: removing %s", old)
+                    old.unlink()
+        (run_dir / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+    if ddp.world > 1:
+        dist.barrier()
+
+    dataset = ViewsDataset(cfg.train_list, cfg.image_size, cfg.num_views, cfg.background, validate=cfg.validate_data)
+    background = dataset.background
+    model = apply_finetune_mode(build_model(cfg), cfg).to(device)
+    optimizer = make_optimizer(model, cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
+    lpips = make_lpips(cfg.lpips_weights) if cfg.lpips_weight > 0 else None
+
+    step, updates = 0, 0
+    existing = list_checkpoints(run_dir)
+    if existing:
+        step, updates = load_training_checkpoint(existing[-1], model, optimizer, scheduler, cfg)
+        if ddp.main:
+            log.info("resuming from %s at step %d", existing[-1], step)
+            truncate_log(run_dir, step)
+    torch.manual_seed(cfg.seed + 1000 * ddp.rank + step)  # per-rank stream, reproducible across resumes
+
+    train_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
+                                                      else None) if ddp.world > 1 else model
+    train_model.train()
+    sampler = DistributedSampler(dataset, num_replicas=ddp.world, rank=ddp.rank, shuffle=True, seed=cfg.seed)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    last_ckpt = existing[-1] if existing else None
+    skipped = 0
+    log_file = open(run_dir / LOG_NAME, "a") if ddp.main else None
+    bar = tqdm(total=cfg.max_steps, initial=step, desc="GS-LRM train", disable=not (ddp.main and cfg.progress))
+    try:
+        data = batches_from(dataset, sampler, step, cfg) if step < cfg.max_steps else iter(())
+        for step, batch in data:
+            t0 = time.perf_counter()
+            terms = batch_losses(train_model, batch, cfg, device, background, lpips)
+            terms["loss"].backward()
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip, error_if_nonfinite=False))
+            if ddp.world > 1:  # every rank sees the same all-reduced grads; agree on the loss too
+                vals = torch.stack([t.detach().float() for t in terms.values()]).to(device)
+                dist.all_reduce(vals)
+                terms = {k: v / ddp.world for k, v in zip(terms, vals)}
+            values = {k: float(v.detach()) for k, v in terms.items()}
+            reason = skip_reason(values["loss"], grad_norm, cfg.skip_grad_norm)
+            lr = scheduler.get_last_lr()[0]
+            if reason is None:
+                optimizer.step()
+                updates += 1
+            else:
+                skipped += 1
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()  # the schedule follows fwd/bwd steps, skipped or not
+            step += 1
+            record = {"step": step, **values, "grad_norm": grad_norm, "skipped": reason is not None,
+                      "skip_reason": reason, "lr": lr, "step_time": time.perf_counter() - t0,
+                      "param_update_step": updates}
+            if ddp.main:
+                log_file.write(json.dumps(record) + "\n")
+                log_file.flush()
+                bar.update(1)
+                bar.set_postfix(loss=f"{values['loss']:.4f}", gnorm=f"{grad_norm:.2f}", skipped=skipped)
+                if reason is not None:
+                    log.warning("step %d skipped (%s): loss %.4g, grad norm %.4g", step, reason, values["loss"], grad_norm)
+            if step % cfg.ckpt_every == 0 or step >= cfg.max_steps:
+                if ddp.main:
+                    last_ckpt = save_checkpoint(run_dir, model, optimizer, scheduler, step, updates, cfg,
+                                                cfg.keep_checkpoints)
+                if ddp.world > 1:
+                    dist.barrier()
+            if ddp.main and callback is not None:
+                callback(record)
+            if step >= cfg.max_steps:
+                break
+    finally:
+        bar.close()
+        if log_file is not None:
+            log_file.close()
+
+    final = GSLRM(cfg.model_config())
+    final.load_state_dict(facelift_state_dict(model))
+    history = read_log(run_dir) if ddp.main else []
+    return TrainResult(model=final.eval(), run_dir=run_dir, checkpoint=last_ckpt, log=history, steps=step,
+                       skipped=sum(r["skipped"] for r in history))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m facelift_lib.gslrm.train params.yaml` (optionally under torchrun)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        raise SystemExit("usage: [torchrun --nproc_per_node N] python -m facelift_lib.gslrm.train PARAMS.yaml")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    result = train(argv[0])
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"trained {result.steps} steps ({result.skipped} skipped); last checkpoint {result.checkpoint}")
+
+
+if __name__ == "__main__":
+    main()

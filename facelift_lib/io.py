@@ -1,0 +1,448 @@
+"""FaceLift sample folders: images, cameras, list files, and the check that they agree.
+
+A sample is a folder::
+
+    sample_dir/
+      images/cam_000.png ...   RGBA PNG (8- or 16-bit), the object mask in alpha
+      opencv_cameras.json      {"id", "frames": [{w, h, fx, fy, cx, cy, w2c, file_path?}, ...]}
+
+OpenCV cameras, world Z-up (see cameras.py). Images and cameras must always agree: GS-LRM fed
+images whose cameras are wrong does not fail, it predicts white, so `load_sample` refuses any
+size mismatch and `validate_sample` checks everything else before a dataset is used.
+"""
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import cv2
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from facelift_lib.cameras import CAMERA_SPECS, Cameras
+
+CAMERA_FILE = "opencv_cameras.json"
+_BACKGROUNDS = {"white": 1.0, "black": 0.0}
+_CAM_PNG = re.compile(r"cam_(\d+)\.png$")
+
+
+class SampleValidationError(ValueError):
+    """A sample failed `validate_sample`; `.problems` lists every problem found."""
+
+    def __init__(self, where: str | Path, problems: list[str]) -> None:
+        self.where, self.problems = str(where), list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"{where}: {len(self.problems)} problem(s) in FaceLift sample(s):\n{lines}")
+
+
+# --- single images ----------------------------------------------------------------------------
+def read_image(path: str | Path) -> torch.Tensor:
+    """PNG (8- or 16-bit; gray, RGB or RGBA) -> float32 [C,H,W] in [0,1], channels in RGB(A) order."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image not found: {path}")
+    # imdecode of the raw bytes rather than imread: a missing file and an undecodable one give
+    # different errors, and non-ASCII paths work everywhere.
+    img = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise ValueError(f"{path}: cannot be decoded as an image (corrupt or truncated file?); re-export it")
+    if img.dtype == np.uint8:
+        scale = 255.0
+    elif img.dtype == np.uint16:
+        scale = 65535.0
+    else:
+        raise ValueError(f"{path}: unsupported pixel type {img.dtype}; expected an 8- or 16-bit PNG")
+    if img.ndim == 2:
+        img = img[..., None]
+    elif img.shape[2] == 3:
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    elif img.shape[2] == 4:
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA)
+    return torch.from_numpy(img.astype(np.float32) / scale).permute(2, 0, 1).contiguous()
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temp file in the same folder, then rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_image(path: str | Path, img: torch.Tensor) -> Path:
+    """Write img [C,H,W] in [0,1] (C = 1 gray, 3 RGB, 4 RGBA) as an 8-bit PNG, atomically.
+
+    Values are clipped to [0,1] before rounding (float noise just outside the range is normal);
+    NaN/inf is an error.
+    """
+    path = Path(path)
+    img = torch.as_tensor(img).detach().cpu()
+    if img.ndim != 3 or img.shape[0] not in (1, 3, 4):
+        raise ValueError(f"write_image({path}): expected [C,H,W] with C in (1,3,4), got {tuple(img.shape)}")
+    if not torch.isfinite(img).all():
+        raise ValueError(f"write_image({path}): image has NaN/inf values")
+    arr = (img.float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    if arr.shape[2] == 3:
+        arr = cv2.cvtColor(arr, cv2.COLOR_RGB2BGR)
+    elif arr.shape[2] == 4:
+        arr = cv2.cvtColor(arr, cv2.COLOR_RGBA2BGRA)
+    ok, buf = cv2.imencode(".png", arr)
+    if not ok:
+        raise RuntimeError(f"write_image({path}): OpenCV could not encode the PNG")
+    _atomic_write_bytes(path, buf.tobytes())
+    return path
+
+
+# --- samples ----------------------------------------------------------------------------------
+def image_paths(sample_dir: str | Path, cams: Cameras) -> list[Path]:
+    """Image file of each view: frames[i]["file_path"] when present, else images/cam_{i:03d}.png."""
+    sample_dir = Path(sample_dir)
+    extras = cams.frame_extras or [{}] * len(cams)
+    return [sample_dir / ex["file_path"] if "file_path" in ex else sample_dir / "images" / f"cam_{i:03d}.png"
+            for i, ex in enumerate(extras)]
+
+
+def _load_cameras(sample_dir: Path) -> Cameras:
+    if not sample_dir.is_dir():
+        raise FileNotFoundError(f"sample folder not found: {sample_dir}")
+    cam_file = sample_dir / CAMERA_FILE
+    if not cam_file.is_file():
+        hint = ""
+        if any(sample_dir.glob("cam_*.png")):
+            hint = (" This folder has cam_*.png at its top level, like a FaceLift multi-view diffusion sample, "
+                    "which has no cameras: those views use the standard cameras (cameras.facelift_standard()).")
+        raise FileNotFoundError(f"{cam_file}: camera file missing; a FaceLift GS-LRM sample needs "
+                                f"{CAMERA_FILE} next to images/.{hint}")
+    return Cameras.from_opencv_json(cam_file)
+
+
+def load_sample(sample_dir: str | Path, background: str | None = "white",
+                views: Sequence[int] | None = None) -> tuple[torch.Tensor, Cameras]:
+    """Read a FaceLift sample -> (images [V,4,H,W] float32 in [0,1], Cameras).
+
+    Channel 3 is always the alpha (mask). RGB is composited over `background` ("white" or
+    "black": straight-alpha rgb*a + bg*(1-a)) or left exactly as stored (None).
+    `views` picks and orders a subset of the views (indices into the JSON frames).
+    Every image must be RGBA and exactly the size its camera says; anything else is an error
+    naming the file and the view.
+    """
+    if background is not None and background not in _BACKGROUNDS:
+        raise ValueError(f"load_sample: background must be 'white', 'black' or None, got {background!r}")
+    sample_dir = Path(sample_dir)
+    cams = _load_cameras(sample_dir)
+    paths = image_paths(sample_dir, cams)
+    ids = list(range(len(cams))) if views is None else [int(v) for v in views]
+    bad = [v for v in ids if not 0 <= v < len(cams)]
+    if not ids or bad:
+        raise IndexError(f"{sample_dir}: views {bad} requested but {CAMERA_FILE} has {len(cams)} views")
+    cams = cams[ids]
+    images = []
+    for v in ids:
+        img = read_image(paths[v])
+        C, H, W = img.shape
+        if C != 4:
+            raise ValueError(f"{paths[v]} (view {v}): {C} channel(s), no alpha; FaceLift samples are RGBA with "
+                             "the object mask in alpha (write them with io.save_sample)")
+        if (W, H) != (cams.width, cams.height):
+            raise ValueError(f"{paths[v]} (view {v}): image is {W}x{H} but {CAMERA_FILE} says "
+                             f"{cams.width}x{cams.height}; images and cameras must agree (resize the image or "
+                             "rescale the intrinsics, then re-save the sample)")
+        images.append(img)
+    out = torch.stack(images)
+    if background is not None:
+        alpha = out[:, 3:4]
+        out[:, :3] = out[:, :3] * alpha + _BACKGROUNDS[background] * (1 - alpha)
+    return out, cams
+
+
+def save_sample(sample_dir: str | Path, images: torch.Tensor, cams: Cameras,
+                sample_id: str | None = None) -> Path:
+    """Write images [V,4,H,W] in [0,1] as images/cam_XXX.png (8-bit RGBA) plus opencv_cameras.json.
+
+    The JSON keeps `cams.meta` (camera_type, camera_distance, ...) and per-frame extras, sets
+    "id" (`sample_id`, default the folder name) and a `file_path` for every frame. Crash safety:
+    an existing JSON is removed first and the new one written last (atomically), so a JSON on
+    disk never points at images that are missing or from another save. Stale images/cam_NNN.png
+    with NNN >= V from an earlier save are removed. Returns the sample folder.
+    """
+    sample_dir = Path(sample_dir)
+    images = torch.as_tensor(images)
+    if images.ndim != 4 or images.shape[1] != 4:
+        raise ValueError(f"save_sample({sample_dir}): images must be [V,4,H,W] (RGBA), got {tuple(images.shape)}")
+    V, _, H, W = images.shape
+    if V != len(cams):
+        raise ValueError(f"save_sample({sample_dir}): {V} images but {len(cams)} cameras")
+    if (W, H) != (cams.width, cams.height):
+        raise ValueError(f"save_sample({sample_dir}): images are {W}x{H} but cameras say {cams.width}x{cams.height}")
+    (sample_dir / CAMERA_FILE).unlink(missing_ok=True)
+    rel = [f"images/cam_{i:03d}.png" for i in range(V)]
+    for i in range(V):
+        write_image(sample_dir / rel[i], images[i])
+    for stale in (sample_dir / "images").glob("cam_*.png"):
+        m = _CAM_PNG.fullmatch(stale.name)
+        if m and int(m.group(1)) >= V:
+            stale.unlink()
+    extras = cams.frame_extras or [{} for _ in range(V)]
+    meta = {k: v for k, v in cams.meta.items() if k != "id"}
+    out = cams.replace(meta={"id": sample_id or sample_dir.name, **meta},
+                       frame_extras=[{**ex, "file_path": p} for ex, p in zip(extras, rel)])
+    out.to_opencv_json(sample_dir / CAMERA_FILE)
+    return sample_dir
+
+
+# --- list files -------------------------------------------------------------------------------
+def read_list_file(path: str | Path) -> list[Path]:
+    """Sample folders listed one per line; blank lines and lines starting with # are skipped.
+
+    Relative paths resolve against the list file's folder. A listed folder that does not exist is
+    an error naming the list file, line and path (FaceLift ships lists with absolute paths from
+    another machine; rewrite them relative with `write_list_file`).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"list file not found: {path}")
+    base = path.parent
+    dirs, missing = [], []
+    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+        entry = line.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        p = Path(entry)
+        resolved = Path(os.path.normpath(p if p.is_absolute() else base.absolute() / p))
+        if not resolved.is_dir():
+            missing.append((lineno, entry, p.is_absolute()))
+        dirs.append(resolved)
+    if missing:
+        shown = "\n".join(f"  {path}:{n}: {e}" + (" (absolute path)" if a else f" (relative to {base})")
+                          for n, e, a in missing[:10])
+        more = f"\n  ... and {len(missing) - 10} more" if len(missing) > 10 else ""
+        fix = ("absolute paths from another machine: rewrite the list with paths relative to its folder "
+               "(io.write_list_file does this)") if any(a for *_, a in missing) else "fix or remove these lines"
+        raise FileNotFoundError(f"{path}: {len(missing)} listed sample folder(s) do not exist:\n{shown}{more}\n"
+                                f"Fix: {fix}.")
+    if not dirs:
+        raise ValueError(f"{path}: lists no sample folders")
+    return dirs
+
+
+def write_list_file(path: str | Path, sample_dirs: Iterable[str | Path]) -> Path:
+    """Write sample folders one per line, relative to the list file's folder (so the tree can move)."""
+    path = Path(path)
+    base = path.parent.absolute()
+    lines = [Path(os.path.relpath(Path(d).absolute(), base)).as_posix() for d in sample_dirs]
+    _atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
+    return path
+
+
+# --- validation -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ValidationTolerances:
+    """What `validate_sample` accepts as equal."""
+
+    rotation_atol: float = 1e-4     # max |R R^T - I| entry, and |det R - 1|
+    focal_rtol: float = 1e-3        # fx, fy vs a standard spec (548.99 vs 548.9937 passes)
+    principal_atol_px: float = 0.5  # cx, cy vs a standard spec
+    distance_rtol: float = 1e-3     # camera-to-origin distance vs spec / camera_distance
+    look_at_rtol: float = 1e-2      # optical axis miss of the origin, as a fraction of the distance
+    opaque_level: float = 1.0       # alpha >= this everywhere means no mask was written
+    mask_level: float = 0.5         # mask = alpha > this (DESIGN.md)
+
+
+def _camera_problems(cams: Cameras, tol: ValidationTolerances) -> list[str]:
+    """Problems with the cameras alone: finite values, rigid w2c, principal point, claimed spec."""
+    whole: list[str] = []                  # problems of the file as a whole
+    per_frame: list[tuple[int, str]] = []  # (frame, problem); identical ones are merged below
+    W, H = cams.width, cams.height
+    finite_K = torch.isfinite(cams.K).all(dim=(1, 2))
+    finite_w = torch.isfinite(cams.w2c).all(dim=(1, 2))
+    eye = torch.eye(3, dtype=torch.float64)
+    rigid = []
+    for v in range(len(cams)):
+        if not finite_K[v]:
+            per_frame.append((v, "intrinsics contain NaN/inf"))
+        else:
+            fx, fy, cx, cy = (float(t[v]) for t in (cams.fx, cams.fy, cams.cx, cams.cy))
+            if fx <= 0 or fy <= 0:
+                per_frame.append((v, f"focal lengths must be positive, got fx={fx:g}, fy={fy:g}"))
+            if not (0 <= cx <= W and 0 <= cy <= H):
+                per_frame.append((v, f"principal point ({cx:g}, {cy:g}) lies outside the {W}x{H} image "
+                                     "(intrinsics not rescaled with a crop/resize?)"))
+        if not finite_w[v]:
+            per_frame.append((v, "w2c contains NaN/inf"))
+            continue
+        w2c = cams.w2c[v]
+        if (w2c[3] - torch.tensor([0, 0, 0, 1], dtype=torch.float64)).abs().max() > 1e-9:
+            per_frame.append((v, f"w2c last row is {w2c[3].tolist()}, expected [0, 0, 0, 1]"))
+        R = w2c[:3, :3]
+        ortho_err = float((R @ R.T - eye).abs().max())
+        det = float(torch.linalg.det(R))
+        if ortho_err > tol.rotation_atol or abs(det - 1) > tol.rotation_atol:
+            per_frame.append((v, f"w2c rotation is not a rotation (max |R R^T - I| = {ortho_err:.2e}, "
+                                 f"det = {det:.4f}; need orthonormal with det +1)"))
+        else:
+            rigid.append(v)
+
+    # Distances and look-at only mean something for rigid, finite cameras.
+    good = cams[rigid]
+    dist = good.centers.norm(dim=-1).tolist()
+    c2w = good.c2w
+    claimed = cams.meta.get("camera_distance")
+    if claimed is not None:
+        for v, d in zip(rigid, dist):
+            if abs(d - float(claimed)) > tol.distance_rtol * float(claimed):
+                per_frame.append((v, f"camera is {d:.4g} from the origin but the file says camera_distance={claimed}"))
+
+    ctype = cams.meta.get("camera_type")
+    spec = CAMERA_SPECS.get(ctype) if ctype is not None else None
+    if ctype is not None and spec is None:
+        whole.append(f"{CAMERA_FILE}: unknown camera_type {ctype!r}; known: {sorted(CAMERA_SPECS)}")
+    if spec is not None:
+        claim = f"camera_type {ctype!r}"
+        if len(cams) != spec["n_views"]:
+            whole.append(f"{CAMERA_FILE}: {len(cams)} views but {claim} has {spec['n_views']}")
+        if (W, H) != (spec["width"], spec["height"]):
+            whole.append(f"{CAMERA_FILE}: image size {W}x{H} but {claim} is {spec['width']}x{spec['height']}")
+        for v in range(len(cams)):
+            if not finite_K[v]:
+                continue
+            for name in ("fx", "fy", "cx", "cy"):
+                got, want = float(getattr(cams, name)[v]), float(spec[name])
+                allowed = tol.focal_rtol * want if name.startswith("f") else tol.principal_atol_px
+                if abs(got - want) > allowed:
+                    per_frame.append((v, f"{name}={got:g} but {claim} has {name}={want:g} "
+                                         "(raw rig intrinsics copied instead of the standard ones?)"))
+        for v, d, o, z in zip(rigid, dist, c2w[:, :3, 3], c2w[:, :3, 2]):
+            if abs(d - spec["distance"]) > tol.distance_rtol * spec["distance"]:
+                per_frame.append((v, f"camera is {d:.4g} from the origin but {claim} puts cameras at "
+                                     f"{spec['distance']:g} (raw rig cameras copied instead of the standard ones?)"))
+            miss = float(torch.linalg.cross(-o, z).norm())  # distance from the origin to the optical axis
+            if float((-o) @ z) <= 0 or miss > tol.look_at_rtol * max(d, 1e-12):
+                per_frame.append((v, f"camera does not look at the origin (its axis misses it by {miss:.3g}) "
+                                     f"as {claim} requires"))
+    return whole + _merge_frames(per_frame)
+
+
+def _merge_frames(per_frame: list[tuple[int, str]]) -> list[str]:
+    """One line per distinct problem, naming all the frames that have it (32 identical lines help nobody)."""
+    frames: dict[str, list[int]] = {}
+    for v, msg in per_frame:
+        frames.setdefault(msg, []).append(v)
+    return [f"{CAMERA_FILE} frame{'s' if len(vs) > 1 else ''} {', '.join(map(str, vs))}: {msg}"
+            for msg, vs in frames.items()]
+
+
+def _image_problems(sample_dir: Path, paths: list[Path], cams: Cameras | None,
+                    tol: ValidationTolerances) -> list[str]:
+    """Problems with the image files: readable, RGBA, mask present, square, sizes agree."""
+    problems = []
+    sizes: dict[tuple[int, int], list[int]] = {}
+    for v, p in enumerate(paths):
+        name = f"{_rel(p, sample_dir)} (view {v})"
+        try:
+            img = read_image(p)
+        except (FileNotFoundError, ValueError) as e:
+            problems.append(f"{name}: {'missing' if isinstance(e, FileNotFoundError) else 'unreadable'} ({e})")
+            continue
+        C, H, W = img.shape
+        sizes.setdefault((W, H), []).append(v)
+        if cams is not None and (W, H) != (cams.width, cams.height):
+            problems.append(f"{name}: image is {W}x{H} but {CAMERA_FILE} says {cams.width}x{cams.height}")
+        if C != 4:
+            problems.append(f"{name}: {C} channel(s), no alpha channel; the mask must be written as alpha")
+            continue
+        alpha = img[3]
+        if not (alpha > tol.mask_level).any():
+            problems.append(f"{name}: alpha is empty (no pixel > {tol.mask_level}); the object is missing")
+        elif (alpha >= tol.opaque_level).all():
+            problems.append(f"{name}: alpha is fully opaque, so no mask was written; write the mask as alpha")
+    for (w, h), vs in sorted(sizes.items()):
+        if w != h:
+            problems.append(f"views {', '.join(map(str, vs))}: images are {w}x{h}, not square; "
+                            "FaceLift models take square views (crop/pad to a square, adjust cx/cy)")
+    if len(sizes) > 1:
+        desc = ", ".join(f"{w}x{h} (views {vs})" for (w, h), vs in sorted(sizes.items()))
+        problems.append(f"images have different sizes: {desc}; all views must share one size")
+    return problems
+
+
+def _rel(p: Path, base: Path) -> str:
+    try:
+        return p.relative_to(base).as_posix()
+    except ValueError:
+        return str(p)
+
+
+def validate_sample(sample_dir: str | Path, expected_views: int | None = None, raise_on_error: bool = False,
+                    tol: ValidationTolerances = ValidationTolerances()) -> list[str]:
+    """Every way a FaceLift sample can be silently wrong -> readable problems naming file/view.
+
+    Checks: the camera file loads; view count (vs `expected_views`, vs images referenced and vs
+    PNGs present in the image folder); each image readable, square, one shared size equal to
+    the camera w/h, RGBA with a non-empty alpha that is not all-opaque; intrinsics finite with
+    positive focals and the principal point inside the image; w2c finite and rigid (R
+    orthonormal, det +1); camera distances equal `camera_distance` when the file states one;
+    and when the file claims a `camera_type` from `cameras.CAMERA_SPECS`: view count, image
+    size, fx/fy/cx/cy and distance equal to that spec and every camera looking at the origin.
+    Tolerances: `ValidationTolerances`. Returns [] for a good sample; with `raise_on_error`
+    a bad one raises `SampleValidationError` listing all problems.
+    """
+    sample_dir = Path(sample_dir)
+    problems: list[str] = []
+    cams: Cameras | None = None
+    try:
+        cams = _load_cameras(sample_dir)
+    except (FileNotFoundError, ValueError, KeyError, TypeError) as e:  # json.JSONDecodeError is a ValueError
+        problems.append(f"{CAMERA_FILE}: cannot load cameras: {e}")
+    if cams is not None:
+        paths = image_paths(sample_dir, cams)
+        if expected_views is not None and len(cams) != expected_views:
+            problems.append(f"{CAMERA_FILE}: {len(cams)} views, expected {expected_views}")
+        problems += _camera_problems(cams, tol)
+    elif sample_dir.is_dir():
+        paths = sorted((sample_dir / "images").glob("cam_*.png"))
+    else:
+        paths = []
+    referenced = {p.absolute() for p in paths}
+    for folder in sorted({p.parent for p in paths}):
+        extra = sorted(q.name for q in folder.glob("*.png") if q.absolute() not in referenced)
+        if extra:
+            problems.append(f"{_rel(folder, sample_dir)}/: {len(extra)} PNG(s) not referenced by {CAMERA_FILE} "
+                            f"({', '.join(extra[:5])}{', ...' if len(extra) > 5 else ''}): views and images "
+                            "disagree; remove them or add their cameras")
+    problems += _image_problems(sample_dir, paths, cams, tol)
+    if problems and raise_on_error:
+        raise SampleValidationError(sample_dir, problems)
+    return problems
+
+
+def validate_dataset(list_file_or_dirs: str | Path | Iterable[str | Path], raise_on_error: bool = False,
+                     **kw) -> dict[str, list[str]]:
+    """`validate_sample` over a list file or an iterable of sample folders -> {sample: problems}.
+
+    Every sample gets an entry ([] when good). `kw` goes to `validate_sample` (expected_views,
+    tol). With `raise_on_error`, any bad sample raises one `SampleValidationError` for them all.
+    """
+    if isinstance(list_file_or_dirs, (str, Path)):
+        src = Path(list_file_or_dirs)
+        if not src.is_file():
+            raise ValueError(f"validate_dataset: {src} is not a list file; pass a list file or a list of "
+                             "sample folders")
+        dirs = read_list_file(src)
+    else:
+        dirs = [Path(d) for d in list_file_or_dirs]
+    report = {str(d): validate_sample(d, **kw) for d in tqdm(dirs, desc="validate samples", leave=False)}
+    bad = {d: p for d, p in report.items() if p}
+    if bad and raise_on_error:
+        raise SampleValidationError(f"{len(bad)} of {len(report)} samples",
+                                    [f"{d}: {p}" for d, ps in bad.items() for p in ps])
+    return report

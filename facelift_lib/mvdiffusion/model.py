@@ -1,0 +1,476 @@
+"""Multi-view diffusion models: a stock diffusers `UNet2DConditionModel` whose self-attention spans the
+views of one sample, plus the conditioning around it.
+
+Two denoisers share one interface (used by `pipeline.sample_views` and `train.train`):
+- `PixelMVDiffusion`: small pixel-space model for CPU (RGBA at 32²–64², attention only at the lowest
+  resolution, reference image concatenated on channels, per-view embeddings as cross-attention context).
+- `LatentMVDiffusion`: FaceLift's layout (VAE latents, reference latent concatenated on channels,
+  CLIP image embedding + noise-level embedding as `class_labels`, per-view text embeddings), built by
+  `pipeline.load_facelift_pipeline` from a local diffusers folder.
+
+Batches inside the UNet are [B*V, ...] with the V views of a sample contiguous.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..cameras import CAMERA_SPECS, Cameras, facelift_standard, mouse_standard_6view, plucker_rays
+
+MV_MODES = ("sparse", "dense", "none")
+
+# The stable-diffusion-2-1-unclip UNet config with FaceLift's changes (in_channels 8: noisy latent +
+# reference latent; sample_size 64 = 512² images). FaceLift's multi-view UNet has exactly this stock
+# layout (shared/facelift_reference/layouts/mv_unet_state_dict.json); the multi-view part is only the
+# attn1 processor, which `set_multiview_attention` installs.
+FACELIFT_UNET_CONFIG: dict[str, Any] = dict(
+    sample_size=64, in_channels=8, out_channels=4, center_input_sample=False, flip_sin_to_cos=True, freq_shift=0,
+    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    mid_block_type="UNetMidBlock2DCrossAttn",
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    only_cross_attention=False, block_out_channels=(320, 640, 1280, 1280), layers_per_block=2,
+    downsample_padding=1, mid_block_scale_factor=1, act_fn="silu", norm_num_groups=32, norm_eps=1e-5,
+    cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20), use_linear_projection=True,
+    class_embed_type="projection", projection_class_embeddings_input_dim=2048, upcast_attention=True,
+    resnet_time_scale_shift="default", time_embedding_type="positional", conv_in_kernel=3, conv_out_kernel=3,
+)
+
+
+# --- multi-view attention -------------------------------------------------------------------------------
+class MultiViewAttnProcessor:
+    """Self-attention (`attn1`) across the views of one sample, with `F.scaled_dot_product_attention`.
+
+    hidden_states: [B*V, N, C] (or [B*V, C, H, W]), views of a sample contiguous.
+    mode "sparse": keys/values of view v = concat(view 0 tokens, view v tokens) (FaceLift; cost linear in V).
+    mode "dense":  every view attends to the tokens of all V views (cost quadratic in V).
+    mode "none":   plain per-view self-attention.
+    """
+
+    def __init__(self, num_views: int, mode: str = "sparse") -> None:
+        if mode not in MV_MODES:
+            raise ValueError(f"MultiViewAttnProcessor: mode must be one of {MV_MODES}, got {mode!r}")
+        if num_views < 1:
+            raise ValueError(f"MultiViewAttnProcessor: num_views must be >= 1, got {num_views}")
+        self.num_views, self.mode = int(num_views), mode
+
+    def __call__(self, attn, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
+                 attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None,
+                 *args, **kwargs) -> torch.Tensor:
+        if encoder_hidden_states is not None:
+            raise ValueError("MultiViewAttnProcessor is for self-attention (attn1); cross-attention keeps its own processor")
+        if attention_mask is not None:
+            raise ValueError("MultiViewAttnProcessor does not support attention masks (UNet self-attention has none)")
+        residual = hidden_states
+        if attn.spatial_norm is not None:
+            hidden_states = attn.spatial_norm(hidden_states, temb)
+        input_ndim = hidden_states.ndim
+        if input_ndim == 4:
+            bv, channel, height, width = hidden_states.shape
+            hidden_states = hidden_states.view(bv, channel, height * width).transpose(1, 2)
+        bv, n_tok, _ = hidden_states.shape
+        V = self.num_views
+        if bv % V:
+            raise ValueError(f"MultiViewAttnProcessor: batch {bv} is not a multiple of num_views={V}; "
+                             "batches must be [B*V, ...] with the views of each sample contiguous")
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+
+        q, k, v = attn.to_q(hidden_states), attn.to_k(hidden_states), attn.to_v(hidden_states)
+        heads = attn.heads
+        head_dim = k.shape[-1] // heads
+        q, k, v = (x.view(bv, n_tok, heads, head_dim).transpose(1, 2) for x in (q, k, v))  # [BV,h,N,d]
+        if attn.norm_q is not None:
+            q = attn.norm_q(q)
+        if attn.norm_k is not None:
+            k = attn.norm_k(k)
+
+        B = bv // V
+        if self.mode == "sparse":
+            def with_view0(x: torch.Tensor) -> torch.Tensor:  # [BV,h,N,d] -> [BV,h,2N,d]
+                x = x.view(B, V, heads, n_tok, head_dim)
+                return torch.cat([x[:, :1].expand_as(x), x], dim=3).reshape(bv, heads, 2 * n_tok, head_dim)
+            out = F.scaled_dot_product_attention(q, with_view0(k), with_view0(v), scale=attn.scale)
+        elif self.mode == "dense":
+            def joint(x: torch.Tensor) -> torch.Tensor:  # [BV,h,N,d] -> [B,h,V*N,d]
+                return x.view(B, V, heads, n_tok, head_dim).transpose(1, 2).reshape(B, heads, V * n_tok, head_dim)
+            out = F.scaled_dot_product_attention(joint(q), joint(k), joint(v), scale=attn.scale)
+            out = out.view(B, heads, V, n_tok, head_dim).transpose(1, 2).reshape(bv, heads, n_tok, head_dim)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, scale=attn.scale)
+
+        out = out.transpose(1, 2).reshape(bv, n_tok, heads * head_dim).to(q.dtype)
+        out = attn.to_out[1](attn.to_out[0](out))
+        if input_ndim == 4:
+            out = out.transpose(-1, -2).reshape(bv, channel, height, width)
+        if attn.residual_connection:
+            out = out + residual
+        return out / attn.rescale_output_factor
+
+
+def set_multiview_attention(unet: nn.Module, num_views: int, mode: str = "sparse") -> nn.Module:
+    """Install `MultiViewAttnProcessor(num_views, mode)` on every self-attention (`attn1`) of `unet`.
+
+    Cross-attention (`attn2`) keeps its current processor (per view). Returns `unet`.
+    """
+    current = unet.attn_processors
+    if not any(name.endswith("attn1.processor") for name in current):
+        raise ValueError("set_multiview_attention: the UNet has no self-attention layers (attn1); "
+                         "use at least one CrossAttn block")
+    processor = MultiViewAttnProcessor(num_views, mode)
+    unet.set_attn_processor({name: processor if name.endswith("attn1.processor") else proc
+                             for name, proc in current.items()})
+    return unet
+
+
+def multiview_attention_mode(unet: nn.Module) -> tuple[int, str]:
+    """(num_views, mode) of the processors on `unet`'s attn1 layers; an error if they disagree or are stock."""
+    found = {(p.num_views, p.mode) if isinstance(p, MultiViewAttnProcessor) else None
+             for name, p in unet.attn_processors.items() if name.endswith("attn1.processor")}
+    if len(found) != 1 or None in found:
+        raise ValueError(f"UNet self-attention processors are not one multi-view setting: {found}")
+    return found.pop()
+
+
+# --- cameras the models are trained for -------------------------------------------------------------------
+_STANDARD_BUILDERS = {"mouse_standard_6view": mouse_standard_6view, "facelift_standard": facelift_standard}
+
+
+def standard_cameras(camera_type: str, size: int | None = None) -> Cameras:
+    """The standard camera spec `camera_type` (a key of `cameras.CAMERA_SPECS`) at `size`² pixels.
+
+    Intrinsics scale with the image (fx, cx * size / 512), so a 32² image sees exactly what the 512²
+    spec sees; `meta` keeps camera_type and camera_distance for validate_sample.
+    """
+    if camera_type not in _STANDARD_BUILDERS:
+        raise ValueError(f"unknown camera_type {camera_type!r}; known: {sorted(_STANDARD_BUILDERS)}")
+    cams = _STANDARD_BUILDERS[camera_type]()
+    spec = CAMERA_SPECS[camera_type]
+    if size is None or size == cams.width:
+        return cams
+    s = size / float(spec["width"])
+    K = cams.K.clone()
+    K[:, :2] *= s
+    return cams.replace(K=K, width=size, height=size)
+
+
+# --- per-view embeddings (cross-attention context) --------------------------------------------------------
+VIEW_EMBEDDINGS = ("learned", "camera", "plucker", "file")
+
+
+def load_view_embeddings(path: str | Path, num_views: int) -> torch.Tensor:
+    """Per-view embeddings [V,L,D] (float32) from a torch file holding a tensor (e.g. FaceLift's clr_embeds.pt)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"view embeddings file not found: {path} (a torch file with a [V,L,D] tensor, "
+                                "e.g. facelift_reference/prompt_embeds/clr_embeds.pt)")
+    emb = torch.load(path, map_location="cpu", weights_only=True)
+    if not torch.is_tensor(emb) or emb.ndim != 3 or emb.shape[0] != num_views:
+        shape = tuple(emb.shape) if torch.is_tensor(emb) else type(emb).__name__
+        raise ValueError(f"{path}: expected a [{num_views},L,D] tensor of per-view embeddings, got {shape}")
+    return emb.float()
+
+
+def camera_angle_features(cams: Cameras, n_freq: int = 4) -> torch.Tensor:
+    """[V, 4*n_freq] Fourier features of each camera's elevation and azimuth (azimuth relative to view 0)."""
+    c = cams.centers
+    az = torch.atan2(c[:, 1], c[:, 0])
+    az = az - az[0]
+    el = torch.asin((c[:, 2] / c.norm(dim=-1)).clamp(-1, 1))
+    k = torch.arange(1, n_freq + 1, dtype=torch.float64)
+    ang = torch.cat([az[:, None] * k, el[:, None] * k], 1)
+    return torch.cat([ang.sin(), ang.cos()], 1).float()
+
+
+class ViewEmbedding(nn.Module):
+    """Cross-attention context per view: `forward() -> [V, L, D]`.
+
+    kind "learned": free parameters [V, L, D].
+    kind "camera":  MLP of each view camera's elevation/azimuth Fourier features -> L tokens.
+    kind "plucker": each view's Plücker rays on a grid² (FaceLift ray convention) -> grid² tokens via an MLP.
+    kind "file":    fixed embeddings loaded from `path` ([V, L, D_file], e.g. FaceLift's clr_embeds.pt);
+                    when D_file differs from D a learned linear projection maps them (said in `describe()`).
+    """
+
+    def __init__(self, kind: str, num_views: int, dim: int, tokens: int = 4, cams: Cameras | None = None,
+                 path: str | Path | None = None, plucker_grid: int = 4) -> None:
+        super().__init__()
+        if kind not in VIEW_EMBEDDINGS:
+            raise ValueError(f"ViewEmbedding: kind must be one of {VIEW_EMBEDDINGS}, got {kind!r}")
+        self.kind, self.num_views, self.dim = kind, num_views, dim
+        self.proj: nn.Module = nn.Identity()
+        if kind == "learned":
+            self.table = nn.Parameter(torch.randn(num_views, tokens, dim) * 0.02)
+        elif kind in ("camera", "plucker"):
+            if cams is None or len(cams) != num_views:
+                raise ValueError(f"ViewEmbedding({kind!r}) needs the {num_views} view cameras")
+            if kind == "camera":
+                feats = camera_angle_features(cams)[:, None, :]  # [V,1,F]
+                out = dim * tokens
+            else:
+                rays = plucker_rays(cams, "facelift", height=plucker_grid, width=plucker_grid)  # [V,6,g,g]
+                feats = rays.flatten(2).transpose(1, 2)  # [V,g²,6]
+                out = dim
+            self.register_buffer("features", feats, persistent=False)
+            self.mlp = nn.Sequential(nn.Linear(feats.shape[-1], dim), nn.SiLU(), nn.Linear(dim, out))
+            self.tokens = tokens
+        else:
+            if path is None:
+                raise ValueError("ViewEmbedding('file') needs `path` to a [V,L,D] embeddings file")
+            emb = load_view_embeddings(path, num_views)
+            self.register_buffer("table", emb)
+            if emb.shape[-1] != dim:
+                self.proj = nn.Linear(emb.shape[-1], dim)
+
+    def forward(self) -> torch.Tensor:
+        if self.kind == "learned":
+            return self.table
+        if self.kind == "camera":
+            return self.mlp(self.features).view(self.num_views, self.tokens, self.dim)
+        if self.kind == "plucker":
+            return self.mlp(self.features)
+        return self.proj(self.table)
+
+
+# --- the small pixel-space model --------------------------------------------------------------------------
+@dataclass
+class PixelModelConfig:
+    """Small pixel-space multi-view model for CPU. Attention only at image_size / 2**(len(blocks)-1)."""
+
+    image_size: int = 32
+    channels: int = 4  # RGBA: RGB composited on white + alpha, so generated views carry their masks
+    num_views: int = 6
+    block_out_channels: tuple[int, ...] = (32, 64, 96)
+    layers_per_block: int = 1
+    attention_head_dim: int = 16
+    cross_attention_dim: int = 64
+    mv_attention: str = "sparse"
+    view_embedding: str = "camera"  # learned | camera | plucker | file
+    view_embedding_tokens: int = 4
+    view_embedding_path: str | None = None
+    camera_type: str = "mouse_standard_6view"
+
+    @property
+    def attention_resolution(self) -> int:
+        return self.image_size // 2 ** (len(self.block_out_channels) - 1)
+
+
+def build_small_unet(cfg: PixelModelConfig) -> nn.Module:
+    """Stock `UNet2DConditionModel`: ResNet-only blocks at the high resolutions, cross/self-attention only at
+    the lowest (a dense 6-view attention at 64² does not finish in minutes on CPU; 8²–16² does)."""
+    from diffusers import UNet2DConditionModel
+
+    n = len(cfg.block_out_channels)
+    if cfg.image_size % 2 ** (n - 1):
+        raise ValueError(f"image_size {cfg.image_size} must be divisible by 2**{n - 1} for {n} UNet blocks")
+    heads = [max(1, c // cfg.attention_head_dim) for c in cfg.block_out_channels]
+    unet = UNet2DConditionModel(
+        sample_size=cfg.image_size, in_channels=2 * cfg.channels, out_channels=cfg.channels,
+        down_block_types=("DownBlock2D",) * (n - 1) + ("CrossAttnDownBlock2D",),
+        up_block_types=("CrossAttnUpBlock2D",) + ("UpBlock2D",) * (n - 1),
+        block_out_channels=tuple(cfg.block_out_channels), layers_per_block=cfg.layers_per_block,
+        # diffusers' `attention_head_dim` is the number of heads (its documented naming issue #2011)
+        cross_attention_dim=cfg.cross_attention_dim, attention_head_dim=tuple(heads),
+        norm_num_groups=min(32, min(cfg.block_out_channels) // 2),
+    )
+    return set_multiview_attention(unet, cfg.num_views, cfg.mv_attention)
+
+
+def to_model_pixels(images: torch.Tensor) -> torch.Tensor:
+    """RGBA in [0,1] [...,4,H,W] -> model space [-1,1]: RGB composited on white, alpha kept."""
+    rgb, a = images[..., :3, :, :], images[..., 3:4, :, :]
+    return torch.cat([rgb * a + (1 - a), a], -3) * 2 - 1
+
+
+def from_model_pixels(x: torch.Tensor) -> torch.Tensor:
+    """Model space [-1,1] -> RGBA in [0,1] (RGB stays composited on white)."""
+    return ((x + 1) / 2).clamp(0, 1)
+
+
+class PixelMVDiffusion(nn.Module):
+    """Small multi-view diffusion model in pixel space.
+
+    forward(x_t [B,V,C,S,S], t [B], cond) -> model output [B,V,C,S,S]; cond = {"reference": [B,C,S,S]}
+    in model space (zeros = dropped, for classifier-free guidance). The reference image is concatenated
+    to every view's noisy input on channels; per-view embeddings are the cross-attention context.
+    """
+
+    kind = "pixel"
+
+    def __init__(self, cfg: PixelModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.num_views = cfg.num_views
+        self.unet = build_small_unet(cfg)
+        cams = standard_cameras(cfg.camera_type, cfg.image_size)
+        if len(cams) != cfg.num_views:
+            raise ValueError(f"camera_type {cfg.camera_type!r} has {len(cams)} views, the model {cfg.num_views}")
+        self.view_embedding = ViewEmbedding(cfg.view_embedding, cfg.num_views, cfg.cross_attention_dim,
+                                            cfg.view_embedding_tokens, cams=cams, path=cfg.view_embedding_path)
+
+    def config_dict(self) -> dict[str, Any]:
+        return asdict(self.cfg)
+
+    @property
+    def image_size(self) -> int:
+        return self.cfg.image_size
+
+    def encode_views(self, images: torch.Tensor) -> torch.Tensor:
+        """RGBA [B,V,4,H,W] in [0,1] -> x0 [B,V,4,S,S] in model space."""
+        B, V = images.shape[:2]
+        x = F.interpolate(images.flatten(0, 1).float(), size=(self.image_size,) * 2, mode="bilinear",
+                          antialias=True, align_corners=False)
+        return to_model_pixels(x).view(B, V, -1, self.image_size, self.image_size)
+
+    def decode_views(self, x0: torch.Tensor) -> torch.Tensor:
+        """x0 [B,V,4,S,S] -> RGBA [B,V,4,S,S] in [0,1]."""
+        return from_model_pixels(x0)
+
+    def condition(self, reference: torch.Tensor, drop: torch.Tensor | None = None,
+                  generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """reference RGBA [B,4,H,W] in [0,1]; drop [B] bool zeroes it (unconditional branch of CFG)."""
+        ref = self.encode_views(reference[:, None])[:, 0]
+        if drop is not None:
+            ref = ref * (~drop).to(ref.dtype)[:, None, None, None]
+        return {"reference": ref}
+
+    def null_condition(self, cond: dict[str, torch.Tensor], generator: torch.Generator | None = None
+                       ) -> dict[str, torch.Tensor]:
+        """The dropped-reference condition (as in training's condition dropout)."""
+        return {"reference": torch.zeros_like(cond["reference"])}
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
+        B, V = x_t.shape[:2]
+        ref = cond["reference"][:, None].expand(-1, V, -1, -1, -1)
+        inp = torch.cat([x_t, ref], 2).flatten(0, 1)
+        ctx = self.view_embedding().to(x_t.dtype)[None].expand(B, -1, -1, -1).flatten(0, 1)
+        out = self.unet(inp, t.repeat_interleave(V), encoder_hidden_states=ctx).sample
+        return out.view(B, V, *out.shape[1:])
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+
+# --- FaceLift's latent model --------------------------------------------------------------------------------
+class LatentMVDiffusion(nn.Module):
+    """FaceLift-layout multi-view model on the components of a local diffusers folder.
+
+    unet: stock UNet2DConditionModel (in_channels 8) with multi-view attn1; vae, image_encoder frozen.
+    Conditioning (as FaceLift): VAE latent of the reference concatenated to each noisy latent on channels;
+    CLIP image embedding (noised to `noise_level` with image_normalizer + image_noising_scheduler) plus
+    its noise-level embedding as `class_labels`; per-view embeddings [V,77,1024] as cross-attention context.
+    Generated RGB is on white; alpha = pixels farther than `alpha_threshold` from white (the VAE has no alpha).
+    """
+
+    kind = "latent"
+
+    def __init__(self, unet: nn.Module, vae: nn.Module, image_encoder: nn.Module, feature_extractor: Any,
+                 image_normalizer: nn.Module, image_noising_scheduler: Any, num_views: int = 6,
+                 view_embeddings: torch.Tensor | None = None, noise_level: int = 0, alpha_threshold: float = 0.04,
+                 source: str = "") -> None:
+        super().__init__()
+        self.unet, self.vae, self.image_encoder, self.image_normalizer = unet, vae, image_encoder, image_normalizer
+        self.feature_extractor, self.image_noising_scheduler = feature_extractor, image_noising_scheduler
+        self.num_views, self.noise_level, self.alpha_threshold, self.source = num_views, noise_level, alpha_threshold, source
+        for m in (self.vae, self.image_encoder, self.image_normalizer):
+            m.requires_grad_(False)
+        self.register_buffer("view_embeddings", None)
+        if view_embeddings is not None:
+            self.set_view_embeddings(view_embeddings)
+        self.vae_scale = 2 ** (len(vae.config.block_out_channels) - 1)
+
+    def set_view_embeddings(self, emb: torch.Tensor | str | Path) -> None:
+        """Per-view cross-attention embeddings [V,L,cross_attention_dim] (tensor or file)."""
+        if not torch.is_tensor(emb):
+            emb = load_view_embeddings(emb, self.num_views)
+        want = self.unet.config.cross_attention_dim
+        if emb.ndim != 3 or emb.shape[0] != self.num_views or emb.shape[-1] != want:
+            raise ValueError(f"view embeddings must be [{self.num_views},L,{want}], got {tuple(emb.shape)}")
+        self.view_embeddings = emb.float().to(next(self.unet.parameters()).device)
+
+    def config_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "num_views": self.num_views, "noise_level": self.noise_level,
+                "mv_attention": multiview_attention_mode(self.unet)[1]}
+
+    @property
+    def image_size(self) -> int:
+        return self.unet.config.sample_size * self.vae_scale
+
+    def encode_views(self, images: torch.Tensor) -> torch.Tensor:
+        """RGBA [B,V,4,H,W] in [0,1] -> latents [B,V,4,h,w] (RGB composited on white, VAE mode, scaled)."""
+        B, V = images.shape[:2]
+        x = F.interpolate(images.flatten(0, 1).float(), size=(self.image_size,) * 2, mode="bilinear",
+                          antialias=True, align_corners=False)
+        rgb = to_model_pixels(x)[:, :3].to(self.vae.dtype)
+        lat = self.vae.encode(rgb).latent_dist.mode() * self.vae.config.scaling_factor
+        return lat.view(B, V, *lat.shape[1:]).float()
+
+    def decode_views(self, x0: torch.Tensor) -> torch.Tensor:
+        """latents [B,V,4,h,w] -> RGBA [B,V,4,H,W] in [0,1], alpha from distance to the white background."""
+        B, V = x0.shape[:2]
+        rgb = self.vae.decode(x0.flatten(0, 1).to(self.vae.dtype) / self.vae.config.scaling_factor).sample
+        rgb = ((rgb.float() + 1) / 2).clamp(0, 1)
+        alpha = ((1 - rgb).amax(1, keepdim=True) > self.alpha_threshold).float()
+        return torch.cat([rgb, alpha], 1).view(B, V, 4, *rgb.shape[-2:])
+
+    def clip_embedding(self, reference: torch.Tensor) -> torch.Tensor:
+        """reference RGBA [B,4,H,W] in [0,1] -> CLIP image embeds [B,D], preprocessed with the feature
+        extractor's own size/mean/std (done in torch so it stays batched and on device)."""
+        fe = self.feature_extractor
+        cs = fe.crop_size  # a dict or a transformers SizeDict
+        crop = int(cs["height"] if isinstance(cs, dict) else getattr(cs, "height", cs))
+        x = to_model_pixels(reference.float())[:, :3] * 0.5 + 0.5
+        x = F.interpolate(x, size=(crop, crop), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
+        mean = torch.tensor(fe.image_mean, device=x.device)[None, :, None, None]
+        std = torch.tensor(fe.image_std, device=x.device)[None, :, None, None]
+        enc = self.image_encoder(pixel_values=((x - mean) / std).to(self.image_encoder.dtype))
+        return enc.image_embeds.float()
+
+    def noised_image_embedding(self, embeds: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """unCLIP noise augmentation at `noise_level`: [B,D] -> class_labels [B,2D]."""
+        from diffusers.models.embeddings import get_timestep_embedding
+
+        level = torch.full((embeds.shape[0],), self.noise_level, device=embeds.device, dtype=torch.long)
+        noise = torch.randn(embeds.shape, generator=generator, device="cpu").to(embeds)
+        x = self.image_normalizer.scale(embeds)
+        x = self.image_noising_scheduler.add_noise(x, timesteps=level, noise=noise)
+        x = self.image_normalizer.unscale(x)
+        lvl = get_timestep_embedding(level, x.shape[-1], flip_sin_to_cos=True, downscale_freq_shift=0).to(x)
+        return torch.cat([x, lvl], 1)
+
+    def condition(self, reference: torch.Tensor, drop: torch.Tensor | None = None,
+                  generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        ref_lat = self.encode_views(reference[:, None])[:, 0]
+        emb = self.clip_embedding(reference)
+        if drop is not None:
+            keep = (~drop).float()
+            ref_lat, emb = ref_lat * keep[:, None, None, None], emb * keep[:, None]
+        return {"reference": ref_lat, "class_labels": self.noised_image_embedding(emb, generator)}
+
+    def null_condition(self, cond: dict[str, torch.Tensor], generator: torch.Generator | None = None
+                       ) -> dict[str, torch.Tensor]:
+        """The dropped-reference condition (zero latent, zero CLIP embedding), as in training's drop."""
+        zeros = torch.zeros_like(cond["class_labels"][:, : cond["class_labels"].shape[1] // 2])
+        return {"reference": torch.zeros_like(cond["reference"]),
+                "class_labels": self.noised_image_embedding(zeros, generator)}
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.view_embeddings is None:
+            raise RuntimeError("LatentMVDiffusion has no per-view embeddings; call set_view_embeddings(path) "
+                               "(FaceLift's are facelift_reference/prompt_embeds/clr_embeds.pt)")
+        B, V = x_t.shape[:2]
+        dtype = self.unet.dtype
+        ref = cond["reference"][:, None].expand(-1, V, -1, -1, -1)
+        inp = torch.cat([x_t, ref], 2).flatten(0, 1).to(dtype)
+        ctx = self.view_embeddings.to(dtype)[None].expand(B, -1, -1, -1).flatten(0, 1)
+        labels = cond["class_labels"].repeat_interleave(V, 0).to(dtype)
+        out = self.unet(inp, t.repeat_interleave(V), encoder_hidden_states=ctx, class_labels=labels).sample
+        return out.float().view(B, V, *out.shape[1:])
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.unet.parameters() if p.requires_grad]

@@ -1,0 +1,255 @@
+"""Sampling (DDIM + classifier-free guidance), loading a local FaceLift diffusers folder, and turning a
+training checkpoint back into a pipeline. Nothing here downloads anything: every path is local and a
+missing one is an error that names it."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from .model import LatentMVDiffusion, PixelModelConfig, PixelMVDiffusion, set_multiview_attention
+
+# Subfolders of a FaceLift multi-view diffusion pipeline folder (diffusers save_pretrained layout).
+FACELIFT_COMPONENTS = ("unet", "vae", "image_encoder", "feature_extractor", "image_normalizer",
+                       "image_noising_scheduler", "scheduler")
+# FaceLift saves its UNet under its own class/block names; the weights are key-for-key the stock ones.
+_MV_BLOCK_NAMES = {"CrossAttnDownBlockMV2D": "CrossAttnDownBlock2D", "CrossAttnUpBlockMV2D": "CrossAttnUpBlock2D",
+                   "UNetMidBlockMV2DCrossAttn": "UNetMidBlock2DCrossAttn"}
+CHECKPOINT_FORMAT = "facelift_lib.mvdiffusion/1"
+
+
+@dataclass
+class MVDiffusionPipeline:
+    """A multi-view denoiser plus its sampling scheduler: `pipe(reference [B,4,H,W]) -> views [B,V,4,S,S]`."""
+
+    model: PixelMVDiffusion | LatentMVDiffusion
+    scheduler: Any  # diffusers DDIMScheduler
+    camera_type: str = "mouse_standard_6view"
+
+    @torch.no_grad()
+    def __call__(self, reference: torch.Tensor, num_inference_steps: int = 50, guidance_scale: float = 2.0,
+                 seed: int = 0, progress: bool = True) -> torch.Tensor:
+        return sample_views(self.model, self.scheduler, reference, num_inference_steps, guidance_scale, seed, progress)
+
+
+def sample_shape(model: PixelMVDiffusion | LatentMVDiffusion, batch: int) -> tuple[int, ...]:
+    """[B,V,C,h,w] of the model's diffusion space (pixels or latents)."""
+    cfg = model.unet.config
+    return (batch, model.num_views, cfg.out_channels, cfg.sample_size, cfg.sample_size)
+
+
+def _cat_cond(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: torch.cat([a[k], b[k]]) for k in a}
+
+
+@torch.no_grad()
+def sample_views(model: PixelMVDiffusion | LatentMVDiffusion, scheduler: Any, reference: torch.Tensor,
+                 num_inference_steps: int = 50, guidance_scale: float = 2.0, seed: int = 0,
+                 progress: bool = True) -> torch.Tensor:
+    """Generate V views from reference RGBA images [B,4,H,W] in [0,1] -> RGBA [B,V,4,S,S] in [0,1].
+
+    All views of a sample share the timestep (the UNet denoises them jointly through multi-view
+    attention). guidance_scale > 1 runs classifier-free guidance against the dropped-reference branch.
+    Deterministic for a given seed (noise is drawn on CPU, then moved).
+    """
+    device = next(model.unet.parameters()).device
+    gen = torch.Generator("cpu").manual_seed(int(seed))
+    reference = reference.to(device)
+    cond = model.condition(reference, generator=gen)
+    use_cfg = guidance_scale > 1.0
+    if use_cfg:
+        cond = _cat_cond(model.null_condition(cond, generator=gen), cond)
+    B = reference.shape[0]
+    x = torch.randn(sample_shape(model, B), generator=gen).to(device) * scheduler.init_noise_sigma
+    scheduler.set_timesteps(num_inference_steps, device=device)
+    for t in tqdm(scheduler.timesteps, desc="DDIM", leave=False, disable=not progress):
+        inp = scheduler.scale_model_input(x, t)
+        tt = t.reshape(1).expand(B).to(device)
+        if use_cfg:
+            out_u, out_c = model(torch.cat([inp, inp]), torch.cat([tt, tt]), cond).chunk(2)
+            out = out_u + guidance_scale * (out_c - out_u)
+        else:
+            out = model(inp, tt, cond)
+        x = scheduler.step(out, t, x).prev_sample
+    return model.decode_views(x)
+
+
+# --- FaceLift diffusers folder ----------------------------------------------------------------------------
+def _check_component_dirs(local_dir: Path) -> None:
+    if not local_dir.is_dir():
+        raise FileNotFoundError(f"FaceLift pipeline folder not found: {local_dir} (a local diffusers folder with "
+                                f"{', '.join(FACELIFT_COMPONENTS)}; nothing is downloaded)")
+    missing = [c for c in FACELIFT_COMPONENTS if not (local_dir / c).is_dir()]
+    if missing:
+        raise FileNotFoundError(f"{local_dir}: missing pipeline component folder(s) {missing}; a FaceLift "
+                                f"multi-view pipeline needs {list(FACELIFT_COMPONENTS)}")
+
+
+def stock_unet_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A UNet config.json (stock or FaceLift's UNetMV2DConditionModel) -> block names of the stock UNet."""
+    out = dict(config)
+    for key in ("down_block_types", "up_block_types"):
+        out[key] = [_MV_BLOCK_NAMES.get(b, b) for b in config[key]]
+    out["mid_block_type"] = _MV_BLOCK_NAMES.get(config.get("mid_block_type"), config.get("mid_block_type"))
+    return out
+
+
+def load_facelift_unet(unet_dir: str | Path, torch_dtype: torch.dtype = torch.float32):
+    """Stock `UNet2DConditionModel` from a local unet folder, also when the folder was saved by FaceLift's
+    multi-view class (its block names are translated; the weights load strictly)."""
+    from diffusers import UNet2DConditionModel
+
+    unet_dir = Path(unet_dir)
+    cfg_path = unet_dir / "config.json"
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"UNet config not found: {cfg_path}")
+    cfg = stock_unet_config(json.loads(cfg_path.read_text()))
+    overrides = {k: cfg[k] for k in ("down_block_types", "up_block_types", "mid_block_type")}
+    return UNet2DConditionModel.from_pretrained(unet_dir, torch_dtype=torch_dtype, low_cpu_mem_usage=False,
+                                                **overrides)
+
+
+def load_facelift_pipeline(local_dir: str | Path, num_views: int = 6, mode: str = "sparse",
+                           view_embeddings: str | Path | torch.Tensor | None = None, device: str = "cpu",
+                           torch_dtype: torch.dtype = torch.float32, camera_type: str = "facelift_standard",
+                           noise_level: int = 0) -> MVDiffusionPipeline:
+    """Build FaceLift's multi-view pipeline from a local diffusers folder and install our multi-view attention.
+
+    local_dir holds unet, vae, image_encoder, feature_extractor, image_normalizer, image_noising_scheduler
+    and scheduler (save_pretrained layout). view_embeddings: [V,77,1024] tensor or file (FaceLift's are
+    clr_embeds.pt); without them the pipeline loads but sampling/training raise until
+    `pipe.model.set_view_embeddings(...)` is called. camera_type names the views' camera spec
+    (FaceLift's own: facelift_standard; a mouse fine-tune: mouse_standard_6view).
+    """
+    from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler
+    from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import StableUnCLIPImageNormalizer
+    from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
+
+    local_dir = Path(local_dir)
+    _check_component_dirs(local_dir)
+    unet = load_facelift_unet(local_dir / "unet", torch_dtype)
+    vae = AutoencoderKL.from_pretrained(local_dir / "vae", torch_dtype=torch_dtype)
+    latent_ch = vae.config.latent_channels
+    if unet.config.in_channels != 2 * latent_ch or unet.config.out_channels != latent_ch:
+        raise ValueError(f"{local_dir / 'unet'}: in_channels={unet.config.in_channels}, out_channels="
+                         f"{unet.config.out_channels}; a FaceLift multi-view UNet takes noisy + reference latents "
+                         f"({2 * latent_ch}) and predicts {latent_ch} (is this a stock sd-2-1-unclip UNet?)")
+    image_encoder = CLIPVisionModelWithProjection.from_pretrained(local_dir / "image_encoder", torch_dtype=torch_dtype)
+    feature_extractor = CLIPImageProcessor.from_pretrained(local_dir / "feature_extractor")
+    image_normalizer = StableUnCLIPImageNormalizer.from_pretrained(local_dir / "image_normalizer", torch_dtype=torch_dtype)
+    noising = DDPMScheduler.from_pretrained(local_dir / "image_noising_scheduler")
+    scheduler = DDIMScheduler.from_pretrained(local_dir / "scheduler")
+    set_multiview_attention(unet, num_views, mode)
+    model = LatentMVDiffusion(unet, vae, image_encoder, feature_extractor, image_normalizer, noising,
+                              num_views=num_views, noise_level=noise_level, source=str(local_dir.resolve()))
+    if view_embeddings is not None:
+        model.set_view_embeddings(view_embeddings)
+    model.eval().to(device)
+    return MVDiffusionPipeline(model=model, scheduler=scheduler, camera_type=camera_type)
+
+
+# --- training checkpoints -> pipelines ----------------------------------------------------------------------
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint written by `train.train`; a missing or foreign file is an error (never the base model)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"multi-view diffusion checkpoint not found: {path} (train one with "
+                                "facelift_lib.mvdiffusion.train / notebook 03_mvdiffusion, or fix the path)")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: not a {CHECKPOINT_FORMAT} checkpoint (keys: "
+                         f"{sorted(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__})")
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: dict[str, Any], use_ema: bool = True) -> PixelMVDiffusion | LatentMVDiffusion:
+    """Rebuild the model a checkpoint was trained as and load its (EMA by default) weights."""
+    cfg = ckpt["model_config"]
+    if ckpt["kind"] == "pixel":
+        model: PixelMVDiffusion | LatentMVDiffusion = PixelMVDiffusion(
+            PixelModelConfig(**{**cfg, "block_out_channels": tuple(cfg["block_out_channels"])}))
+        model.load_state_dict(ckpt["model"])
+    elif ckpt["kind"] == "latent":
+        pipe = load_facelift_pipeline(cfg["source"], num_views=cfg["num_views"], mode=cfg["mv_attention"],
+                                      noise_level=cfg["noise_level"])
+        model = pipe.model
+        model.unet.load_state_dict(ckpt["model"])
+        if ckpt.get("view_embeddings") is not None:
+            model.set_view_embeddings(ckpt["view_embeddings"])
+    else:
+        raise ValueError(f"unknown checkpoint kind {ckpt['kind']!r}")
+    if use_ema:
+        if ckpt.get("ema") is None:
+            raise ValueError("checkpoint has no EMA weights; load with use_ema=False")
+        from diffusers.training_utils import EMAModel
+
+        ema = EMAModel(model.trainable_parameters())
+        ema.load_state_dict(ckpt["ema"])
+        ema.copy_to(model.trainable_parameters())
+    return model.eval()
+
+
+def load_checkpoint_pipeline(path: str | Path, use_ema: bool = True, device: str = "cpu") -> MVDiffusionPipeline:
+    """Pipeline (model + DDIM scheduler with the training noise schedule) from a `train.train` checkpoint."""
+    from diffusers import DDIMScheduler
+
+    ckpt = read_checkpoint(path)
+    model = model_from_checkpoint(ckpt, use_ema).to(device)
+    scheduler = DDIMScheduler.from_config(ckpt["noise_scheduler_config"], timestep_spacing="trailing")
+    return MVDiffusionPipeline(model=model, scheduler=scheduler, camera_type=ckpt["camera_type"])
+
+
+# --- a tiny random FaceLift-layout folder (tests, CPU dry runs of the full-profile code path) ---------------
+def write_tiny_facelift_pipeline(out_dir: str | Path, image_size: int = 32, cross_attention_dim: int = 32,
+                                 facelift_block_names: bool = False, seed: int = 0) -> Path:
+    """Write a randomly initialised pipeline folder with FaceLift's components and layout, tiny sizes.
+
+    Same component classes and save_pretrained layout as FaceLift's multi-view pipeline (UNet in 8 /
+    out 4 with a projection class embedding of [CLIP embedding, noise-level embedding], AutoencoderKL,
+    CLIPVisionModelWithProjection, CLIPImageProcessor, StableUnCLIPImageNormalizer, DDPM noising scheduler,
+    DDIM scheduler). facelift_block_names writes the UNet config under FaceLift's multi-view class and block
+    names, as FaceLift's own checkpoints are saved. Not a model: a fixture for code paths.
+    """
+    from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
+    from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import StableUnCLIPImageNormalizer
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    out_dir = Path(out_dir)
+    torch.manual_seed(seed)
+    clip_dim = 16
+    unet = UNet2DConditionModel(
+        sample_size=image_size // 2, in_channels=8, out_channels=4, block_out_channels=(16, 32), layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=cross_attention_dim, attention_head_dim=2, norm_num_groups=8, use_linear_projection=True,
+        class_embed_type="projection", projection_class_embeddings_input_dim=2 * clip_dim)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), latent_channels=4,
+                        norm_num_groups=4, sample_size=image_size)
+    encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(
+        hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=32,
+        patch_size=8, projection_dim=clip_dim))
+    components = {
+        "unet": unet, "vae": vae, "image_encoder": encoder,
+        "feature_extractor": CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
+        "image_normalizer": StableUnCLIPImageNormalizer(embedding_dim=clip_dim),
+        "image_noising_scheduler": DDPMScheduler(beta_schedule="squaredcos_cap_v2"),
+        "scheduler": DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                                   prediction_type="v_prediction", clip_sample=False, set_alpha_to_one=False),
+    }
+    for name, comp in components.items():
+        comp.save_pretrained(out_dir / name)
+    if facelift_block_names:
+        cfg_path = out_dir / "unet" / "config.json"
+        cfg = json.loads(cfg_path.read_text())
+        inverse = {v: k for k, v in _MV_BLOCK_NAMES.items()}
+        cfg["_class_name"] = "UNetMV2DConditionModel"
+        cfg["down_block_types"] = [inverse.get(b, b) for b in cfg["down_block_types"]]
+        cfg["up_block_types"] = [inverse.get(b, b) for b in cfg["up_block_types"]]
+        cfg["mid_block_type"] = inverse.get(cfg["mid_block_type"], cfg["mid_block_type"])
+        cfg.update(num_views=6, multiview_attention=True, sparse_mv_attention=True, selfattn_block="custom")
+        cfg_path.write_text(json.dumps(cfg, indent=1))
+    return out_dir

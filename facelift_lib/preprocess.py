@@ -1,0 +1,670 @@
+"""Rig frame -> FaceLift sample: four ways to frame the mouse, each with cameras exact for its pixels.
+
+One frame (all its views at once: the mouse centre and the scale are shared) goes through:
+
+1. read images and masks (OpenCV); with lens distortion in the calibration, masks are undistorted
+   before any statistic is taken, so every number below is in pinhole pixels;
+2. per view: mask area, centre of mass (CoM), bounding box, whether the raw mask touches the border;
+3. the mouse centre: least-squares intersection of the rays through the mask centroids;
+4. per view an image transform ``T = K_img R_rel K^-1`` (3x3, raw pinhole px -> written px) and a
+   written camera ``K_img [R_rel R | R_rel t]``, so ``K_img [R_rel R | R_rel t] X == T K [R | t] X`` for
+   every 3D point X: crops are ``R_rel = I, K_img = A K`` (A = crop+resize), ``standard_camera`` is the
+   rotation homography about the camera centre. Only ``distance_mode="per_view_zoom"`` writes cameras
+   that differ from the pixels (an approximation, recorded in the JSON);
+5. world normalisation: ``x_facelift = scale * (x_rig - centre)`` (Z-up kept), one scale per sample with
+   the mean camera distance 2.7;
+6. one resampling per view (``cv2.warpAffine`` / ``warpPerspective``, or ``remap`` through
+   ``initUndistortRectifyMap`` when there is distortion), RGBA PNG (alpha = warped mask) + opencv_cameras.json.
+
+Pixel convention: continuous pixel coordinates with pixel centres at +0.5 (DESIGN.md) everywhere in this
+module; OpenCV's warps put centres at integers, so matrices are conjugated by a half-pixel shift
+(`to_opencv_pixels`) right before they reach OpenCV.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import cv2
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from facelift_lib.cameras import (FACELIFT_DISTANCE, FACELIFT_FOCAL, FACELIFT_SIZE, Cameras, look_at_w2c,
+                                  load_mammal_pkl, similarity_normalize)
+from facelift_lib.gaussians import Gaussians
+from facelift_lib.io import load_sample, save_sample
+from facelift_lib.render import render_gaussians
+
+METHODS = ("bbox_uniform", "bbox_centered", "pixel_based", "standard_camera")
+DISTANCE_MODES = ("fixed", "per_view_zoom")
+ROLL_MODES = ("z_up", "minimal")
+
+
+class PreprocessError(ValueError):
+    """Bad rig input; the message names the file, the view and the fix."""
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """Everything that decides how a rig frame becomes a FaceLift sample.
+
+    method: one of METHODS. size: written image side (px).
+    distance_mode: standard_camera only; "fixed" keeps every camera where it stands (exact),
+      "per_view_zoom" also zooms each view as if its camera stood at `target_distance` and writes it
+      there (an approximation: off-centre depths no longer match; recorded as approximate).
+    bbox_fill: bbox methods, bounding-box side / image side (bbox_uniform: the largest box of the frame).
+    pixel_fill: pixel_based, mean sqrt(mask area) over the views / image side.
+    margin_px: pixel_based, the smallest gap (written px) kept between any mask pixel and the border.
+    roll: standard_camera, virtual camera roll: "z_up" (world Z up in the image, FaceLift's look-at) or
+      "minimal" (smallest rotation from the real camera; needed for cameras looking straight down).
+    antialias: pre-shrink by an integer factor with area averaging when a view is scaled below 1/2
+      (an exact affine map, composed into the transform), so bilinear warps do not alias.
+    min_mask_px: a raw mask with fewer pixels is an error (empty/near-empty view).
+    workers: processes for `preprocess_rig` (1 = in this process).
+    on_error: "raise" stops at the first bad frame; "skip" writes the others and lists the bad ones
+      (with their errors) in out_dir/preprocess_errors.json.
+    """
+
+    method: str = "standard_camera"
+    size: int = FACELIFT_SIZE
+    distance_mode: str = "fixed"
+    target_distance: float = FACELIFT_DISTANCE
+    focal_512: float = FACELIFT_FOCAL
+    bbox_fill: float = 0.8
+    pixel_fill: float = 0.3
+    margin_px: float = 2.0
+    roll: str = "z_up"
+    antialias: bool = True
+    min_mask_px: int = 1
+    workers: int = 2
+    on_error: str = "raise"
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"PreprocessConfig: method must be one of {METHODS}, got {self.method!r}")
+        if self.distance_mode not in DISTANCE_MODES:
+            raise ValueError(f"PreprocessConfig: distance_mode must be one of {DISTANCE_MODES}, got {self.distance_mode!r}")
+        if self.distance_mode != "fixed" and self.method != "standard_camera":
+            raise ValueError(f"PreprocessConfig: distance_mode={self.distance_mode!r} only applies to "
+                             f"method='standard_camera', not {self.method!r}")
+        if self.roll not in ROLL_MODES:
+            raise ValueError(f"PreprocessConfig: roll must be one of {ROLL_MODES}, got {self.roll!r}")
+        if self.on_error not in ("raise", "skip"):
+            raise ValueError(f"PreprocessConfig: on_error must be 'raise' or 'skip', got {self.on_error!r}")
+        if self.size < 8:
+            raise ValueError(f"PreprocessConfig: size must be >= 8 px, got {self.size}")
+        for name in ("bbox_fill", "pixel_fill"):
+            if not 0 < getattr(self, name) <= 1:
+                raise ValueError(f"PreprocessConfig: {name} must be in (0, 1], got {getattr(self, name)}")
+
+
+# --- pixel geometry (pure numpy, float64) ----------------------------------------------------------------
+_TO_CV = np.array([[1.0, 0.0, -0.5], [0.0, 1.0, -0.5], [0.0, 0.0, 1.0]])  # centres at +0.5 -> at integers
+
+
+def to_opencv_pixels(T: np.ndarray) -> np.ndarray:
+    """A pixel map [...,3,3] in our convention (centres at +0.5) -> the same map in OpenCV's (centres at 0)."""
+    return _TO_CV @ T @ np.linalg.inv(_TO_CV)
+
+
+def opencv_intrinsics(K: np.ndarray) -> np.ndarray:
+    """Intrinsics [...,3,3] in our convention -> OpenCV's (cx, cy shifted by -0.5)."""
+    return _TO_CV @ K
+
+
+def crop_resize_matrix(center: np.ndarray, scale: np.ndarray | float, size: int) -> np.ndarray:
+    """[V,3,3] affine pixel maps that put `center` [V,2] at the image centre and scale by `scale` ([V] or scalar).
+
+    x_out = scale * (x - center) + size / 2 : a square crop of side size/scale around `center`, resized
+    to `size`. The written intrinsics are A @ K (exact).
+    """
+    center = np.asarray(center, dtype=np.float64).reshape(-1, 2)
+    scale = np.broadcast_to(np.asarray(scale, dtype=np.float64), (len(center),))
+    A = np.tile(np.eye(3), (len(center), 1, 1))
+    A[:, 0, 0] = A[:, 1, 1] = scale
+    A[:, :2, 2] = size / 2 - scale[:, None] * center
+    return A
+
+
+def rotation_homography(K_old: np.ndarray, R_rel: np.ndarray, K_new: np.ndarray) -> np.ndarray:
+    """H = K_new R_rel K_old^-1 [V,3,3]: the exact image map of a camera rotated by R_rel about its centre."""
+    return K_new @ R_rel @ np.linalg.inv(K_old)
+
+
+def apply_homography(T: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """Points uv [V,N,2] through pixel maps T [V,3,3] -> [V,N,2]."""
+    h = np.concatenate([uv, np.ones_like(uv[..., :1])], -1) @ np.swapaxes(T, -1, -2)
+    return h[..., :2] / h[..., 2:3]
+
+
+def local_scale(T: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """sqrt|det J| of pixel maps T [V,3,3] at points uv [V,2]: how much each view is magnified there."""
+    eps = 1e-3
+    base = apply_homography(T, uv[:, None])[:, 0]
+    dx = (apply_homography(T, (uv + [eps, 0.0])[:, None])[:, 0] - base) / eps
+    dy = (apply_homography(T, (uv + [0.0, eps])[:, None])[:, 0] - base) / eps
+    return np.sqrt(np.abs(dx[:, 0] * dy[:, 1] - dx[:, 1] * dy[:, 0]))
+
+
+def triangulate_rays(origins: np.ndarray, dirs: np.ndarray) -> np.ndarray:
+    """Least-squares point nearest to V rays (origins, dirs [V,3]): solves sum (I - d d^T)(p - o) = 0."""
+    d = dirs / np.linalg.norm(dirs, axis=-1, keepdims=True)
+    P = np.eye(3) - d[:, :, None] * d[:, None, :]
+    A, b = P.sum(0), (P @ origins[:, :, None]).sum(0)[:, 0]
+    if np.linalg.cond(A) > 1e12:
+        raise PreprocessError("triangulate_rays: the rays are (nearly) parallel; the mouse centre is undefined "
+                              "(need at least two cameras that see the mouse from different directions)")
+    return np.linalg.solve(A, b)
+
+
+def pixel_ray_dirs(K: np.ndarray, w2c: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """World directions [V,3] of the rays through pinhole pixels uv [V,2] (continuous px)."""
+    d_cam = np.linalg.solve(K, np.concatenate([uv, np.ones_like(uv[:, :1])], -1)[..., None])[..., 0]
+    return np.einsum("vji,vj->vi", w2c[:, :3, :3], d_cam)  # R^T d
+
+
+def look_at_rotation(centers: np.ndarray, target: np.ndarray, names: Sequence[str]) -> np.ndarray:
+    """World->camera rotations [V,3,3] of cameras at `centers` [V,3] looking at `target`, world Z up in the image."""
+    fwd = target - centers
+    fwd = fwd / np.linalg.norm(fwd, axis=-1, keepdims=True)
+    steep = np.degrees(np.arcsin(np.abs(fwd[:, 2])))
+    if (steep > 89.0).any():
+        bad = [names[i] for i in np.flatnonzero(steep > 89.0)]
+        raise PreprocessError(f"standard_camera: view(s) {bad} look (nearly) straight up or down at the mouse, so "
+                              "a Z-up roll is undefined; use PreprocessConfig(roll='minimal')")
+    return look_at_w2c(torch.from_numpy(centers), target=target.tolist())[:, :3, :3].numpy()
+
+
+def minimal_rotation(w2c: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """World->camera rotations [V,3,3] that turn each camera's optical axis onto `target` by the smallest angle."""
+    R = w2c[:, :3, :3]
+    b = np.einsum("vij,j->vi", R, target) + w2c[:, :3, 3]       # target in camera coords
+    b = b / np.linalg.norm(b, axis=-1, keepdims=True)
+    z = np.array([0.0, 0.0, 1.0])
+    out = []
+    for bv, Rv in zip(b, R):
+        axis = np.cross(bv, z)                                 # rotate b onto +z
+        s, c = np.linalg.norm(axis), float(bv @ z)
+        if s < 1e-12:
+            out.append(Rv.copy())
+            continue
+        k = axis / s
+        Kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+        R_rel = np.eye(3) + s * Kx + (1 - c) * Kx @ Kx
+        out.append(R_rel @ Rv)
+    return np.stack(out)
+
+
+# --- masks ------------------------------------------------------------------------------------------------
+@dataclass
+class MaskStats:
+    """Per-view statistics of binary masks, in continuous pixel coordinates (pixel centres at +0.5).
+
+    area [V] pixels; com [V,2] centre of mass; bbox [V,4] (x0, y0, x1, y1) pixel edges;
+    touches_border [V] any mask pixel in the first/last row/column.
+    """
+
+    area: np.ndarray
+    com: np.ndarray
+    bbox: np.ndarray
+    touches_border: np.ndarray
+
+
+def mask_stats(masks: Sequence[np.ndarray]) -> MaskStats:
+    """Statistics of uint8 masks [H,W] (mouse > 127): OpenCV threshold, bounding box, then moments of the box only."""
+    area, com, bbox, border = [], [], [], []
+    for m in masks:
+        _, b = cv2.threshold(m, 127, 1, cv2.THRESH_BINARY)
+        x, y, w, h = cv2.boundingRect(b)
+        mo = cv2.moments(b[y:y + h, x:x + w], binaryImage=True)
+        a = mo["m00"]
+        area.append(a)
+        com.append((x + mo["m10"] / a + 0.5, y + mo["m01"] / a + 0.5) if a > 0 else (math.nan, math.nan))
+        bbox.append((x, y, x + w, y + h))
+        border.append(a > 0 and (x == 0 or y == 0 or x + w == m.shape[1] or y + h == m.shape[0]))
+    return MaskStats(np.asarray(area, dtype=np.float64), np.asarray(com, dtype=np.float64),
+                     np.asarray(bbox, dtype=np.float64), np.asarray(border, dtype=bool))
+
+
+# --- the plan: where each view goes -------------------------------------------------------------------------
+@dataclass
+class FramePlan:
+    """What `plan_frame` decides for one frame; everything needed to warp and to write the JSON.
+
+    R_rel [V,3,3] rotation raw camera -> virtual camera (identity for crops); K_img [V,3,3] intrinsics of
+    the written pixels; T [V,3,3] raw pinhole px -> written px (= K_img R_rel K^-1);
+    cams: the written cameras (FaceLift units); center_mm [3], scale: x_facelift = scale (x_rig - center_mm);
+    exact: written cameras agree with the pixels; flags: what the JSON records.
+    """
+
+    R_rel: np.ndarray
+    K_img: np.ndarray
+    T: np.ndarray
+    cams: Cameras
+    center_mm: np.ndarray
+    scale: float
+    exact: bool
+    flags: dict[str, Any]
+
+
+def mouse_center(cams: Cameras, com: np.ndarray) -> np.ndarray:
+    """Triangulated mouse centre [3] (rig units): least squares over the rays through the mask centroids [V,2]."""
+    K, w2c = cams.K.numpy(), cams.w2c.numpy()
+    return triangulate_rays(cams.centers.numpy(), pixel_ray_dirs(K, w2c, com))
+
+
+def plan_frame(cams: Cameras, stats: MaskStats, cfg: PreprocessConfig) -> FramePlan:
+    """Per-view image transforms and written cameras for one frame (see the module docstring).
+
+    cams: the raw rig cameras (pinhole part; distortion is handled by the warp); stats: their undistorted masks.
+    """
+    V, S = len(cams), cfg.size
+    names = cams.names or [f"view {i}" for i in range(V)]
+    K, w2c = cams.K.numpy(), cams.w2c.numpy()
+    centers = cams.centers.numpy()
+    center = mouse_center(cams, stats.com)
+    dists = np.linalg.norm(centers - center, axis=-1)
+    scale = cfg.target_distance / float(dists.mean())
+    flags: dict[str, Any] = {}
+    R_rel = np.tile(np.eye(3), (V, 1, 1))
+    exact = True
+
+    if cfg.method in ("bbox_uniform", "bbox_centered"):
+        box_c = (stats.bbox[:, :2] + stats.bbox[:, 2:]) / 2
+        side = np.maximum(stats.bbox[:, 2] - stats.bbox[:, 0], stats.bbox[:, 3] - stats.bbox[:, 1])
+        s = cfg.bbox_fill * S / (side.max() if cfg.method == "bbox_uniform" else side)
+        K_img = crop_resize_matrix(box_c, s, S) @ K
+    elif cfg.method == "pixel_based":
+        s_target = cfg.pixel_fill * S / float(np.sqrt(stats.area).mean())
+        # Largest half-extent of each mask around its CoM (pixel edges), so scale * extent fits in S/2 - margin.
+        ext = np.maximum(stats.com - stats.bbox[:, :2], stats.bbox[:, 2:] - stats.com).max(-1)
+        s_fit = float(((S / 2 - cfg.margin_px) / ext).min())
+        s = min(s_target, s_fit)
+        if s < s_target:
+            flags["pixel_scale_shrunk"] = {"target": s_target, "used": s, "factor": s / s_target,
+                                           "limiting_view": names[int(np.argmin((S / 2 - cfg.margin_px) / ext))]}
+        K_img = crop_resize_matrix(stats.com, s, S) @ K
+    else:  # standard_camera
+        if cfg.roll == "z_up":
+            R_new = look_at_rotation(centers, center, names)
+        else:
+            R_new = minimal_rotation(w2c, center)
+        R_rel = R_new @ np.swapaxes(w2c[:, :3, :3], 1, 2)
+        f = cfg.focal_512 * S / FACELIFT_SIZE
+        K_std = np.tile(np.array([[f, 0.0, S / 2], [0.0, f, S / 2], [0.0, 0.0, 1.0]]), (V, 1, 1))
+        K_img = K_std
+        if cfg.distance_mode == "per_view_zoom":
+            zoom = scale * dists / cfg.target_distance  # > 1: camera farther than 2.7, zoom in
+            K_img = crop_resize_matrix(np.full((V, 2), S / 2), zoom, S) @ K_std
+            exact = False
+            flags["approximate_cameras"] = ("per_view_zoom: each view zoomed by distance/2.7 about the image centre "
+                                            "and its camera written at 2.7 on the same ray; exact only at the mouse centre")
+            flags["per_view_zoom"] = zoom.tolist()
+
+    R_new = R_rel @ w2c[:, :3, :3]
+    T = rotation_homography(K, R_rel, K_img)
+    if exact:  # the virtual cameras stand where the real ones do
+        out_K, pos = K_img, centers
+    else:      # per_view_zoom: standard intrinsics, each camera moved along its ray to the target distance
+        out_K = K_std
+        pos = center + (centers - center) * (cfg.target_distance / scale / dists)[:, None]
+    w2c_new = np.tile(np.eye(4), (V, 1, 1))
+    w2c_new[:, :3, :3] = R_new
+    w2c_new[:, :3, 3] = -np.einsum("vij,vj->vi", R_new, pos)
+    virtual = Cameras(K=torch.from_numpy(out_K.copy()), w2c=torch.from_numpy(w2c_new), width=S, height=S,
+                      names=list(names))
+    out, scale, _ = similarity_normalize(virtual, torch.from_numpy(center), cfg.target_distance)
+    return FramePlan(R_rel=R_rel, K_img=K_img, T=T, cams=out, center_mm=center, scale=scale, exact=exact,
+                     flags=flags)
+
+
+# --- warping ----------------------------------------------------------------------------------------------
+@lru_cache(maxsize=64)
+def _undistort_maps(K_cv: tuple, dist: tuple, w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
+    """Full-size undistortion maps of one camera (cached: a rig's cameras do not change between frames)."""
+    K = np.asarray(K_cv).reshape(3, 3)
+    return cv2.initUndistortRectifyMap(K, np.asarray(dist), None, K, (w, h), cv2.CV_16SC2)
+
+
+def undistort_mask(mask: np.ndarray, K: np.ndarray, dist: np.ndarray) -> np.ndarray:
+    """A uint8 mask [H,W] of a distorted camera -> the mask of the pinhole camera with the same K (nearest)."""
+    h, w = mask.shape[:2]
+    K_cv = opencv_intrinsics(K)
+    m1, m2 = _undistort_maps(tuple(K_cv.ravel().tolist()), tuple(np.asarray(dist, np.float64).tolist()), w, h)
+    return cv2.remap(mask, m1, m2, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def _shrink(img: np.ndarray, k: int) -> np.ndarray:
+    """Exact integer down-scale by k (area average over k x k blocks; the ragged edge is cropped first),
+    i.e. continuous pixel coordinates map as x -> x / k."""
+    h, w = img.shape[0] // k * k, img.shape[1] // k * k
+    return cv2.resize(img[:h, :w], (w // k, h // k), interpolation=cv2.INTER_AREA)
+
+
+def warp_view(image: np.ndarray, mask: np.ndarray, K: np.ndarray, dist: np.ndarray | None, R_rel: np.ndarray,
+              K_img: np.ndarray, size: int, shrink: int = 1, out: np.ndarray | None = None) -> np.ndarray:
+    """One view -> RGBA uint8 [size,size,4] (RGB order): the image through K_img R_rel K^-1 (bilinear),
+    alpha = the warped mask.
+
+    image [H,W,3] uint8 in OpenCV's BGR order, mask [H,W] uint8 (0/255), both of the raw (possibly distorted)
+    camera K [3,3] (+ dist [5]); R_rel, K_img from `plan_frame`. `shrink` > 1 first area-averages by that
+    factor (exact, composed into the map). Outside the raw image: RGB 0, alpha 0. `out`: where to write.
+    """
+    if shrink > 1:
+        image, mask = _shrink(image, shrink), _shrink(mask, shrink)
+        K = np.diag([1.0 / shrink, 1.0 / shrink, 1.0]) @ K
+    flags, border = cv2.INTER_LINEAR, dict(borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    if dist is not None and np.any(dist != 0):
+        m1, m2 = cv2.initUndistortRectifyMap(opencv_intrinsics(K), np.asarray(dist, np.float64), R_rel,
+                                             opencv_intrinsics(K_img), (size, size), cv2.CV_16SC2)
+        rgb, alpha = cv2.remap(image, m1, m2, flags, **border), cv2.remap(mask, m1, m2, flags, **border)
+    else:
+        T_cv = to_opencv_pixels(rotation_homography(K, R_rel, K_img))
+        if np.allclose(R_rel, np.eye(3), atol=0, rtol=0):
+            M = T_cv[:2]
+            rgb = cv2.warpAffine(image, M, (size, size), flags=flags, **border)
+            alpha = cv2.warpAffine(mask, M, (size, size), flags=flags, **border)
+        else:
+            rgb = cv2.warpPerspective(image, T_cv, (size, size), flags=flags, **border)
+            alpha = cv2.warpPerspective(mask, T_cv, (size, size), flags=flags, **border)
+    out = cv2.cvtColor(rgb, cv2.COLOR_BGR2RGBA, dst=out)
+    out[..., 3] = alpha
+    return out
+
+
+def shrink_factors(plan: FramePlan, stats: MaskStats, antialias: bool) -> list[int]:
+    """Integer pre-shrink per view: floor(1 / magnification at the mask CoM) when that is >= 2, else 1."""
+    if not antialias:
+        return [1] * len(stats.area)
+    mag = local_scale(plan.T, stats.com)
+    return [int(1.0 / m) if m < 0.5 else 1 for m in mag]
+
+
+# --- reading a rig frame ------------------------------------------------------------------------------------
+@dataclass
+class RigFrame:
+    """One rig frame in memory: images [V] of [H,W,3] uint8 (OpenCV BGR), masks [V] of [H,W] uint8 (255 = mouse),
+    the raw cameras (rig units, optional distortion) and the file of each view (for messages and the JSON)."""
+
+    frame: int
+    images: list[np.ndarray]
+    masks: list[np.ndarray]
+    cams: Cameras
+    image_files: list[Path]
+    mask_files: list[Path]
+
+
+def _read_png(path: Path, flags: int, what: str) -> np.ndarray:
+    if not path.is_file():
+        raise PreprocessError(f"{path}: {what} not found; every camera needs an image and a mask for every frame "
+                              "(or leave the frame out with frames=[...])")
+    img = cv2.imdecode(np.fromfile(path, dtype=np.uint8), flags)
+    if img is None:
+        raise PreprocessError(f"{path}: {what} cannot be decoded (corrupt or truncated PNG?); re-export it or "
+                              "leave the frame out with frames=[...]")
+    return img
+
+
+def check_calibration(cams: Cameras, source: str | Path) -> None:
+    """Non-finite or non-positive intrinsics, non-finite poses or distortion -> PreprocessError naming the camera."""
+    names = cams.names or [str(i) for i in range(len(cams))]
+    for v, name in enumerate(names):
+        parts = {"K": cams.K[v], "w2c": cams.w2c[v]}
+        if cams.dist is not None:
+            parts["dist"] = cams.dist[v]
+        bad = [k for k, x in parts.items() if not torch.isfinite(x).all()]
+        if bad:
+            raise PreprocessError(f"{source}: camera {name!r} (view {v}) has NaN/inf in {bad}; fix the calibration")
+        if not (cams.K[v, 0, 0] > 0 and cams.K[v, 1, 1] > 0):
+            raise PreprocessError(f"{source}: camera {name!r} (view {v}) has focal lengths "
+                                  f"fx={float(cams.K[v, 0, 0]):g}, fy={float(cams.K[v, 1, 1]):g}; they must be > 0")
+
+
+def read_rig_frame(rig_dir: str | Path, cams: Cameras, frame: int) -> RigFrame:
+    """Images and masks of one frame (rig layout in DESIGN.md) for the cameras `cams` (names = folders).
+
+    Errors (PreprocessError, naming file and view): a missing or undecodable PNG, a mask whose size
+    differs from its image, an image whose size differs from the calibration's. (Empty masks are refused
+    by `preprocess_frame`, which measures them anyway.)
+    """
+    rig_dir = Path(rig_dir)
+    images, masks, ifiles, mfiles = [], [], [], []
+    for v, name in enumerate(cams.names):
+        ip = rig_dir / "images" / name / f"{frame:06d}.png"
+        mp = rig_dir / "masks" / name / f"{frame:06d}.png"
+        img = _read_png(ip, cv2.IMREAD_COLOR, f"image of view {v} ({name})")
+        mask = _read_png(mp, cv2.IMREAD_GRAYSCALE, f"mask of view {v} ({name})")
+        if mask.shape[:2] != img.shape[:2]:
+            raise PreprocessError(f"{mp}: mask of view {v} ({name}) is {mask.shape[1]}x{mask.shape[0]} but its image "
+                                  f"{ip.name} is {img.shape[1]}x{img.shape[0]}; masks and images must have one size")
+        if (img.shape[1], img.shape[0]) != (cams.width, cams.height):
+            raise PreprocessError(f"{ip}: image of view {v} ({name}) is {img.shape[1]}x{img.shape[0]} but the "
+                                  f"calibration is for {cams.width}x{cams.height} (rig.json width/height); "
+                                  "resize it back or rescale the calibration")
+        images.append(img)
+        masks.append(mask)
+        ifiles.append(ip)
+        mfiles.append(mp)
+    return RigFrame(frame=frame, images=images, masks=masks, cams=cams, image_files=ifiles, mask_files=mfiles)
+
+
+# --- one frame -> one sample --------------------------------------------------------------------------------
+def check_masks(rf: RigFrame, stats: MaskStats, min_mask_px: int) -> None:
+    """A view whose mask has fewer than `min_mask_px` mouse pixels -> PreprocessError naming file and view."""
+    names = rf.cams.names or [str(i) for i in range(len(rf.masks))]
+    for v, a in enumerate(stats.area):
+        if a < min_mask_px:
+            top = int(rf.masks[v].max())
+            hint = (f" Its values stop at {top}: masks must be 0/255 (mouse > 127), rescale 0/1 masks."
+                    if 0 < top <= 127 else "")
+            raise PreprocessError(f"{rf.mask_files[v]}: mask of view {v} ({names[v]}) has {int(a)} mouse pixel(s) "
+                                  f"(< {min_mask_px}), the view is empty; fix the segmentation or leave the frame "
+                                  f"out with frames=[...].{hint}")
+
+
+def preprocess_frame(rf: RigFrame, cfg: PreprocessConfig) -> tuple[np.ndarray, Cameras]:
+    """A rig frame -> (RGBA uint8 [V,S,S,4] in RGB order, written Cameras with the JSON meta/extras)."""
+    cams, S = rf.cams, cfg.size
+    dist = None if cams.dist is None else cams.dist.numpy()
+    K = cams.K.numpy()
+    has_dist = dist is not None and bool(np.any(dist != 0))
+    raw_stats = mask_stats(rf.masks)
+    check_masks(rf, raw_stats, cfg.min_mask_px)
+    stats = (mask_stats([undistort_mask(m, K[v], dist[v]) for v, m in enumerate(rf.masks)])
+             if has_dist else raw_stats)
+    raw_border = raw_stats.touches_border
+    plan = plan_frame(cams, stats, cfg)
+    shrink = shrink_factors(plan, stats, cfg.antialias)
+    rgba = np.empty((len(cams), S, S, 4), np.uint8)
+    for v in range(len(cams)):
+        warp_view(rf.images[v], rf.masks[v], K[v], None if dist is None else dist[v], plan.R_rel[v], plan.K_img[v],
+                  S, shrink[v], out=rgba[v])
+    edge = lambda x: (x[..., 3] > 127).any(-1)  # noqa: E731  (any mouse pixel along a border line)
+    clipped = edge(rgba[:, 0]) | edge(rgba[:, -1]) | edge(rgba[:, :, 0]) | edge(rgba[:, :, -1])
+    names = cams.names or [str(i) for i in range(len(cams))]
+    flags = dict(plan.flags)
+    flags["raw_border_views"] = [int(v) for v in np.flatnonzero(raw_border)]
+    flags["clipped_views"] = [int(v) for v in np.flatnonzero(clipped)]
+    extras = []
+    for v in range(len(cams)):
+        ex = {"raw_camera": names[v], "raw_image": rf.image_files[v].as_posix(),
+              "raw_K": K[v].tolist(), "raw_w2c": cams.w2c[v].tolist(),
+              "raw_to_image": plan.T[v].tolist(), "shrink": shrink[v],
+              "raw_mask_touches_border": bool(raw_border[v]), "clipped": bool(clipped[v])}
+        if dist is not None:
+            ex["raw_dist"] = dist[v].tolist()
+        extras.append(ex)
+    meta: dict[str, Any] = {
+        "preprocess_method": cfg.method,
+        "preprocess": {**dataclasses.asdict(cfg), "rig_frame": rf.frame},
+        "normalization": {"scale": plan.scale, "translation": (-plan.center_mm).tolist(),
+                          "center_rig": plan.center_mm.tolist(), "rule": "x_facelift = scale * (x_rig + translation)",
+                          "mean_camera_distance": cfg.target_distance},
+        "cameras_exact": plan.exact,
+        "flags": flags,
+    }
+    if cfg.distance_mode == "per_view_zoom":
+        meta["camera_distance"] = cfg.target_distance  # every written camera stands at the target distance
+    out = plan.cams.replace(meta=meta, frame_extras=extras)
+    return rgba, out
+
+
+def write_sample(sample_dir: str | Path, rgba: np.ndarray, cams: Cameras) -> Path:
+    """RGBA uint8 [V,S,S,4] + cameras -> a FaceLift sample folder (through io.save_sample)."""
+    images = torch.from_numpy(rgba).permute(0, 3, 1, 2).float().div_(255.0)
+    return save_sample(sample_dir, images, cams)
+
+
+# --- a whole rig ----------------------------------------------------------------------------------------------
+def load_rig_cameras(rig_dir: str | Path) -> tuple[Cameras, list[int]]:
+    """rig.json + new_cam.pkl -> (raw cameras named after their image folders, frame numbers).
+
+    Errors name the file: missing rig.json/new_cam.pkl, a camera count that differs from rig.json's
+    camera_names or from the folders under images/, non-finite or non-positive calibration values.
+    """
+    rig_dir = Path(rig_dir)
+    info_path = rig_dir / "rig.json"
+    if not info_path.is_file():
+        raise PreprocessError(f"{info_path}: not found; a rig folder needs rig.json, new_cam.pkl, images/ and masks/ "
+                              "(DESIGN.md 'Rig folder'); build one with rig.make_rig_dataset")
+    info = json.loads(info_path.read_text())
+    missing = [k for k in ("width", "height", "camera_names") if k not in info]
+    if missing:
+        raise PreprocessError(f"{info_path}: lacks {missing}")
+    names = [str(n) for n in info["camera_names"]]
+    cams = load_mammal_pkl(rig_dir / "new_cam.pkl", width=int(info["width"]), height=int(info["height"]))
+    if len(cams) != len(names):
+        raise PreprocessError(f"{rig_dir / 'new_cam.pkl'}: {len(cams)} calibrated cameras but {info_path.name} lists "
+                              f"{len(names)} camera_names {names}; calibration and image folders must match one to one")
+    folders = sorted(p.name for p in (rig_dir / "images").iterdir() if p.is_dir()) if (rig_dir / "images").is_dir() else []
+    if sorted(names) != folders:
+        raise PreprocessError(f"{rig_dir / 'images'}: camera folders {folders} but {rig_dir / 'new_cam.pkl'} has "
+                              f"{len(cams)} cameras named {names} in {info_path.name}; they must match one to one")
+    cams.names = names
+    check_calibration(cams, rig_dir / "new_cam.pkl")
+    frames = [int(f) for f in info.get("frames", range(int(info.get("n_frames", 0))))]
+    if not frames:
+        raise PreprocessError(f"{info_path}: no frames listed ('frames' or 'n_frames')")
+    return cams, frames
+
+
+@contextmanager
+def single_threaded_libraries() -> Iterator[None]:
+    """torch and OpenCV each on one thread while frames run in parallel (their own thread pools on top of
+    ours only fight over the cores: torch's intra-op pool made small ops 10x slower); restored after."""
+    torch_threads, cv_threads = torch.get_num_threads(), cv2.getNumThreads()
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(torch_threads)
+        cv2.setNumThreads(cv_threads)
+
+
+def sample_name(frame: int) -> str:
+    return f"frame_{frame:06d}"
+
+
+def _one_frame(rig_dir: Path, cams: Cameras, frame: int, out_dir: Path, cfg: PreprocessConfig) -> Path:
+    try:
+        rf = read_rig_frame(rig_dir, cams, frame)
+        rgba, out = preprocess_frame(rf, cfg)
+    except PreprocessError as e:
+        raise PreprocessError(f"rig frame {frame}: {e}") from e
+    return write_sample(out_dir / sample_name(frame), rgba, out)
+
+
+def preprocess_rig(rig_dir: str | Path, out_dir: str | Path, method: str = "standard_camera",
+                   frames: Sequence[int] | None = None, size: int = FACELIFT_SIZE,
+                   config: PreprocessConfig | None = None) -> list[Path]:
+    """Every frame of a rig folder (or `frames`) -> FaceLift samples out_dir/frame_XXXXXX/; returns their folders.
+
+    `method` and `size` override those fields of `config` (the other fields come from it). Frames run
+    in a pool of `config.workers` threads (OpenCV releases the GIL). With on_error="skip" bad frames are
+    left out and listed with their errors in out_dir/preprocess_errors.json; with "raise" (default) the
+    first bad frame stops the run.
+    """
+    cfg = dataclasses.replace(config or PreprocessConfig(), method=method, size=size)
+    rig_dir, out_dir = Path(rig_dir), Path(out_dir)
+    cams, all_frames = load_rig_cameras(rig_dir)
+    frames = all_frames if frames is None else [int(f) for f in frames]
+    unknown = sorted(set(frames) - set(all_frames))
+    if unknown:
+        raise PreprocessError(f"{rig_dir / 'rig.json'}: frames {unknown[:10]} are not in this rig (it has "
+                              f"{len(all_frames)} frames, {all_frames[0]}..{all_frames[-1]})")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    errors_file = out_dir / "preprocess_errors.json"
+    errors_file.unlink(missing_ok=True)
+    written, errors = [], {}
+    with single_threaded_libraries(), ThreadPoolExecutor(max_workers=max(1, cfg.workers)) as pool:
+        futures = {f: pool.submit(_one_frame, rig_dir, cams, f, out_dir, cfg) for f in frames}
+        for f, fut in tqdm(futures.items(), desc=f"preprocess {cfg.method}", total=len(frames), leave=False):
+            try:
+                written.append(fut.result())
+            except (PreprocessError, ValueError, FileNotFoundError) as e:
+                if cfg.on_error == "raise":
+                    for other in futures.values():
+                        other.cancel()
+                    raise
+                errors[f] = str(e)
+    if errors:
+        errors_file.write_text(json.dumps({"n_skipped": len(errors), "errors": {str(k): v for k, v in errors.items()}},
+                                          indent=1))
+    return written
+
+
+# --- consistency checks ---------------------------------------------------------------------------------------
+def sample_normalization(cams: Cameras) -> tuple[float, np.ndarray]:
+    """(scale, translation [3]) of a preprocessed sample: x_facelift = scale * (x_rig + translation)."""
+    norm = cams.meta.get("normalization")
+    if not norm:
+        raise ValueError("opencv_cameras.json has no 'normalization'; it was not written by preprocess_rig")
+    return float(norm["scale"]), np.asarray(norm["translation"], dtype=np.float64)
+
+
+def reprojection_error(sample_dir: str | Path, points_world_rig: torch.Tensor | np.ndarray) -> dict[str, Any]:
+    """Do the written cameras see 3D points where the written pixels show them?
+
+    points_world_rig [N,3] (rig units) go through the sample's normalisation and the written cameras
+    (-> uv_cam), and through the raw cameras (pinhole, i.e. after undistortion) followed by each view's
+    stored image transform `raw_to_image` (-> uv_img, where the warp put those points' pixels).
+    Returns {"mean_px", "max_px", "per_view_mean_px" [V]} over points in front of every camera; ~1e-9 for
+    exact methods, the size of the approximation for per_view_zoom.
+    """
+    cams = Cameras.from_opencv_json(Path(sample_dir) / "opencv_cameras.json")
+    scale, trans = sample_normalization(cams)
+    X = np.asarray(points_world_rig, dtype=np.float64).reshape(-1, 3)
+    uv_cam, z_cam = cams.project(torch.from_numpy(scale * (X + trans)))
+    ex = cams.frame_extras
+    raw = Cameras(K=torch.tensor([e["raw_K"] for e in ex], dtype=torch.float64),
+                  w2c=torch.tensor([e["raw_w2c"] for e in ex], dtype=torch.float64), width=1, height=1)
+    uv_raw, z_raw = raw.project(torch.from_numpy(X))
+    T = np.asarray([e["raw_to_image"] for e in ex], dtype=np.float64)
+    uv_img = apply_homography(T, uv_raw.numpy())
+    front = ((z_cam > 0) & (z_raw > 0)).all(0).numpy()
+    err = np.linalg.norm(uv_cam.numpy()[:, front] - uv_img[:, front], axis=-1)  # [V,N]
+    return {"mean_px": float(err.mean()), "max_px": float(err.max()), "per_view_mean_px": err.mean(1).tolist()}
+
+
+def mask_consistency(sample_dir: str | Path, gt_gaussians_world_rig: Gaussians, threshold: float = 0.5
+                     ) -> list[float]:
+    """IoU per view between the written alpha (> threshold) and the ground-truth mouse rendered through the
+    written cameras (alpha > threshold), the gaussians mapped by the sample's normalisation."""
+    images, cams = load_sample(sample_dir, background=None)
+    scale, trans = sample_normalization(cams)
+    g = gt_gaussians_world_rig.to(torch.float32).transformed(scale, torch.from_numpy(trans).float())
+    _, alpha, _ = render_gaussians(g, cams)
+    rendered = alpha[..., 0] > threshold
+    written = images[:, 3] > threshold
+    inter = (rendered & written).flatten(1).sum(1).double()
+    union = (rendered | written).flatten(1).sum(1).double()
+    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union)).tolist()

@@ -1,0 +1,90 @@
+"""grading: the numbers on discs we place ourselves, the grade limits, the report files."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from facelift_lib.cameras import orbit_cameras
+from facelift_lib.grading import GRADE_LIMITS, grade_dataset, grade_preprocessing, view_rows
+from facelift_lib.io import save_sample
+
+
+def disc_sample(path, size: int, discs: list[tuple[float, float, float]], extras=None):
+    """A sample whose view v has alpha = 1 inside disc (cx, cy, r) (pixel centres at +0.5)."""
+    V = len(discs)
+    ys, xs = torch.meshgrid(torch.arange(size) + 0.5, torch.arange(size) + 0.5, indexing="ij")
+    images = torch.zeros(V, 4, size, size)
+    for v, (cx, cy, r) in enumerate(discs):
+        images[v, :3] = 0.5
+        images[v, 3] = (((xs - cx) ** 2 + (ys - cy) ** 2) <= r * r).float()
+    cams = orbit_cameras(np.linspace(0, 300, V), 20.0, fx=548.99 * size / 512, width=size)
+    cams.meta = {"preprocess_method": "test"}
+    cams.frame_extras = extras or [{} for _ in range(V)]
+    return save_sample(path, images, cams)
+
+
+def test_grade_limits_as_stated():
+    assert GRADE_LIMITS["A"].size_cv == 0.02 and GRADE_LIMITS["B"].com_offset_px == 8.0
+    assert grade_preprocessing(0.0199, 2.9, 0.0) == "A"
+    assert grade_preprocessing(0.02, 2.9, 0.0) == "B"          # CV limits are strict
+    assert grade_preprocessing(0.01, 1.0, 0.001) == "B"        # any clipping loses A
+    assert grade_preprocessing(0.01, 1.0, 0.005) == "C"        # B needs < 0.5 % clipped views
+    assert grade_preprocessing(0.09, 19.9, 0.5) == "C"         # C does not limit clipping
+    assert grade_preprocessing(0.10, 1.0, 0.0) == "D"
+    assert grade_preprocessing(0.01, 20.0, 0.0) == "D"
+    assert grade_preprocessing(math.nan, 1.0, 0.0) == "D"
+
+
+def test_view_rows_measure_size_offset_clipping_in_512_px(tmp_path):
+    d = disc_sample(tmp_path / "s0", 128, [(64, 64, 20), (72, 58, 20), (10, 64, 20), (64, 64, 0.1)],
+                    extras=[{"raw_camera": "cam_a", "raw_mask_touches_border": True}, {}, {}, {}])
+    rows = view_rows(d)
+    assert [r["camera"] for r in rows] == ["cam_a", "1", "2", "3"]
+    assert rows[0]["size_512"] == pytest.approx(math.sqrt(math.pi) * 20 * 4, rel=0.01)
+    assert rows[0]["com_offset_512"] == pytest.approx(0.0, abs=1e-9)
+    assert rows[1]["com_offset_512"] == pytest.approx(math.hypot(8, -6) * 4, abs=1e-6)
+    assert [r["clipped"] for r in rows] == [False, False, True, True]       # off the edge; empty counts too
+    assert rows[3]["empty"] and rows[3]["near_empty"] and rows[3]["area_px"] == 0
+    assert rows[0]["raw_border"] and not rows[1]["raw_border"]
+
+
+def test_grade_dataset_summary_report_and_size_invariance(tmp_path):
+    rng = np.random.default_rng(0)
+    for size in (64, 128):
+        s = size / 128
+        for i in range(3):
+            radii = 20 * (1 + 0.03 * rng.standard_normal(6))
+            disc_sample(tmp_path / f"d{size}" / f"frame_{i:06d}", size,
+                        [(64 * s + 1 * s, 64 * s, r * s) for r in radii])
+    (tmp_path / "d128" / "train.txt").write_text("frame_000000\n")   # list files are not samples
+    views, summary = grade_dataset(tmp_path / "d128")
+    assert len(views) == 18 and summary["n_samples"] == 3 and summary["n_views"] == 18
+    sizes = views["size_512"].to_numpy()
+    assert summary["size_cv"] == pytest.approx(sizes.std() / sizes.mean())
+    per = views.groupby("sample")["size_512"].agg(lambda x: x.std(ddof=0) / x.mean())
+    assert summary["size_cv_within_sample_mean"] == pytest.approx(per.mean())
+    assert summary["size_cv_within_sample_max"] == pytest.approx(per.max())
+    assert summary["com_offset_px"] == pytest.approx(4.0, abs=0.3)           # 1 px at 128 = 4 px at 512
+    assert summary["clip_rate"] == 0.0
+    assert summary["grade"] == grade_preprocessing(summary["size_cv"], summary["com_offset_px"], 0.0)
+    assert summary["grade"] in ("B", "C")                                   # offset 4 px rules out A
+    report = json.loads((tmp_path / "d128" / "grading.json").read_text())
+    assert report["grade"] == summary["grade"] and report["grade_limits"]["A"]["size_cv"] == 0.02
+    assert (tmp_path / "d128" / "grading_views.csv").is_file()
+    _, small = grade_dataset(tmp_path / "d64", write_report=False)
+    assert small["size_mean_512"] == pytest.approx(summary["size_mean_512"], rel=0.03)
+    assert small["com_offset_px"] == pytest.approx(summary["com_offset_px"], abs=0.5)
+    assert not (tmp_path / "d64" / "grading.json").exists()
+
+
+def test_grade_dataset_errors_name_the_problem(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no sample folders"):
+        grade_dataset(tmp_path)
+    d = disc_sample(tmp_path / "frame_000000", 32, [(16, 16, 5)] * 2)
+    (d / "images" / "cam_001.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match=r"cam_001\.png \(view 1\).*cannot be decoded"):
+        grade_dataset(tmp_path)

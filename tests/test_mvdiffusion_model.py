@@ -1,0 +1,212 @@
+"""Multi-view attention processor behaviour, FaceLift UNet layout, view embeddings, the small model."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from facelift_lib.mvdiffusion import (FACELIFT_UNET_CONFIG, MultiViewAttnProcessor, PixelModelConfig,
+                                      PixelMVDiffusion, ViewEmbedding, set_multiview_attention, standard_cameras)
+from facelift_lib.mvdiffusion.model import multiview_attention_mode
+from facelift_lib.mvdiffusion.pipeline import stock_unet_config
+
+V = 6
+
+
+def tiny_unet(mode: str):
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=3, out_channels=3, block_out_channels=(8, 16), layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=8, attention_head_dim=2, norm_num_groups=4)
+    return set_multiview_attention(unet, V, mode).eval()
+
+
+def changed_views(mode: str, perturbed_view: int) -> list[bool]:
+    """Which views' outputs change when one view's input is perturbed (one sample of V views)."""
+    unet = tiny_unet(mode)
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(V, 3, 8, 8, generator=gen)
+    ctx = torch.randn(V, 4, 8, generator=gen)
+    t = torch.full((V,), 10)
+    with torch.no_grad():
+        base = unet(x, t, encoder_hidden_states=ctx).sample
+        x2 = x.clone()
+        x2[perturbed_view] += torch.randn(3, 8, 8, generator=gen)
+        out = unet(x2, t, encoder_hidden_states=ctx).sample
+    return [(out[v] - base[v]).abs().max().item() > 1e-6 for v in range(V)]
+
+
+def test_sparse_attention_view0_reaches_every_view():
+    assert changed_views("sparse", 0) == [True] * V
+
+
+def test_sparse_attention_other_views_stay_private():
+    assert changed_views("sparse", 3) == [v == 3 for v in range(V)]
+
+
+def test_dense_attention_reaches_every_view():
+    assert changed_views("dense", 3) == [True] * V
+
+
+def test_no_multiview_attention_is_per_view():
+    assert changed_views("none", 0) == [v == 0 for v in range(V)]
+    assert changed_views("none", 3) == [v == 3 for v in range(V)]
+
+
+def test_samples_in_a_batch_do_not_mix():
+    unet = tiny_unet("dense")
+    x = torch.randn(2 * V, 3, 8, 8)
+    ctx, t = torch.randn(2 * V, 4, 8), torch.full((2 * V,), 10)
+    with torch.no_grad():
+        base = unet(x, t, encoder_hidden_states=ctx).sample
+        x[0] += 1.0
+        out = unet(x, t, encoder_hidden_states=ctx).sample
+    assert torch.equal(out[V:], base[V:])
+    assert not torch.equal(out[:V], base[:V])
+
+
+def test_sparse_processor_matches_explicit_attention():
+    """View v attends over concat(view 0 tokens, view v tokens), written out by hand."""
+    from diffusers.models.attention_processor import Attention
+
+    torch.manual_seed(0)
+    attn = Attention(query_dim=16, heads=2, dim_head=8).eval()
+    attn.set_processor(MultiViewAttnProcessor(V, "sparse"))
+    x = torch.randn(2 * V, 5, 16)
+    with torch.no_grad():
+        got = attn(x)
+        q, k, v = attn.to_q(x), attn.to_k(x), attn.to_v(x)
+        want = torch.empty_like(got)
+        for b in range(2):
+            for view in range(V):
+                i, r = b * V + view, b * V
+                out_heads = []
+                for h in range(2):
+                    sl = slice(8 * h, 8 * h + 8)
+                    kk = torch.cat([k[r, :, sl], k[i, :, sl]])
+                    vv = torch.cat([v[r, :, sl], v[i, :, sl]])
+                    w = torch.softmax(q[i, :, sl] @ kk.T / 8 ** 0.5, -1)
+                    out_heads.append(w @ vv)
+                want[i] = attn.to_out[0](torch.cat(out_heads, -1))
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_processor_rejects_batch_not_multiple_of_views():
+    from diffusers.models.attention_processor import Attention
+
+    attn = Attention(query_dim=8, heads=1, dim_head=8)
+    attn.set_processor(MultiViewAttnProcessor(V, "sparse"))
+    with pytest.raises(ValueError, match="multiple of num_views"):
+        attn(torch.randn(V + 1, 4, 8))
+
+
+def test_cross_attention_keeps_default_processor():
+    unet = tiny_unet("sparse")
+    procs = unet.attn_processors
+    assert all(isinstance(p, MultiViewAttnProcessor) for n, p in procs.items() if n.endswith("attn1.processor"))
+    assert not any(isinstance(p, MultiViewAttnProcessor) for n, p in procs.items() if n.endswith("attn2.processor"))
+    assert multiview_attention_mode(unet) == (V, "sparse")
+
+
+def test_unknown_mode_is_an_error():
+    with pytest.raises(ValueError, match="mode"):
+        MultiViewAttnProcessor(V, "full")
+
+
+# --- FaceLift layout --------------------------------------------------------------------------------------
+def test_facelift_unet_layout_matches_reference(reference_dir):
+    """Stock UNet + FaceLift config (sd-2-1-unclip, in_channels 8, sample 64) == FaceLift's keys and shapes."""
+    from diffusers import UNet2DConditionModel
+
+    layout = json.loads((reference_dir / "layouts/mv_unet_state_dict.json").read_text())
+    comparison = json.loads((reference_dir / "layouts/unet_keyset_comparison.json").read_text())
+    assert comparison["identical_key_sets"] and comparison["identical_shapes"]
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**FACELIFT_UNET_CONFIG)
+    set_multiview_attention(unet, 6, "sparse")
+    ours = {k: list(v.shape) for k, v in unet.state_dict().items()}
+    theirs = layout["params"]
+    assert list(ours) == list(theirs)  # same keys, same order
+    assert ours == theirs
+    assert sum(p.numel() for p in unet.parameters()) == layout["total_params"]
+    # processor count: FaceLift has 16 multi-view attn1 processors and 16 stock attn2 ones
+    kinds = [type(p).__name__ for p in unet.attn_processors.values()]
+    assert kinds.count("MultiViewAttnProcessor") == layout["attn_processors"]["MVAttnProcessor"]
+
+
+def test_facelift_config_agrees_with_reference(reference_dir):
+    used = json.loads((reference_dir / "layouts/mv_unet_state_dict.json").read_text())["config_used"]
+    stock = stock_unet_config(used)
+    for key, value in FACELIFT_UNET_CONFIG.items():
+        want = stock[key]
+        assert (list(value) if isinstance(value, tuple) else value) == want, key
+
+
+# --- cameras and view embeddings ----------------------------------------------------------------------------
+def test_standard_cameras_scale_intrinsics():
+    full, small = standard_cameras("mouse_standard_6view"), standard_cameras("mouse_standard_6view", 32)
+    assert (small.width, small.height) == (32, 32)
+    torch.testing.assert_close(small.fx, full.fx * 32 / 512)
+    torch.testing.assert_close(small.cx, torch.full((6,), 16.0, dtype=torch.float64))
+    torch.testing.assert_close(small.w2c, full.w2c)
+    assert small.meta["camera_type"] == "mouse_standard_6view"
+    with pytest.raises(ValueError, match="unknown camera_type"):
+        standard_cameras("rig")
+
+
+@pytest.mark.parametrize("kind", ["learned", "camera", "plucker"])
+def test_view_embedding_shapes_and_distinct_views(kind):
+    cams = standard_cameras("mouse_standard_6view", 32)
+    emb = ViewEmbedding(kind, 6, 16, tokens=3, cams=cams)()
+    assert emb.shape[0] == 6 and emb.shape[-1] == 16
+    flat = emb.flatten(1)
+    assert torch.cdist(flat, flat).add(torch.eye(6) * 1e3).min() > 1e-6  # every view gets its own context
+
+
+def test_view_embedding_from_facelift_file(reference_dir):
+    path = reference_dir / "prompt_embeds/clr_embeds.pt"
+    emb = ViewEmbedding("file", 6, 1024, path=path)()
+    assert emb.shape == (6, 77, 1024) and emb.dtype == torch.float32
+    small = ViewEmbedding("file", 6, 32, path=path)
+    assert small().shape == (6, 77, 32)  # projected, and the projection is trainable
+    assert any(p.requires_grad for p in small.parameters())
+    with pytest.raises(ValueError, match=r"\[4,L,D\]"):
+        ViewEmbedding("file", 4, 1024, path=path)
+    with pytest.raises(FileNotFoundError, match="nope.pt"):
+        ViewEmbedding("file", 6, 1024, path=reference_dir / "nope.pt")
+
+
+# --- the small model -------------------------------------------------------------------------------------
+def test_small_model_attention_only_at_lowest_resolution():
+    cfg = PixelModelConfig(image_size=32, block_out_channels=(16, 32, 32), view_embedding="learned")
+    model = PixelMVDiffusion(cfg)
+    assert cfg.attention_resolution == 8
+    seen = []
+    hooks = [m.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].shape[1]))
+             for n, m in model.unet.named_modules() if n.endswith("attn1")]
+    x = torch.randn(1, 6, 4, 32, 32)
+    cond = model.condition(torch.rand(1, 4, 32, 32))
+    with torch.no_grad():
+        out = model(x, torch.tensor([5]), cond)
+    for h in hooks:
+        h.remove()
+    assert out.shape == x.shape
+    assert seen and set(seen) == {8 * 8}  # tokens per view at every self-attention
+
+
+def test_small_model_uses_reference_and_view_context():
+    torch.manual_seed(0)
+    model = PixelMVDiffusion(PixelModelConfig(image_size=16, block_out_channels=(8, 16), view_embedding="camera")).eval()
+    x = torch.randn(1, 6, 4, 16, 16)
+    ref = torch.rand(1, 4, 16, 16)
+    with torch.no_grad():
+        a = model(x, torch.tensor([5]), model.condition(ref))
+        b = model(x, torch.tensor([5]), model.condition(ref, drop=torch.tensor([True])))
+        same_inputs = model(x[:, :1].expand(-1, 6, -1, -1, -1), torch.tensor([5]), model.condition(ref))
+    assert not torch.allclose(a, b)  # the reference matters
+    assert not torch.allclose(same_inputs[0, 0], same_inputs[0, 1])  # identical inputs, different views

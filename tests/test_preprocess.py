@@ -1,0 +1,416 @@
+"""preprocess: exact cameras for every crop/warp, the mouse centre, normalisation, and bad rig input.
+
+The scene is built here from first principles, independent of the code under test: an ellipsoid
+"mouse" seen by 4 cameras with different distances and off-centre principal points (optionally with
+lens distortion), its exact silhouette from a per-pixel ray test, and small blobs drawn at the
+projections of known 3D markers. After preprocessing, the blobs must sit where the written cameras
+project the markers: that checks the written intrinsics, the half-pixel conventions and the warp.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from facelift_lib.cameras import Cameras, intrinsics, look_at_w2c, project_points_opencv, save_mammal_pkl
+from facelift_lib.gaussians import Gaussians
+from facelift_lib.io import load_sample, validate_sample
+from facelift_lib.preprocess import (METHODS, PreprocessConfig, PreprocessError, RigFrame, apply_homography,
+                                     crop_resize_matrix, mask_consistency, mask_stats, preprocess_frame,
+                                     opencv_intrinsics, preprocess_rig, reprojection_error, rotation_homography, to_opencv_pixels,
+                                     triangulate_rays)
+
+W, H = 320, 240
+CENTER = np.array([12.0, -8.0, 20.0])         # ellipsoid centre, rig mm
+RADII = np.array([34.0, 14.0, 12.0])
+YAW = math.radians(30.0)
+R_OBJ = np.array([[math.cos(YAW), -math.sin(YAW), 0.0], [math.sin(YAW), math.cos(YAW), 0.0], [0.0, 0.0, 1.0]])
+MARKERS = CENTER + np.array([[0, 0, 0], [26, 0, 0], [-26, 0, 0], [0, 0, 11], [0, 12, 0], [0, -12, 0], [12, 0, -10]],
+                            dtype=float) @ R_OBJ.T
+BLOB_SIGMA = 1.2  # px, raw images
+DIST = [-0.12, 0.05, 0.001, -0.002, 0.0]
+
+
+def rig_cameras(dist: bool = False) -> Cameras:
+    az = np.radians([10.0, 100.0, 190.0, 280.0])
+    el = np.radians([15.0, 25.0, 10.0, 35.0])
+    d = np.array([260.0, 300.0, 340.0, 280.0])
+    pos = d[:, None] * np.stack([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)], -1)
+    K = intrinsics([420.0, 400.0, 440.0, 410.0], [422.0, 401.0, 441.0, 412.0],
+                   [W / 2 + 9, W / 2 - 12, W / 2 + 3, W / 2 - 4], [H / 2 - 6, H / 2 + 8, H / 2 + 2, H / 2 - 3], 4)
+    w2c = look_at_w2c(torch.from_numpy(pos), target=(4.0, 3.0, 14.0))  # aimed a little off the mouse
+    return Cameras(K=K, w2c=w2c, width=W, height=H, names=[f"cam_{i}" for i in range(4)],
+                   dist=torch.tensor([DIST] * 4) if dist else None)
+
+
+def pinhole_dirs(cams: Cameras, v: int) -> np.ndarray:
+    """Camera-frame ray directions [H,W,3] through every pixel centre (undistorted when the camera has dist)."""
+    xs, ys = np.meshgrid(np.arange(W) + 0.5, np.arange(H) + 0.5)
+    K = cams.K[v].numpy()
+    if cams.dist is not None:
+        pts = np.stack([xs, ys], -1).reshape(-1, 1, 2) - 0.5   # OpenCV pixels
+        xy = cv2.undistortPoints(pts, opencv_intrinsics(K), cams.dist[v].numpy()).reshape(H, W, 2)
+    else:
+        xy = np.stack([(xs - K[0, 2]) / K[0, 0], (ys - K[1, 2]) / K[1, 1]], -1)
+    return np.concatenate([xy, np.ones((H, W, 1))], -1)
+
+
+def silhouette(cams: Cameras, v: int, center=CENTER, radii=RADII) -> np.ndarray:
+    """Exact ellipsoid silhouette [H,W] uint8 (255 inside) by a ray/ellipsoid test at every pixel centre."""
+    R, t = cams.w2c[v, :3, :3].numpy(), cams.w2c[v, :3, 3].numpy()
+    d = pinhole_dirs(cams, v) @ R                                 # world directions (R^T d)
+    o = -R.T @ t
+    o_e = ((o - center) @ R_OBJ) / radii                          # object frame, unit sphere
+    d_e = (d @ R_OBJ) / radii
+    b = (d_e * o_e).sum(-1)
+    a = (d_e * d_e).sum(-1)
+    disc = b * b - a * ((o_e * o_e).sum() - 1)
+    return np.where((disc >= 0) & (-b > 0), 255, 0).astype(np.uint8)
+
+
+def draw_frame(cams: Cameras, frame: int = 0, center=CENTER, radii=RADII, seed: int = 0) -> RigFrame:
+    """Images: blue/green = textured mouse on a dark floor, red = blobs (BLOB_SIGMA) at the markers only."""
+    rng = np.random.default_rng(seed + frame)
+    uv = project_points_opencv(cams, MARKERS).numpy()            # with distortion when present
+    xs, ys = np.meshgrid(np.arange(W) + 0.5, np.arange(H) + 0.5)
+    images, masks = [], []
+    for v in range(len(cams)):
+        m = silhouette(cams, v, center, radii)
+        red = np.zeros((H, W))
+        for u, vv in uv[v]:
+            red += 220 * np.exp(-((xs - u) ** 2 + (ys - vv) ** 2) / (2 * BLOB_SIGMA ** 2))
+        img = np.zeros((H, W, 3), np.uint8)
+        img[..., 0] = np.where(m > 0, 120 + rng.integers(0, 60, (H, W)), 20)
+        img[..., 1] = np.where(m > 0, 90, 15)
+        img[..., 2] = np.clip(red, 0, 255).round().astype(np.uint8)
+        images.append(img)
+        masks.append(m)
+    files = [Path(f"{n}/{frame:06d}.png") for n in cams.names]
+    return RigFrame(frame=frame, images=images, masks=masks, cams=cams, image_files=files, mask_files=files)
+
+
+def isolated(uv: np.ndarray, gap: float) -> np.ndarray:
+    """Which points [N,2] have no other point within `gap` px (their blobs can be measured alone)."""
+    d = np.linalg.norm(uv[:, None] - uv[None], axis=-1) + np.eye(len(uv)) * 1e9
+    return d.min(1) > gap
+
+
+def window(out: Cameras, raw: Cameras, v: int) -> int:
+    """Half-size of a window holding +-3 sigma of a written blob (BLOB_SIGMA raw px times the magnification)."""
+    mag = float(out.fx[v] / raw.fx[v]) * 1.2  # generous: homographies magnify off-axis a little more
+    return max(3, math.ceil(3 * BLOB_SIGMA * mag))
+
+
+def blob_centres(red: np.ndarray, guesses: np.ndarray, r: int = 4) -> np.ndarray:
+    """Intensity-weighted centroid (continuous px) of `red` [S,S] in a window around each guess [N,2]."""
+    out = []
+    for gx, gy in guesses:
+        x0, y0 = int(gx) - r, int(gy) - r
+        win = red[y0:y0 + 2 * r + 1, x0:x0 + 2 * r + 1].astype(np.float64)
+        ys, xs = np.mgrid[y0:y0 + 2 * r + 1, x0:x0 + 2 * r + 1] + 0.5
+        out.append(((win * xs).sum() / win.sum(), (win * ys).sum() / win.sum()))
+    return np.asarray(out)
+
+
+def written_marker_px(cams_out: Cameras) -> np.ndarray:
+    scale = cams_out.meta["normalization"]["scale"]
+    trans = np.asarray(cams_out.meta["normalization"]["translation"])
+    uv, _ = cams_out.project(torch.from_numpy(scale * (MARKERS + trans)))
+    return uv.numpy()
+
+
+# --- pure geometry ------------------------------------------------------------------------------------------
+def test_crop_resize_matrix_puts_center_in_middle_and_scales():
+    A = crop_resize_matrix(np.array([[100.0, 50.0], [10.0, 20.0]]), np.array([0.5, 2.0]), 64)
+    uv = apply_homography(A, np.array([[[100.0, 50.0], [110.0, 50.0]], [[10.0, 20.0], [10.0, 21.0]]]))
+    np.testing.assert_allclose(uv[:, 0], [[32, 32], [32, 32]])
+    np.testing.assert_allclose(uv[:, 1] - uv[:, 0], [[5.0, 0.0], [0.0, 2.0]])
+
+
+def test_opencv_warp_follows_our_pixel_convention():
+    """An impulse at pixel (i,j) (centre (i+.5, j+.5)) lands where our matrix sends that centre."""
+    img = np.zeros((40, 40), np.float32)
+    img[13, 21] = 1.0                                   # centre (21.5, 13.5)
+    A = crop_resize_matrix(np.array([[21.5, 13.5]]), 1.0, 21)[0]   # -> (10.5, 10.5), the centre of pixel (10, 10)
+    out = cv2.warpAffine(img, to_opencv_pixels(A)[:2], (21, 21), flags=cv2.INTER_LINEAR)
+    y, x = np.unravel_index(out.argmax(), out.shape)
+    assert (x + 0.5, y + 0.5) == (10.5, 10.5) and out.max() == pytest.approx(1.0)
+
+
+def test_rotation_homography_is_exact_for_a_rotated_camera():
+    cams = rig_cameras()
+    K = cams.K.numpy()
+    ang = 0.2
+    R_rel = np.array([[math.cos(ang), 0, math.sin(ang)], [0, 1, 0], [-math.sin(ang), 0, math.cos(ang)]])
+    K_new = np.array([[300.0, 0, 64], [0, 300.0, 64], [0, 0, 1]])
+    Hm = rotation_homography(K[:1], R_rel[None], K_new[None])
+    X = MARKERS
+    cam = X @ cams.w2c[0, :3, :3].numpy().T + cams.w2c[0, :3, 3].numpy()
+    uv_old = (cam @ K[0].T)[:, :2] / cam[:, 2:]
+    cam_new = cam @ R_rel.T
+    uv_new = (cam_new @ K_new.T)[:, :2] / cam_new[:, 2:]
+    np.testing.assert_allclose(apply_homography(Hm, uv_old[None])[0], uv_new, atol=1e-9)
+
+
+def test_triangulate_rays_recovers_the_point_and_is_least_squares():
+    rng = np.random.default_rng(0)
+    p = np.array([3.0, -2.0, 5.0])
+    origins = rng.normal(size=(5, 3)) * 50
+    np.testing.assert_allclose(triangulate_rays(origins, p - origins), p, atol=1e-9)
+    noisy = triangulate_rays(origins, p - origins + rng.normal(size=(5, 3)) * 0.5)
+    assert 0 < np.linalg.norm(noisy - p) < 2.0
+    with pytest.raises(PreprocessError, match="parallel"):
+        triangulate_rays(origins, np.tile([[0.0, 0.0, 1.0]], (5, 1)))
+
+
+def test_mask_stats_centre_of_mass_and_bbox_in_continuous_pixels():
+    m = np.zeros((10, 12), np.uint8)
+    m[2:4, 3:7] = 255                      # rows 2-3, cols 3-6
+    st = mask_stats([m])
+    assert st.area[0] == 8
+    np.testing.assert_allclose(st.com[0], [5.0, 3.0])          # cols 3..6 -> centres 3.5..6.5 -> 5.0
+    np.testing.assert_allclose(st.bbox[0], [3, 2, 7, 4])
+    assert not st.touches_border[0]
+    m[9, 0] = 255
+    assert mask_stats([m]).touches_border[0]
+
+
+# --- every method: written cameras agree with the written pixels --------------------------------------------
+CASES = [(m, "fixed", False) for m in METHODS] + [("standard_camera", "fixed", True), ("pixel_based", "fixed", True)]
+
+
+@pytest.mark.parametrize("method,mode,dist", CASES)
+def test_markers_land_where_written_cameras_project_them(method, mode, dist):
+    cams = rig_cameras(dist)
+    size = 512 if method == "standard_camera" else 192   # the standard focal frames the mouse small
+    cfg = PreprocessConfig(method=method, size=size, distance_mode=mode)
+    rgba, out = preprocess_frame(draw_frame(cams), cfg)
+    assert rgba.shape == (4, size, size, 4) and rgba.dtype == np.uint8
+    expected = written_marker_px(out)
+    for v in range(4):
+        r = window(out, cams, v)
+        ok = isolated(expected[v], 2 * r + 2)
+        assert ok.sum() >= 3
+        found = blob_centres(rgba[v, ..., 0], expected[v][ok], r)    # RGB order: the red blobs are channel 0
+        err = np.linalg.norm(found - expected[v][ok], axis=-1)
+        assert err.max() < 0.15, f"{method} view {v}: blobs off by {err.round(3)} px"
+    assert out.meta["cameras_exact"] and out.meta["preprocess_method"] == method
+
+
+def test_standard_camera_writes_facelift_intrinsics_z_up_centred_at_2_7():
+    cams = rig_cameras()
+    rgba, out = preprocess_frame(draw_frame(cams), PreprocessConfig(method="standard_camera", size=256))
+    np.testing.assert_allclose(out.fx.numpy(), 548.9937744140625 / 2)
+    np.testing.assert_allclose(out.fy.numpy(), 548.9937744140625 / 2)
+    np.testing.assert_allclose(out.cx.numpy(), 128.0)
+    np.testing.assert_allclose(out.cy.numpy(), 128.0)
+    d = out.centers.norm(dim=-1).numpy()
+    assert d.mean() == pytest.approx(2.7, abs=1e-9)
+    d_rig = np.linalg.norm(cams.centers.numpy() - CENTER, axis=-1)
+    np.testing.assert_allclose(d / d.mean(), d_rig / d_rig.mean(), atol=0.005)  # distance ratios kept, not equalised
+    R = out.w2c[:, :3, :3]
+    axis_to_origin = torch.nn.functional.normalize(-out.centers, dim=-1)
+    np.testing.assert_allclose(R[:, 2].numpy(), axis_to_origin.numpy(), atol=1e-9)   # looks at the mouse centre
+    assert (R[:, 0, 2].abs() < 1e-9).all() and (R[:, 1, 2] < 0).all()             # no roll, world Z is image-up
+    centre = np.asarray(out.meta["normalization"]["center_rig"])
+    assert np.linalg.norm(centre - CENTER) < 1.5  # silhouette centroids triangulate near the ellipsoid centre (mm)
+
+
+def test_per_view_zoom_is_recorded_as_an_approximation():
+    cams = rig_cameras()
+    rgba, out = preprocess_frame(draw_frame(cams), PreprocessConfig(method="standard_camera", size=128,
+                                                                    distance_mode="per_view_zoom"))
+    np.testing.assert_allclose(out.centers.norm(dim=-1).numpy(), 2.7, atol=1e-9)
+    assert out.meta["cameras_exact"] is False and "approximate_cameras" in out.meta["flags"]
+    assert out.meta["camera_distance"] == 2.7
+    zoom = np.asarray(out.meta["flags"]["per_view_zoom"])
+    assert zoom.min() < 0.95 and zoom.max() > 1.05
+
+
+def test_uniform_scale_per_sample_except_bbox_centered():
+    cams = rig_cameras()
+    frame = draw_frame(cams)
+    ratio = {}
+    for method in ("bbox_uniform", "bbox_centered", "pixel_based"):
+        _, out = preprocess_frame(frame, PreprocessConfig(method=method, size=128))
+        ratio[method] = (out.fx / cams.fx).numpy()                       # written px per raw px
+        np.testing.assert_allclose((out.fy / cams.fy).numpy(), ratio[method], rtol=1e-12)  # no anisotropy
+    assert np.ptp(ratio["bbox_uniform"]) < 1e-12 and np.ptp(ratio["pixel_based"]) < 1e-12
+    assert np.ptp(ratio["bbox_centered"]) > 1e-3
+
+
+def test_pixel_based_puts_com_at_centre_and_never_clips():
+    cams = rig_cameras()
+    # Small fill: the target fits; large fill on a long mouse: the scale shrinks, still no clipping.
+    for fill, shrunk in ((0.15, False), (0.6, True)):
+        rgba, out = preprocess_frame(draw_frame(cams), PreprocessConfig(method="pixel_based", size=128, pixel_fill=fill))
+        a = rgba[..., 3] > 127
+        assert not (a[:, 0].any() or a[:, -1].any() or a[:, :, 0].any() or a[:, :, -1].any())
+        assert ("pixel_scale_shrunk" in out.meta["flags"]) == shrunk
+        st = mask_stats(list(rgba[..., 3]))
+        assert np.abs(st.com - 64).max() < 0.6
+
+
+def test_bbox_methods_distorted_by_a_tail():
+    """A thin 'tail' ellipsoid moves the bbox centre off the body: bbox methods miss the CoM, pixel_based does not."""
+    cams = rig_cameras()
+    body = draw_frame(cams)
+    tail = CENTER + R_OBJ @ np.array([-45.0, 0.0, -6.0])
+    tail_masks = [silhouette(cams, v, tail, np.array([22.0, 2.0, 2.0])) for v in range(4)]
+    frame = RigFrame(0, body.images, [np.maximum(m, t) for m, t in zip(body.masks, tail_masks)], cams,
+                     body.image_files, body.mask_files)
+    off = {}
+    for method in ("bbox_centered", "pixel_based"):
+        rgba, _ = preprocess_frame(frame, PreprocessConfig(method=method, size=128))
+        off[method] = np.linalg.norm(mask_stats(list(rgba[..., 3])).com - 64, axis=-1).mean()
+    assert off["pixel_based"] < 0.6 < 3.0 < off["bbox_centered"]
+
+
+# --- whole rig folders on disk ---------------------------------------------------------------------------------
+def write_rig(root: Path, n_frames: int = 2, dist: bool = False) -> Path:
+    """A rig folder in the DESIGN.md layout (rig.json, new_cam.pkl, images/, masks/, gt/centers.json)."""
+    cams = rig_cameras(dist)
+    save_mammal_pkl(cams, root / "new_cam.pkl")
+    for f in range(n_frames):
+        fr = draw_frame(cams, f, center=CENTER + [3.0 * f, 0, 0])
+        for v, name in enumerate(cams.names):
+            for kind, arr in (("images", fr.images[v]), ("masks", fr.masks[v])):
+                (root / kind / name).mkdir(parents=True, exist_ok=True)
+                cv2.imwrite(str(root / kind / name / f"{f:06d}.png"), arr)
+    (root / "rig.json").write_text(json.dumps({"units": "mm", "width": W, "height": H, "n_frames": n_frames,
+                                               "camera_names": cams.names, "seed": 0, "frames": list(range(n_frames))}))
+    return root
+
+
+def ellipsoid_gaussians(center=CENTER, n: int = 6000) -> Gaussians:
+    """Opaque small gaussians filling the ellipsoid volume (its rendered silhouette ~ the exact one)."""
+    g = torch.Generator().manual_seed(0)
+    p = torch.randn(n, 3, generator=g)
+    p = p / p.norm(dim=-1, keepdim=True) * torch.rand(n, 1, generator=g) ** (1 / 3)
+    means = (p.double() * torch.from_numpy(RADII - 1.0)) @ torch.from_numpy(R_OBJ).T + torch.from_numpy(np.asarray(center))
+    return Gaussians(means=means.float(), quats=torch.tensor([[1.0, 0, 0, 0]]).repeat(n, 1),
+                     scales=torch.full((n, 3), 0.7), opacities=torch.full((n,), 0.99), colors=torch.rand(n, 3, generator=g))
+
+
+@pytest.mark.parametrize("method,mode", [("pixel_based", "fixed"), ("standard_camera", "fixed"),
+                                         ("standard_camera", "per_view_zoom")])
+def test_preprocess_rig_writes_valid_samples_with_measured_consistency(tmp_path, method, mode):
+    rig = write_rig(tmp_path / "rig")
+    cfg = PreprocessConfig(distance_mode=mode, workers=2)
+    dirs = preprocess_rig(rig, tmp_path / "out", method=method, size=256, config=cfg)
+    assert [d.name for d in dirs] == ["frame_000000", "frame_000001"]
+    for d in dirs:
+        assert validate_sample(d) == []
+        images, cams = load_sample(d, background=None)
+        assert images.shape == (4, 4, 256, 256)
+        err = reprojection_error(d, MARKERS)
+        if mode == "fixed":
+            assert err["max_px"] < 1e-6
+        else:
+            assert err["max_px"] > 0.05  # cameras moved to 2.7: off-centre points no longer agree exactly
+    # The gaussian ellipsoid renders ~0.5 px wider than the exact silhouette: IoU ~0.95, not 1.
+    iou = mask_consistency(dirs[0], ellipsoid_gaussians())
+    assert len(iou) == 4 and min(iou) > (0.88 if mode == "fixed" else 0.5)
+
+
+def test_preprocess_rig_undistorts(tmp_path):
+    rig = write_rig(tmp_path / "rig", n_frames=1, dist=True)
+    d, = preprocess_rig(rig, tmp_path / "out", method="standard_camera", size=512, config=PreprocessConfig(workers=1))
+    images, cams = load_sample(d, background=None)
+    expected = written_marker_px(cams)
+    for v in range(4):
+        r = window(cams, rig_cameras(), v)
+        ok = isolated(expected[v], 2 * r + 2)
+        found = blob_centres((images[v, 0].numpy() * 255), expected[v][ok], r)
+        assert ok.sum() >= 3 and np.linalg.norm(found - expected[v][ok], axis=-1).max() < 0.2
+    assert "raw_dist" in cams.frame_extras[0]
+
+
+# --- bad input: an error naming file and view, or a recorded flag ---------------------------------------------
+def test_empty_mask_names_file_and_view(tmp_path):
+    rig = write_rig(tmp_path / "rig", n_frames=1)
+    cv2.imwrite(str(rig / "masks" / "cam_2" / "000000.png"), np.zeros((H, W), np.uint8))
+    with pytest.raises(PreprocessError, match=r"cam_2.*000000\.png.*view 2.*empty"):
+        preprocess_rig(rig, tmp_path / "out", method="pixel_based", size=64)
+
+
+def test_empty_mask_with_skip_writes_the_other_frames_and_lists_the_error(tmp_path):
+    rig = write_rig(tmp_path / "rig", n_frames=2)
+    cv2.imwrite(str(rig / "masks" / "cam_1" / "000001.png"), np.zeros((H, W), np.uint8))
+    dirs = preprocess_rig(rig, tmp_path / "out", method="pixel_based", size=64,
+                          config=PreprocessConfig(on_error="skip"))
+    assert [d.name for d in dirs] == ["frame_000000"]
+    report = json.loads((tmp_path / "out" / "preprocess_errors.json").read_text())
+    assert report["n_skipped"] == 1 and "view 1" in report["errors"]["1"]
+
+
+def test_mask_touching_raw_border_is_flagged_not_refused(tmp_path):
+    rig = write_rig(tmp_path / "rig", n_frames=1)
+    p = rig / "masks" / "cam_3" / "000000.png"
+    m = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)
+    ys, xs = np.nonzero(m)
+    m[ys.min():ys.max(), : xs.min() + 3] = 255     # mouse runs off the left edge
+    cv2.imwrite(str(p), m)
+    d, = preprocess_rig(rig, tmp_path / "out", method="pixel_based", size=64)
+    cams = Cameras.from_opencv_json(d / "opencv_cameras.json")
+    assert cams.meta["flags"]["raw_border_views"] == [3]
+    assert [e["raw_mask_touches_border"] for e in cams.frame_extras] == [False, False, False, True]
+
+
+def test_mask_and_image_of_different_sizes(tmp_path):
+    rig = write_rig(tmp_path / "rig", n_frames=1)
+    cv2.imwrite(str(rig / "masks" / "cam_0" / "000000.png"), np.full((H // 2, W // 2), 255, np.uint8))
+    with pytest.raises(PreprocessError, match=r"cam_0.*000000\.png.*view 0.*160x120.*320x240"):
+        preprocess_rig(rig, tmp_path / "out", method="bbox_uniform", size=64)
+
+
+def test_image_not_the_calibrated_size(tmp_path):
+    rig = write_rig(tmp_path / "rig", n_frames=1)
+    for kind in ("images", "masks"):
+        p = rig / kind / "cam_1" / "000000.png"
+        cv2.imwrite(str(p), cv2.resize(cv2.imread(str(p)), (W // 2, H // 2)))
+    with pytest.raises(PreprocessError, match=r"view 1.*calibration is for 320x240"):
+        preprocess_rig(rig, tmp_path / "out", method="bbox_uniform", size=64)
+
+
+def test_camera_count_differs_from_image_folders(tmp_path):
+    rig = write_rig(tmp_path / "rig", n_frames=1)
+    save_mammal_pkl(rig_cameras()[[0, 1, 2]], rig / "new_cam.pkl")
+    with pytest.raises(PreprocessError, match=r"new_cam\.pkl.*3 calibrated cameras.*4 camera_names"):
+        preprocess_rig(rig, tmp_path / "out", size=64)
+    write_rig(rig, n_frames=1)
+    (rig / "images" / "cam_9").mkdir()
+    with pytest.raises(PreprocessError, match=r"camera folders.*cam_9"):
+        preprocess_rig(rig, tmp_path / "out", size=64)
+
+
+def test_non_finite_calibration_names_the_camera(tmp_path):
+    rig = write_rig(tmp_path / "rig", n_frames=1)
+    cams = rig_cameras()
+    cams.w2c[2, 0, 3] = float("nan")
+    save_mammal_pkl(cams, rig / "new_cam.pkl")
+    with pytest.raises(PreprocessError, match=r"new_cam\.pkl.*'cam_2' \(view 2\).*NaN/inf"):
+        preprocess_rig(rig, tmp_path / "out", size=64)
+
+
+def test_corrupt_png_names_file_and_view(tmp_path):
+    rig = write_rig(tmp_path / "rig", n_frames=1)
+    p = rig / "images" / "cam_1" / "000000.png"
+    p.write_bytes(p.read_bytes()[:60])
+    with pytest.raises(PreprocessError, match=r"cam_1.*000000\.png.*view 1.*cannot be decoded"):
+        preprocess_rig(rig, tmp_path / "out", size=64)
+
+
+def test_unknown_method_and_frames_are_errors(tmp_path):
+    with pytest.raises(ValueError, match="method must be one of"):
+        PreprocessConfig(method="center_crop")
+    with pytest.raises(ValueError, match="only applies to method='standard_camera'"):
+        PreprocessConfig(method="pixel_based", distance_mode="per_view_zoom")
+    rig = write_rig(tmp_path / "rig", n_frames=1)
+    with pytest.raises(PreprocessError, match=r"frames \[5\] are not in this rig"):
+        preprocess_rig(rig, tmp_path / "out", frames=[5], size=64)

@@ -1,0 +1,70 @@
+"""Figure helpers: geometry of the frustums, and that each helper draws what it is given."""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np
+import torch
+
+from facelift_lib import cameras, viz
+
+
+def test_frustum_corners_project_to_image_corners():
+    cams = cameras.orbit_cameras([0, 90, 200], 20.0, distance=2.7, fx=500.0, fy=520.0, cx=250.0, cy=260.0,
+                                 width=512, height=480)
+    segs = viz.frustum_segments(cams, depth=0.4)
+    assert segs.shape == (3, 9, 2, 3)
+    corners = torch.from_numpy(segs[:, :4, 1].copy())                     # [V,4,3] centre->corner ends
+    for v in range(3):
+        uv, z = cams[v].project(corners[v])
+        np.testing.assert_allclose(uv[0].numpy(), [[0, 0], [512, 0], [512, 480], [0, 480]], atol=1e-6)
+        np.testing.assert_allclose(z[0].numpy(), 0.4, atol=1e-9)
+        np.testing.assert_allclose(segs[v, :4, 0], cams.centers[v].expand(4, 3).numpy(), atol=1e-9)
+    # the up tick points to smaller image y, i.e. up in the image
+    uv, _ = cams[0].project(torch.from_numpy(segs[0, 8].copy()))
+    assert uv[0, 1, 1] < uv[0, 0, 1]
+
+
+def test_image_grid_outlines_masks_and_marks():
+    imgs = torch.rand(5, 4, 32, 48)
+    masks = torch.zeros(5, 32, 48)
+    masks[:, 8:20, 10:30] = 1
+    fig = viz.image_grid(imgs, masks=masks, titles=list("abcde"), marks=[(20, 14)] * 5, ncols=3)
+    axes = [ax for ax in fig.axes if ax.images]
+    assert len(axes) == 5 and len(fig.axes) == 6
+    assert all(ax.collections for ax in axes)                 # contour + scatter on every view
+    assert [ax.get_title() for ax in axes] == list("abcde")
+    matplotlib.pyplot.close(fig)
+
+
+def test_cameras_3d_and_curves():
+    cams = cameras.facelift_standard()
+    pts = torch.randn(5000, 3) * 0.3
+    fig = viz.plot_cameras_3d(cams, points=pts, colors=torch.rand(5000, 3), max_points=1000)
+    assert len(fig.data) == len(cams) + 2 and len(fig.data[-1].x) == 1000
+    mpl = viz.plot_camera_frustums_mpl(cams, points=pts)
+    assert len(mpl.axes[0].collections) >= len(cams)
+    curves = viz.plot_curves({"step": [0, 1, 2, 3], "loss": [1.0, 0.5, float("nan"), 0.2]}, "step", "loss",
+                             marks={"skipped": [2]})
+    labels = curves.axes[0].get_legend_handles_labels()[1]
+    assert labels == ["loss", "skipped (1)"]
+    matplotlib.pyplot.close("all")
+
+
+def test_browser_is_none_outside_a_kernel():
+    assert viz.browser(lambda f, c: None, n_frames=3, n_cameras=2) is None
+
+
+def test_camera_comparison_figures():
+    sets = {"standard": cameras.facelift_standard(), "mouse6": cameras.mouse_standard_6view()}
+    fig = viz.plot_camera_distributions(sets)
+    az_el = fig.axes[0].collections
+    assert len(az_el) == 2 and az_el[1].get_offsets().shape == (6, 2)
+    np.testing.assert_allclose(np.sort(az_el[1].get_offsets()[:, 1]), 20.0, atol=1e-9)   # elevations
+    rays = viz.plot_ray_distributions(sets, size=4)
+    assert rays.axes[0].collections[0].get_offsets().shape == (6 * 16, 2)
+    m = viz.plot_matrix(np.arange(6.0).reshape(2, 3), ["a", "b"], ["x", "y", "z"])
+    assert [t.get_text() for t in m.axes[0].texts] == ["0.00", "1.00", "2.00", "3.00", "4.00", "5.00"]
+    matplotlib.pyplot.close("all")

@@ -1,0 +1,184 @@
+"""The profile runner on two throwaway notebooks (3 kernel starts in all)."""
+from __future__ import annotations
+
+import json
+import os
+import textwrap
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from facelift_lib import workbook
+from facelift_lib.__main__ import main
+
+HEADER = """\
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+"""
+
+NB_A = HEADER + textwrap.dedent('''
+    # %% [markdown]
+    # # A
+
+    # %% tags=["parameters"]
+    out_dir = "../outputs/smoke"
+    seed = 0
+    alpha = 1.0
+
+    # %%
+    from facelift_lib.workbook import record
+    record("alpha_sq", alpha ** 2)
+    print(f"alpha is {alpha}, out_dir is {out_dir}")
+''')
+
+NB_B = HEADER + textwrap.dedent('''
+    # %% tags=["parameters"]
+    out_dir = "../outputs/smoke"
+    fail = False
+
+    # %%
+    check_fail = fail  # the cell that fails
+    assert not check_fail, "asked to fail"
+
+    # %%
+    print("after the failure")
+''')
+
+
+@pytest.fixture()
+def notebooks(tmp_path: Path) -> Path:
+    nb_dir = tmp_path / "notebooks"
+    nb_dir.mkdir()
+    (nb_dir / "00_a.py").write_text(NB_A)
+    (nb_dir / "01_b.py").write_text(NB_B)
+    return nb_dir
+
+
+def write_profile(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "profile.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_load_profile_splits_run_shared_and_sections(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    prof = workbook.load_profile(write_profile(tmp_path, """
+        profile: t
+        out_dir: out/t
+        seed: 3
+        size: 64
+        05_gslrm: {steps: 7}
+    """))
+    assert prof.name == "t" and prof.out_dir == (tmp_path / "out/t").resolve()
+    assert prof.shared == {"seed": 3, "size": 64}
+    assert prof.sections == {"05_gslrm": {"steps": 7}}
+    assert workbook.load_profile(tmp_path / "profile.yaml", out_dir="elsewhere").out_dir == tmp_path / "elsewhere"
+    with pytest.raises(ValueError, match="05_gslrm"):
+        workbook.load_profile(write_profile(tmp_path, "05_gslrm: 3\n"))
+
+
+def test_discover_orders_and_filters(notebooks):
+    assert [p.stem for p in workbook.discover_notebooks(notebooks)] == ["00_a", "01_b"]
+    assert [p.stem for p in workbook.discover_notebooks(notebooks, ["01_b"])] == ["01_b"]
+    assert [p.stem for p in workbook.discover_notebooks(notebooks, ["00"])] == ["00_a"]
+    with pytest.raises(ValueError, match="02_c"):
+        workbook.discover_notebooks(notebooks, ["02_c"])
+
+
+def test_notebook_inputs_keeps_declared_keys_only():
+    prof = workbook.Profile(name="t", out_dir=Path("/abs/out"), shared={"seed": 1, "nobody": 2},
+                            sections={"00_a": {"alpha": 3.0, "typo": 4}, "09_gone": {"x": 1}})
+    with pytest.warns(workbook.UnknownParameterWarning, match="typo"):
+        got = workbook.notebook_inputs(prof, "00_a", ["out_dir", "seed", "alpha"])
+    assert got == {"out_dir": "/abs/out", "seed": 1, "alpha": 3.0}
+    with pytest.warns(workbook.UnknownParameterWarning) as caught:
+        workbook.check_profile_keys(prof, {"00_a": ["out_dir", "seed", "alpha"], "01_b": ["out_dir"]})
+    messages = " ".join(str(w.message) for w in caught)
+    assert "nobody" in messages and "09_gone" in messages and "seed" not in messages
+
+
+def test_run_writes_outputs_injects_declared_parameters_and_filters(tmp_path, notebooks):
+    profile = write_profile(tmp_path, f"""
+        profile: t
+        out_dir: {tmp_path / 'out'}
+        seed: 5
+        not_a_parameter: 1
+        00_a: {{alpha: 3.0, typo_key: 5}}
+    """)
+    with pytest.warns(workbook.UnknownParameterWarning):
+        summary = workbook.run_profile(workbook.load_profile(profile), notebooks, only=["00_a"])
+    out = tmp_path / "out"
+    assert (out / "00_a.ipynb").is_file() and (out / "00_a.html").is_file()
+    assert not (out / "01_b.ipynb").exists()  # --only
+    on_disk = json.loads((out / "summary.json").read_text())
+    assert on_disk == summary
+    assert list(summary["notebooks"]) == ["00_a"] and summary["status"] == "ok"
+    assert summary["notebooks"]["00_a"]["status"] == "ok"
+    assert summary["notebooks"]["00_a"]["metrics"] == {"alpha_sq": 9.0}
+    nb = nbformat.read(out / "00_a.ipynb", as_version=4)
+    injected = next(c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", []))
+    assert "alpha = 3.0" in injected.source and "seed = 5" in injected.source
+    assert f'out_dir = "{out}"' in injected.source  # absolute
+    assert "typo_key" not in injected.source and "not_a_parameter" not in injected.source
+    printed = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+    assert f"alpha is 3.0, out_dir is {out}" in printed
+    assert "alpha_sq" in (out / "00_a.html").read_text()
+
+
+def test_failing_cell_stops_the_run_and_keeps_outputs(tmp_path, notebooks, capsys):
+    out = tmp_path / "out"
+    profile = write_profile(tmp_path, f"""
+        profile: t
+        out_dir: {out}
+        01_b: {{fail: true}}
+    """)
+    code = main(["run", str(profile), "--notebooks-dir", str(notebooks)])
+    assert code != 0
+    err = capsys.readouterr().err
+    assert "01_b" in err and "cell" in err and "check_fail = fail" in err and "asked to fail" in err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "failed"
+    assert summary["notebooks"]["00_a"]["status"] == "ok"
+    assert summary["notebooks"]["00_a"]["metrics"] == {"alpha_sq": 1.0}  # defaults: alpha = 1.0
+    assert summary["notebooks"]["01_b"]["status"] == "failed"
+    for name in ("00_a", "01_b"):
+        assert (out / f"{name}.ipynb").is_file() and (out / f"{name}.html").is_file()
+    failed = nbformat.read(out / "01_b.ipynb", as_version=4)
+    assert any(o.get("output_type") == "error" for c in failed.cells for o in c.get("outputs", []))
+
+
+def test_collect_records_reads_the_record_mimetype():
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("record(...)")
+    cell.outputs = [
+        nbformat.v4.new_output("display_data", data={workbook.RECORD_MIMETYPE: {"name": "x", "value": 1}}),
+        nbformat.v4.new_output("stream", name="stdout", text="noise"),
+        nbformat.v4.new_output("display_data", data={workbook.RECORD_MIMETYPE: {"name": "x", "value": 2},
+                                                     "text/plain": "x = 2"}),
+    ]
+    nb.cells.append(cell)
+    assert workbook.collect_records(nb) == {"x": 2}
+
+
+def test_sync_keeps_run_metadata_out_of_the_py(notebooks):
+    src = notebooks / "00_a.py"
+    ipynb, = workbook.sync_notebooks([src])
+    canonical = src.read_text()  # jupytext adds its text_representation block to the header once
+    nb = nbformat.read(ipynb, as_version=4)
+    nb.metadata["papermill"] = {"duration": 1.0}
+    for cell in nb.cells:
+        cell.metadata["papermill"] = {"duration": 0.5, "status": "completed"}
+    nbformat.write(nb, ipynb)
+    newer = src.stat().st_mtime + 10
+    os.utime(ipynb, (newer, newer))  # as after `papermill X.ipynb X.ipynb`: the ipynb is the newer file
+    workbook.sync_notebooks([src])
+    assert src.read_text() == canonical and "papermill" not in canonical
+    assert all("papermill" not in c.metadata for c in nbformat.read(ipynb, as_version=4).cells)
