@@ -4,9 +4,13 @@
 
 Synthetic frames: the 6 cameras of rig.markerless_mouse_rig(), camera-like images (smooth colour field +
 Gaussian noise, sigma 8 grey levels, so PNGs compress like real footage) and the filled silhouette of a
-mouse-sized ellipsoid as the mask. Two figures per method, median of `repeats` runs after one warm-up:
+mouse-sized ellipsoid as the mask. Per method, median of `repeats` runs after one warm-up:
 - in memory: `preprocess_frame` on decoded frames (mask stats, plan, warps), frames spread over a thread pool;
-- end to end: `preprocess_rig` on the rig written as PNGs (decode + warp + RGBA PNG encode + JSON).
+- end to end: `preprocess_rig` on the rig written as PNGs (decode + warp + RGBA PNG encode + JSON);
+- png io: decoding the input PNGs and encoding the outputs alone (the floor of "end to end").
+Each as wall-clock views/s and as CPU ms per view (process CPU time, all threads). On a shared machine the
+wall figure depends on the load; the CPU figure much less, and 1000 * workers / (CPU ms per view) is
+what `workers` idle cores would do.
 """
 from __future__ import annotations
 
@@ -66,14 +70,33 @@ def write_rig(root: Path, cams, frames: list[RigFrame]) -> Path:
     return root
 
 
-def median_rate(fn, n_views: int, repeats: int) -> float:
+def measure(fn, n_views: int, repeats: int) -> tuple[float, float]:
+    """(wall views/s, CPU ms per view), medians over `repeats` runs after one warm-up."""
     fn()  # warm-up (thread pools, caches)
-    times = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
-        times.append(time.perf_counter() - t0)
-    return n_views / statistics.median(times)
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return n_views / statistics.median(wall), 1000 * statistics.median(cpu) / n_views
+
+
+def png_io(rig: Path, out: Path, cams, frames: list[RigFrame], size: int, workers: int) -> None:
+    """Decode every input image + mask and encode one RGBA output per view, like preprocess_rig does."""
+    rgba = np.zeros((size, size, 4), np.uint8)
+    rgba[..., :3] = cv2.resize(frames[0].images[0], (size, size))
+    rgba[..., 3] = cv2.resize(frames[0].masks[0], (size, size))
+
+    def one(args):
+        name, f = args
+        cv2.imdecode(np.fromfile(rig / "images" / name / f"{f:06d}.png", np.uint8), cv2.IMREAD_COLOR)
+        cv2.imdecode(np.fromfile(rig / "masks" / name / f"{f:06d}.png", np.uint8), cv2.IMREAD_GRAYSCALE)
+        (out / f"{name}_{f}.png").write_bytes(cv2.imencode(".png", rgba)[1].tobytes())
+
+    out.mkdir(parents=True, exist_ok=True)
+    with single_threaded_libraries(), ThreadPoolExecutor(workers) as pool:
+        list(pool.map(one, [(n, fr.frame) for fr in frames for n in cams.names]))
 
 
 def main() -> None:
@@ -94,7 +117,8 @@ def main() -> None:
         rig = write_rig(tmp / "rig", cams, frames)
         print(f"{args.frames} frames x {len(cams)} views, {cams.width}x{cams.height} -> {args.size}², "
               f"{args.workers} worker thread(s); median of {args.repeats} runs")
-        print(f"{'method':34s} {'in-memory views/s':>18s} {'end-to-end views/s':>19s}")
+        print(f"{'':34s} {'in memory':>20s} {'end to end':>20s}")
+        print(f"{'method':34s} {'views/s':>9s} {'CPU ms/v':>10s} {'views/s':>9s} {'CPU ms/v':>10s}")
         for method, mode in CASES:
             cfg = PreprocessConfig(method=method, size=args.size, distance_mode=mode, workers=args.workers)
 
@@ -106,8 +130,10 @@ def main() -> None:
                 preprocess_rig(rig, tmp / "out", method=method, size=args.size, config=cfg)
 
             name = method if mode == "fixed" else f"{method} ({mode})"
-            print(f"{name:34s} {median_rate(in_memory, n_views, args.repeats):18.0f} "
-                  f"{median_rate(end_to_end, n_views, args.repeats):19.0f}", flush=True)
+            mem, e2e = measure(in_memory, n_views, args.repeats), measure(end_to_end, n_views, args.repeats)
+            print(f"{name:34s} {mem[0]:9.0f} {mem[1]:10.1f} {e2e[0]:9.0f} {e2e[1]:10.1f}", flush=True)
+        io = measure(lambda: png_io(rig, tmp / "io", cams, frames, args.size, args.workers), n_views, args.repeats)
+        print(f"{'png io only (decode in, encode out)':34s} {'':9s} {'':10s} {io[0]:9.0f} {io[1]:10.1f}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

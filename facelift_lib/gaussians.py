@@ -8,7 +8,9 @@ PLY in/out (standard 3DGS layout) lives in this module too.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from pathlib import Path
 
+import numpy as np
 import torch
 
 
@@ -90,3 +92,77 @@ def quat_to_matrix(q: torch.Tensor) -> torch.Tensor:
         2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
         2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
     ], -1).reshape(q.shape[:-1] + (3, 3))
+
+
+# --- PLY (standard 3DGS layout, what splat viewers open) ----------------------------------------
+SH_C0 = 0.28209479177387814  # degree-0 spherical harmonic, colour = SH_C0 * f_dc + 0.5
+_PLY_FIELDS = (["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2", "opacity"]
+               + [f"scale_{i}" for i in range(3)] + [f"rot_{i}" for i in range(4)])
+
+
+def save_ply(g: Gaussians, path: str | Path) -> Path:
+    """Write unbatched gaussians as a binary little-endian 3DGS PLY (SH degree 0).
+
+    Stored as 3DGS does: normals 0, f_dc = (colour - 0.5) / SH_C0, opacity as a logit, log scales,
+    rot_0..3 = quaternion wxyz. Opacities are clipped to [1e-6, 1 - 1e-6] so the logit stays finite.
+    The file is written to a temporary name and renamed, so a crash never leaves half a PLY.
+    """
+    from plyfile import PlyData, PlyElement
+
+    path = Path(path)
+    if g.means.ndim != 2:
+        raise ValueError(f"save_ply({path}): gaussians must be unbatched [N,...], got means "
+                         f"{list(g.means.shape)}; save each sample g[b] separately")
+    d = g.detach().to(device="cpu", dtype=torch.float64)
+    if (d.scales <= 0).any():
+        raise ValueError(f"save_ply({path}): {int((d.scales <= 0).any(-1).sum())} gaussians have scales <= 0; "
+                         "scales must be linear and positive (the PLY stores log scales)")
+    bad = ~torch.cat([d.means, d.quats, d.scales, d.opacities[:, None], d.colors], 1).isfinite().all(1)
+    if bad.any():
+        raise ValueError(f"save_ply({path}): {int(bad.sum())} gaussians have nan/inf values "
+                         f"(first index {int(bad.nonzero()[0, 0])}); fix or drop them before saving")
+    o = d.opacities.clamp(1e-6, 1 - 1e-6)
+    cols = torch.cat([d.means, torch.zeros_like(d.means), (d.colors - 0.5) / SH_C0,
+                      torch.log(o / (1 - o))[:, None], torch.log(d.scales), d.quats], 1).float().numpy()
+    vertex = np.empty(len(cols), dtype=[(name, "<f4") for name in _PLY_FIELDS])
+    for i, name in enumerate(_PLY_FIELDS):
+        vertex[name] = cols[:, i]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    PlyData([PlyElement.describe(vertex, "vertex")], text=False, byte_order="<").write(str(tmp))
+    tmp.replace(path)
+    return path
+
+
+def load_ply(path: str | Path, drop_higher_sh: bool = False) -> Gaussians:
+    """Read a 3DGS PLY into activated float32 Gaussians (inverse of `save_ply`).
+
+    colour = SH_C0 * f_dc + 0.5 (not clipped), opacity = sigmoid, scale = exp, quats normalised wxyz.
+    A PLY with view-dependent colour (f_rest_*) is refused unless `drop_higher_sh=True`, because
+    this workbook keeps SH degree 0 only.
+    """
+    from plyfile import PlyData
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"load_ply: no such file {path}")
+    ply = PlyData.read(str(path))
+    if "vertex" not in ply:
+        raise ValueError(f"load_ply({path}): no 'vertex' element; not a gaussian-splat PLY")
+    v = ply["vertex"].data
+    names = v.dtype.names
+    needed = [n for n in _PLY_FIELDS if not n.startswith("n")]
+    missing = [n for n in needed if n not in names]
+    if missing:
+        raise ValueError(f"load_ply({path}): missing properties {missing}; expected the 3DGS layout "
+                         f"{_PLY_FIELDS}")
+    if any(n.startswith("f_rest_") for n in names) and not drop_higher_sh:
+        raise ValueError(f"load_ply({path}): has view-dependent SH (f_rest_*); pass drop_higher_sh=True to "
+                         "keep only the degree-0 colour")
+    col = lambda *keys: torch.from_numpy(np.stack([np.asarray(v[k], dtype=np.float64) for k in keys], 1))  # noqa: E731
+    means = col("x", "y", "z")
+    colors = col("f_dc_0", "f_dc_1", "f_dc_2") * SH_C0 + 0.5
+    opacities = torch.sigmoid(col("opacity")[:, 0])
+    scales = torch.exp(col("scale_0", "scale_1", "scale_2"))
+    quats = torch.nn.functional.normalize(col("rot_0", "rot_1", "rot_2", "rot_3"), dim=-1)
+    return Gaussians(means=means, quats=quats, scales=scales, opacities=opacities, colors=colors).to(torch.float32)

@@ -34,17 +34,24 @@ from typing import Any, Iterator, Sequence
 
 import cv2
 import numpy as np
+import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
 from facelift_lib.cameras import (FACELIFT_DISTANCE, FACELIFT_FOCAL, FACELIFT_SIZE, Cameras, look_at_w2c,
-                                  load_mammal_pkl, similarity_normalize)
+                                  similarity_normalize)
 from facelift_lib.gaussians import Gaussians
 from facelift_lib.io import load_sample, save_sample
 from facelift_lib.render import render_gaussians
+from facelift_lib.rig import load_rig
 
 METHODS = ("bbox_uniform", "bbox_centered", "pixel_based", "standard_camera")
 DISTANCE_MODES = ("fixed", "per_view_zoom")
+# Named variants (a method plus options) that notebooks and profiles select by one string.
+VARIANTS: dict[str, dict[str, str]] = {
+    **{m: {"method": m} for m in METHODS},
+    "standard_camera_zoom": {"method": "standard_camera", "distance_mode": "per_view_zoom"},
+}
 ROLL_MODES = ("z_up", "minimal")
 
 
@@ -68,7 +75,7 @@ class PreprocessConfig:
     antialias: pre-shrink by an integer factor with area averaging when a view is scaled below 1/2
       (an exact affine map, composed into the transform), so bilinear warps do not alias.
     min_mask_px: a raw mask with fewer pixels is an error (empty/near-empty view).
-    workers: processes for `preprocess_rig` (1 = in this process).
+    workers: threads for `preprocess_rig` (frames in parallel; 1 = one at a time).
     on_error: "raise" stops at the first bad frame; "skip" writes the others and lists the bad ones
       (with their errors) in out_dir/preprocess_errors.json.
     """
@@ -104,6 +111,14 @@ class PreprocessConfig:
         for name in ("bbox_fill", "pixel_fill"):
             if not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"PreprocessConfig: {name} must be in (0, 1], got {getattr(self, name)}")
+
+
+def variant_config(name: str, **overrides: Any) -> PreprocessConfig:
+    """PreprocessConfig of a named variant (VARIANTS: the four methods and "standard_camera_zoom"),
+    with `overrides` (size, workers, ...) on top."""
+    if name not in VARIANTS:
+        raise ValueError(f"unknown preprocessing variant {name!r}; choose from {sorted(VARIANTS)}")
+    return PreprocessConfig(**{**VARIANTS[name], **overrides})
 
 
 # --- pixel geometry (pure numpy, float64) ----------------------------------------------------------------
@@ -495,7 +510,8 @@ def preprocess_frame(rf: RigFrame, cfg: PreprocessConfig) -> tuple[np.ndarray, C
     flags["clipped_views"] = [int(v) for v in np.flatnonzero(clipped)]
     extras = []
     for v in range(len(cams)):
-        ex = {"raw_camera": names[v], "raw_image": rf.image_files[v].as_posix(),
+        # raw_image relative to the rig folder (images/<camera>/<frame>.png), so samples do not carry machine paths
+        ex = {"raw_camera": names[v], "raw_image": Path(*rf.image_files[v].parts[-3:]).as_posix(),
               "raw_K": K[v].tolist(), "raw_w2c": cams.w2c[v].tolist(),
               "raw_to_image": plan.T[v].tolist(), "shrink": shrink[v],
               "raw_mask_touches_border": bool(raw_border[v]), "clipped": bool(clipped[v])}
@@ -525,35 +541,19 @@ def write_sample(sample_dir: str | Path, rgba: np.ndarray, cams: Cameras) -> Pat
 
 # --- a whole rig ----------------------------------------------------------------------------------------------
 def load_rig_cameras(rig_dir: str | Path) -> tuple[Cameras, list[int]]:
-    """rig.json + new_cam.pkl -> (raw cameras named after their image folders, frame numbers).
-
-    Errors name the file: missing rig.json/new_cam.pkl, a camera count that differs from rig.json's
-    camera_names or from the folders under images/, non-finite or non-positive calibration values.
-    """
-    rig_dir = Path(rig_dir)
-    info_path = rig_dir / "rig.json"
-    if not info_path.is_file():
-        raise PreprocessError(f"{info_path}: not found; a rig folder needs rig.json, new_cam.pkl, images/ and masks/ "
-                              "(DESIGN.md 'Rig folder'); build one with rig.make_rig_dataset")
-    info = json.loads(info_path.read_text())
-    missing = [k for k in ("width", "height", "camera_names") if k not in info]
-    if missing:
-        raise PreprocessError(f"{info_path}: lacks {missing}")
-    names = [str(n) for n in info["camera_names"]]
-    cams = load_mammal_pkl(rig_dir / "new_cam.pkl", width=int(info["width"]), height=int(info["height"]))
-    if len(cams) != len(names):
-        raise PreprocessError(f"{rig_dir / 'new_cam.pkl'}: {len(cams)} calibrated cameras but {info_path.name} lists "
-                              f"{len(names)} camera_names {names}; calibration and image folders must match one to one")
-    folders = sorted(p.name for p in (rig_dir / "images").iterdir() if p.is_dir()) if (rig_dir / "images").is_dir() else []
-    if sorted(names) != folders:
-        raise PreprocessError(f"{rig_dir / 'images'}: camera folders {folders} but {rig_dir / 'new_cam.pkl'} has "
-                              f"{len(cams)} cameras named {names} in {info_path.name}; they must match one to one")
-    cams.names = names
-    check_calibration(cams, rig_dir / "new_cam.pkl")
-    frames = [int(f) for f in info.get("frames", range(int(info.get("n_frames", 0))))]
-    if not frames:
-        raise PreprocessError(f"{info_path}: no frames listed ('frames' or 'n_frames')")
-    return cams, frames
+    """rig.json + new_cam.pkl (rig.load_rig) -> (raw cameras named after their image folders, frame numbers),
+    checked for what preprocessing needs: one image folder per calibrated camera, finite calibration values.
+    Errors name the file and the camera."""
+    rig = load_rig(rig_dir)
+    images = rig.dir / "images"
+    folders = sorted(p.name for p in images.iterdir() if p.is_dir()) if images.is_dir() else []
+    if sorted(rig.names) != folders:
+        raise PreprocessError(f"{images}: camera folders {folders} but {rig.dir / 'new_cam.pkl'} has {len(rig.cams)} "
+                              f"cameras named {rig.names} in rig.json; they must match one to one")
+    check_calibration(rig.cams, rig.dir / "new_cam.pkl")
+    if not rig.frames:
+        raise PreprocessError(f"{rig.dir / 'rig.json'}: lists no frames")
+    return rig.cams, rig.frames
 
 
 @contextmanager
@@ -588,12 +588,18 @@ def preprocess_rig(rig_dir: str | Path, out_dir: str | Path, method: str = "stan
                    config: PreprocessConfig | None = None) -> list[Path]:
     """Every frame of a rig folder (or `frames`) -> FaceLift samples out_dir/frame_XXXXXX/; returns their folders.
 
-    `method` and `size` override those fields of `config` (the other fields come from it). Frames run
-    in a pool of `config.workers` threads (OpenCV releases the GIL). With on_error="skip" bad frames are
-    left out and listed with their errors in out_dir/preprocess_errors.json; with "raise" (default) the
-    first bad frame stops the run.
+    `method` is a method or a named variant (VARIANTS, e.g. "standard_camera_zoom"); it and `size` override
+    those fields of `config`, whose other fields (fills, workers, ...) apply. Frames run in a pool of
+    `config.workers` threads (OpenCV and torch release the GIL; both are kept single-threaded meanwhile).
+    With on_error="skip" bad frames are left out and listed with their errors in
+    out_dir/preprocess_errors.json; with "raise" (default) the first bad frame stops the run.
     """
-    cfg = dataclasses.replace(config or PreprocessConfig(), method=method, size=size)
+    if method not in VARIANTS:
+        raise ValueError(f"preprocess_rig: unknown method {method!r}; choose from {sorted(VARIANTS)}")
+    base = config or PreprocessConfig()
+    # distance_mode belongs to standard_camera: a config made for it must not make other methods fail.
+    mode = base.distance_mode if VARIANTS[method]["method"] == "standard_camera" else "fixed"
+    cfg = dataclasses.replace(base, **{"distance_mode": mode, **VARIANTS[method], "size": size})
     rig_dir, out_dir = Path(rig_dir), Path(out_dir)
     cams, all_frames = load_rig_cameras(rig_dir)
     frames = all_frames if frames is None else [int(f) for f in frames]
@@ -637,7 +643,7 @@ def reprojection_error(sample_dir: str | Path, points_world_rig: torch.Tensor | 
     points_world_rig [N,3] (rig units) go through the sample's normalisation and the written cameras
     (-> uv_cam), and through the raw cameras (pinhole, i.e. after undistortion) followed by each view's
     stored image transform `raw_to_image` (-> uv_img, where the warp put those points' pixels).
-    Returns {"mean_px", "max_px", "per_view_mean_px" [V]} over points in front of every camera; ~1e-9 for
+    Returns {"mean_px", "max_px", "per_view_mean_px" [V], "per_view_max_px" [V]} over points in front of every camera; ~1e-9 for
     exact methods, the size of the approximation for per_view_zoom.
     """
     cams = Cameras.from_opencv_json(Path(sample_dir) / "opencv_cameras.json")
@@ -652,7 +658,8 @@ def reprojection_error(sample_dir: str | Path, points_world_rig: torch.Tensor | 
     uv_img = apply_homography(T, uv_raw.numpy())
     front = ((z_cam > 0) & (z_raw > 0)).all(0).numpy()
     err = np.linalg.norm(uv_cam.numpy()[:, front] - uv_img[:, front], axis=-1)  # [V,N]
-    return {"mean_px": float(err.mean()), "max_px": float(err.max()), "per_view_mean_px": err.mean(1).tolist()}
+    return {"mean_px": float(err.mean()), "max_px": float(err.max()), "per_view_mean_px": err.mean(1).tolist(),
+            "per_view_max_px": err.max(1).tolist()}
 
 
 def mask_consistency(sample_dir: str | Path, gt_gaussians_world_rig: Gaussians, threshold: float = 0.5
@@ -668,3 +675,35 @@ def mask_consistency(sample_dir: str | Path, gt_gaussians_world_rig: Gaussians, 
     inter = (rendered & written).flatten(1).sum(1).double()
     union = (rendered | written).flatten(1).sum(1).double()
     return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union)).tolist()
+
+
+def consistency_table(sample_dirs: Sequence[str | Path], gt_gaussians: Any) -> pd.DataFrame:
+    """Per view of every sample: reprojection error of the ground-truth gaussian centres and mask IoU.
+
+    gt_gaussians: a mapping or callable rig frame -> Gaussians (rig world); the frame of a sample is the
+    `preprocess.rig_frame` in its JSON. Columns: sample, frame, view, reproj_mean_px, reproj_max_px, iou.
+    """
+    get = gt_gaussians if callable(gt_gaussians) else gt_gaussians.__getitem__
+    rows = []
+    for d in tqdm(sample_dirs, desc="consistency", leave=False):
+        d = Path(d)
+        cams = Cameras.from_opencv_json(d / "opencv_cameras.json")
+        frame = int(cams.meta["preprocess"]["rig_frame"])
+        g = get(frame)
+        err = reprojection_error(d, g.means.double().numpy())
+        iou = mask_consistency(d, g)
+        for v in range(len(cams)):
+            rows.append({"sample": d.name, "frame": frame, "view": v, "reproj_mean_px": err["per_view_mean_px"][v],
+                         "reproj_max_px": err["per_view_max_px"][v], "iou": iou[v]})
+    return pd.DataFrame(rows)
+
+
+def train_val_split(sample_dirs: Sequence[str | Path], val_fraction: float = 0.2) -> tuple[list[Path], list[Path]]:
+    """Split by time: the last ceil(val_fraction * n) samples (in the given order) are validation, the rest
+    training (consecutive rig frames are near-duplicates, so a random split would leak). Needs >= 2 samples."""
+    dirs = [Path(d) for d in sample_dirs]
+    if len(dirs) < 2 or not 0 < val_fraction < 1:
+        raise ValueError(f"train_val_split: need >= 2 samples and 0 < val_fraction < 1, got {len(dirs)} samples "
+                         f"and val_fraction={val_fraction}")
+    n_val = min(len(dirs) - 1, max(1, math.ceil(val_fraction * len(dirs))))
+    return dirs[:-n_val], dirs[-n_val:]

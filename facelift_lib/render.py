@@ -8,7 +8,8 @@ Both backends follow gsplat 1.5.3's "classic" 3DGS conventions, so a CPU render 
 - cull: depth outside (near_plane, far_plane), opacity < 1/255, bbox fully outside the image;
   bbox half-size ceil(e * sqrt(cov2d_ii)) with e = min(3.33, sqrt(2 ln(255 opacity))) so that
   every pixel with alpha >= 1/255 lies inside it;
-- front-to-back compositing in depth order per 16x16 tile: alpha = min(0.999, o exp(-½ dᵀΣ⁻¹d)),
+- front-to-back compositing in depth order per tile (gsplat 16x16; 8x8 on CPU, where smaller tiles
+  waste less work and the result does not depend on it): alpha = min(0.999, o exp(-½ dᵀΣ⁻¹d)),
   gaussians with alpha < 1/255 are skipped, and a pixel stops *before* the gaussian that would
   bring its transmittance to <= 1e-4.
 Depth is gsplat's "ED" (expected depth): sum_i w_i z_i / max(sum_i w_i, 1e-10), z = camera-space z.
@@ -19,13 +20,16 @@ import math
 from typing import TYPE_CHECKING
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 if TYPE_CHECKING:  # imports point down the module map: render knows cameras and gaussians
     from .cameras import Cameras
     from .gaussians import Gaussians
 
-TILE = 16
+TILE = 16      # gsplat's tile size
+CPU_TILE = 8   # our tile size on CPU; results do not depend on it (the bbox culling is exact)
+BUDGET = 1 << 21  # elements of one [tiles, chunk, pixels] work tensor on CPU (8 MB in fp32)
 ALPHA_MIN = 1.0 / 255.0
 ALPHA_MAX = 0.999
 T_MIN = 1e-4
@@ -45,7 +49,7 @@ def covariance_3d(quats: Tensor, scales: Tensor) -> Tensor:
     return M @ M.transpose(-1, -2)
 
 
-def project_gaussians(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, viewmats: Tensor,
+def project_gaussians(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor | None, viewmats: Tensor,
                       Ks: Tensor, width: int, height: int, near_plane: float = 0.01, far_plane: float = 1e10,
                       eps2d: float = 0.3) -> dict[str, Tensor]:
     """EWA splatting of N gaussians into C pinhole cameras, gsplat's conventions (see module doc).
@@ -54,6 +58,8 @@ def project_gaussians(means: Tensor, quats: Tensor, scales: Tensor, opacities: T
       means2d [C,N,2] px, cov2d [C,N,2,2] (eps2d included), conics [C,N,3] (upper triangle of cov2d⁻¹:
       a, b, c with ½(a dx² + c dy²) + b dx dy the Mahalanobis half-distance), depths [C,N] camera z,
       radii [C,N,2] int32 bbox half-size in px (0 where culled; not differentiable).
+    opacities [N] tighten the bbox and cull gaussians below 1/255 as gsplat's CUDA kernel does;
+    None gives gsplat's pure-torch reference behaviour (3.33 sigma, no opacity cull).
     """
     R, t = viewmats[:, :3, :3], viewmats[:, :3, 3]
     means_c = torch.einsum("cij,nj->cni", R, means) + t[:, None, :]           # [C,N,3]
@@ -61,7 +67,10 @@ def project_gaussians(means: Tensor, quats: Tensor, scales: Tensor, opacities: T
 
     fx, fy = Ks[:, 0, 0, None], Ks[:, 1, 1, None]                            # [C,1]
     cx, cy = Ks[:, 0, 2, None], Ks[:, 1, 2, None]
-    x, y, z = means_c.unbind(-1)                                              # [C,N]
+    x, y, depths = means_c.unbind(-1)                                         # [C,N]
+    in_depth = (depths > near_plane) & (depths < far_plane)
+    # culled gaussians get z = 1 so that nothing behind the camera (z <= 0) puts inf/nan in the graph
+    z = torch.where(in_depth, depths, torch.ones_like(depths))
     # Clamp the point where the Jacobian is taken (not the mean itself) so that gaussians far
     # outside the view do not blow up into huge 2D footprints.
     lim_x_pos = (width - cx) / fx + 0.3 * (0.5 * width / fx)
@@ -82,100 +91,118 @@ def project_gaussians(means: Tensor, quats: Tensor, scales: Tensor, opacities: T
     conics = torch.stack([c, -b, a], -1) / det.clamp(min=1e-10)[..., None]
 
     with torch.no_grad():
-        opac = opacities.detach().expand_as(z)
-        extend = torch.sqrt(2.0 * torch.log(opac.clamp(min=ALPHA_MIN) / ALPHA_MIN)).clamp(max=EXTEND_MAX)
+        if opacities is None:
+            opac, extend = torch.ones_like(z), torch.full_like(z, EXTEND_MAX)
+        else:  # opacity-aware bbox: outside it alpha < 1/255 (https://arxiv.org/pdf/2402.00525, B.2)
+            opac = opacities.detach().expand_as(z)
+            extend = torch.sqrt(2.0 * torch.log(opac.clamp(min=ALPHA_MIN) / ALPHA_MIN)).clamp(max=EXTEND_MAX)
         rx = torch.ceil(extend * a.detach().clamp(min=0).sqrt())
         ry = torch.ceil(extend * c.detach().clamp(min=0).sqrt())
         m = means2d.detach()
-        valid = ((det.detach() > 0) & (z.detach() > near_plane) & (z.detach() < far_plane)
-                 & (opac >= ALPHA_MIN) & ((rx > 0) | (ry > 0))
+        valid = (in_depth & (det.detach() > 0) & (opac >= ALPHA_MIN) & ((rx > 0) | (ry > 0))
                  & (m[..., 0] + rx > 0) & (m[..., 0] - rx < width)
                  & (m[..., 1] + ry > 0) & (m[..., 1] - ry < height))
-        radii = torch.stack([rx, ry], -1) * valid[..., None]
-        radii = torch.nan_to_num(radii, nan=0.0).to(torch.int32)
-    return dict(means2d=means2d, cov2d=cov2d, conics=conics, depths=z, radii=radii)
+        radii = (torch.stack([rx, ry], -1) * valid[..., None]).nan_to_num(0.0).to(torch.int32)
+    return dict(means2d=means2d, cov2d=cov2d, conics=conics, depths=depths, radii=radii)
 
 
 # --- tile binning ---------------------------------------------------------------------------------
 @torch.no_grad()
-def tile_intersections(means2d: Tensor, radii: Tensor, depths: Tensor, tiles_x: int, tiles_y: int
+def tile_intersections(means2d: Tensor, radii: Tensor, depths: Tensor, tile: int, tiles_x: int, tiles_y: int
                        ) -> tuple[Tensor, Tensor]:
     """(camera, gaussian) pairs per tile, front to back.
 
-    means2d [C,N,2], radii [C,N,2] (0 = culled), depths [C,N]. Returns (flat_ids [M] indexing C*N,
-    tile_ids [M] indexing C*tiles_y*tiles_x), sorted by tile and, within a tile, by depth.
+    means2d [C,N,2], radii [C,N,2] (0 = culled), depths [C,N]; tiles of `tile` x `tile` px.
+    Returns (flat_ids [M] indexing C*N, tile_ids [M] indexing C*tiles_y*tiles_x camera-major),
+    sorted by tile and, within a tile, by depth.
     """
     C, N = depths.shape
-    vis = (radii > 0).all(-1).reshape(-1)
-    flat = vis.nonzero()[:, 0]
+    dev = depths.device
+    flat = (radii > 0).all(-1).reshape(-1).nonzero()[:, 0]
     m, r = means2d.reshape(-1, 2)[flat], radii.reshape(-1, 2)[flat].to(means2d.dtype)
-    x0 = torch.floor((m[:, 0] - r[:, 0]) / TILE).clamp(0, tiles_x).long()
-    x1 = torch.ceil((m[:, 0] + r[:, 0]) / TILE).clamp(0, tiles_x).long()
-    y0 = torch.floor((m[:, 1] - r[:, 1]) / TILE).clamp(0, tiles_y).long()
-    y1 = torch.ceil((m[:, 1] + r[:, 1]) / TILE).clamp(0, tiles_y).long()
+    x0 = torch.floor((m[:, 0] - r[:, 0]) / tile).clamp(0, tiles_x).long()
+    x1 = torch.ceil((m[:, 0] + r[:, 0]) / tile).clamp(0, tiles_x).long()
+    y0 = torch.floor((m[:, 1] - r[:, 1]) / tile).clamp(0, tiles_y).long()
+    y1 = torch.ceil((m[:, 1] + r[:, 1]) / tile).clamp(0, tiles_y).long()
     nx = x1 - x0
     counts = nx * (y1 - y0)
-    dev = depths.device
     pair_g = torch.repeat_interleave(torch.arange(len(flat), device=dev), counts)
-    start = torch.cumsum(counts, 0) - counts
-    local = torch.arange(int(counts.sum()), device=dev) - start[pair_g]
+    local = torch.arange(len(pair_g), device=dev) - (torch.cumsum(counts, 0) - counts)[pair_g]
     tx = x0[pair_g] + local % nx[pair_g]
     ty = y0[pair_g] + local // nx[pair_g]
-    cam = flat[pair_g] // N
-    tile = (cam * tiles_y + ty) * tiles_x + tx
-    # depth rank within each camera, so one integer key sorts by (tile, depth)
+    tile_ids = ((flat[pair_g] // N) * tiles_y + ty) * tiles_x + tx
+    # depth rank within each camera, so that one integer key sorts by (tile, depth)
     rank = torch.empty(C * N, dtype=torch.long, device=dev)
-    order = torch.argsort(depths.detach().reshape(C, N), dim=1, stable=True)
+    order = torch.argsort(depths.reshape(C, N), dim=1, stable=True)
     rank.view(C, N).scatter_(1, order, torch.arange(N, device=dev).expand(C, N).contiguous())
-    key = tile * N + rank[flat[pair_g]]
-    key, perm = torch.sort(key)
-    return flat[pair_g[perm]], tile[perm]
+    _, perm = torch.sort(tile_ids * N + rank[flat[pair_g]])
+    return flat[pair_g[perm]], tile_ids[perm]
+
+
+def tile_exponents(means2d: Tensor, conics: Tensor, opacities: Tensor, tile_ids: Tensor, tile: int,
+                   tiles_x: int, tiles_y: int) -> Tensor:
+    """Per pair, the coefficients k [M,6] of ln(alpha before clamping) = ln o - ½ dᵀΣ⁻¹d as a quadratic
+    in the pixel offset (u, v) from the tile centre: k · (u², v², uv, u, v, 1).
+
+    One matrix product with the [6, tile²] monomials then gives every pixel's exponent. Offsets are
+    taken from the tile centre so the terms stay small (fp32 error ~1e-5 on the exponent).
+    means2d [M,2], conics [M,3], opacities [M] are the pairs' gaussians (differentiable).
+    """
+    half = tile / 2
+    cx = (tile_ids % tiles_x).to(means2d.dtype) * tile + half
+    cy = ((tile_ids // tiles_x) % tiles_y).to(means2d.dtype) * tile + half
+    mx, my = means2d[:, 0] - cx, means2d[:, 1] - cy
+    a, b, c = conics.unbind(-1)
+    return torch.stack([
+        -0.5 * a, -0.5 * c, -b, a * mx + b * my, c * my + b * mx,
+        torch.log(opacities) - 0.5 * a * mx * mx - 0.5 * c * my * my - b * mx * my,
+    ], -1)
+
+
+def _monomials(tile: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """[6, tile²] (u², v², uv, u, v, 1) of the pixel centres relative to the tile centre, row-major."""
+    p = torch.arange(tile * tile, device=device)
+    u = (p % tile).to(dtype) + 0.5 - tile / 2
+    v = (p // tile).to(dtype) + 0.5 - tile / 2
+    return torch.stack([u * u, v * v, u * v, u, v, torch.ones_like(u)])
 
 
 # --- compositing ------------------------------------------------------------------------------
 class _Rounds:
     """How the sorted pairs are walked: rounds of `chunk` gaussians for all unfinished tiles at once."""
 
-    def __init__(self, tile_ids: Tensor, n_tiles: int, budget: int):
+    def __init__(self, tile_ids: Tensor, n_tiles: int, pixels: int, budget: int):
         self.counts = torch.bincount(tile_ids, minlength=n_tiles)
         self.starts = torch.cumsum(self.counts, 0) - self.counts
-        self.budget = budget  # elements of one [tiles, chunk, pixels] tensor
+        self.pixels, self.budget = pixels, budget  # budget: elements of one [tiles, chunk, pixels] tensor
 
-    def chunk(self, active: Tensor, pos: int) -> int:
-        """Gaussians per tile this round: fewer tiles left -> longer chunks, same memory."""
-        longest = int(self.counts[active].max()) - pos
-        return int(min(longest, max(8, self.budget // (len(active) * TILE * TILE))))
-
-
-def _pixel_centres(tiles: Tensor, tiles_x: int, tiles_y: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    """Pixel centres (px, py) [A,256] of global tile ids [A] (camera-major, row-major tiles)."""
-    p = torch.arange(TILE * TILE, device=tiles.device)
-    px = (tiles % tiles_x)[:, None] * TILE + p % TILE
-    py = ((tiles // tiles_x) % tiles_y)[:, None] * TILE + p // TILE
-    return px.to(dtype) + 0.5, py.to(dtype) + 0.5
+    def pairs(self, active: Tensor, pos: int, pad: int) -> tuple[Tensor, int]:
+        """Pair ids [A,S] of this round (`pad` for slots past a tile's end) and S: fewer tiles left ->
+        longer chunks, same memory."""
+        left = self.counts[active] - pos
+        S = int(min(int(left.max()), max(8, self.budget // (len(active) * self.pixels))))
+        j = torch.arange(S, device=active.device)
+        ids = self.starts[active, None] + pos + j[None]
+        return torch.where(j[None] < left[:, None], ids, pad), S
 
 
-def _round_alphas(means2d: Tensor, conics: Tensor, opacities: Tensor, idx: Tensor, real: Tensor, px: Tensor,
-                  py: Tensor, T0: Tensor) -> dict[str, Tensor]:
-    """Alphas and transmittances of one round. idx [A,S] gaussian ids, real [A,S] (False = padding),
-    px/py [A,P] pixel centres, T0 [A,P] transmittance before the round. All outputs [A,S,P]."""
-    m, con = means2d[idx], conics[idx]
-    dx = m[..., 0, None] - px[:, None]
-    dy = m[..., 1, None] - py[:, None]
-    sigma = (0.5 * con[..., 0, None]) * dx * dx
-    sigma += (0.5 * con[..., 2, None]) * dy * dy
-    sigma += con[..., 1, None] * dx * dy
-    gauss = torch.exp(-sigma)
-    raw = opacities[idx][..., None] * gauss
-    keep = (sigma >= 0) & (raw >= ALPHA_MIN) & real[..., None]
-    alpha = torch.where(keep, raw.clamp(max=ALPHA_MAX), 0.0)
-    T_incl = torch.cumprod(1 - alpha, 1) * T0[:, None]   # T after each gaussian
-    T_excl = T_incl / (1 - alpha)                         # T before it (1 - alpha >= 0.001)
-    # gsplat: a pixel stops *before* the gaussian that would take T to <= 1e-4; T_incl is
-    # non-increasing, so this keeps exactly that prefix.
-    include = T_incl > T_MIN
-    return dict(dx=dx, dy=dy, gauss=gauss, alpha=alpha, unclamped=keep & (raw <= ALPHA_MAX),
-                T_excl=T_excl, T_last=T_incl[:, -1], include=include)
+def _round_weights(k: Tensor, mono_t: Tensor, T0: Tensor) -> tuple[Tensor, ...]:
+    """One round, gaussians along the last dim: exponents k [A,S,6], monomials mono_t [P,6], transmittance
+    before the round T0 [A,P].
+
+    Returns raw = o exp(-σ) [A,P,S], alpha (clamped to 0.999, 0 where below 1/255), 1 - alpha, T before
+    each gaussian (0 from where gsplat stops the pixel), T after the round [A,P] over all gaussians (so a
+    stopped pixel stays stopped) and the weights w = alpha T.
+    """
+    raw = torch.matmul(mono_t, k.transpose(1, 2)).exp_()
+    alpha = F.threshold(raw.clamp(max=ALPHA_MAX), ALPHA_MIN, 0.0)
+    one_minus = 1.0 - alpha
+    T_after = torch.cumprod(one_minus, -1).mul_(T0[..., None])
+    T_last = T_after[..., -1].clone()
+    # gsplat stops a pixel *before* the gaussian that would take T to <= 1e-4; T_after is
+    # non-increasing, so zeroing T_after <= 1e-4 drops exactly the gaussians from that one on.
+    T_before = F.threshold_(T_after, T_MIN, 0.0).div_(one_minus)
+    return raw, alpha, one_minus, T_before, T_last, alpha * T_before
 
 
 class _CompositeTiles(torch.autograd.Function):
@@ -183,113 +210,94 @@ class _CompositeTiles(torch.autograd.Function):
     backward that recomputes each round, so memory stays O(round) instead of O(pairs x pixels)."""
 
     @staticmethod
-    def forward(ctx, means2d: Tensor, conics: Tensor, opacities: Tensor, features: Tensor, flat_ids: Tensor,
-                tile_ids: Tensor, n_tiles: int, tiles_x: int, tiles_y: int, budget: int) -> tuple[Tensor, Tensor]:
-        dtype, device = means2d.dtype, means2d.device
-        P, F = TILE * TILE, features.shape[-1]
-        rounds = _Rounds(tile_ids, n_tiles, budget)
-        out_f = torch.zeros(n_tiles, P, F, dtype=dtype, device=device)
-        out_a = torch.zeros(n_tiles, P, dtype=dtype, device=device)
-        T = torch.ones(n_tiles, P, dtype=dtype, device=device)
-        plan = []  # (active tiles, first position, chunk, T before the round) for the backward pass
+    def forward(ctx, k: Tensor, features: Tensor, tile_ids: Tensor, T_init: Tensor, tile: int, budget: int
+                ) -> Tensor:
+        dtype, device = k.dtype, k.device
+        (n_tiles, P), M = T_init.shape, len(k)
+        mono_t = _monomials(tile, dtype, device).T.contiguous()
+        rounds = _Rounds(tile_ids, n_tiles, P, budget)
+        # a padding pair (index M) with exponent -inf never contributes; features get a ones column for alpha
+        k_pad = torch.cat([k, k.new_tensor([[0, 0, 0, 0, 0, -math.inf]])])
+        f_pad = torch.cat([torch.cat([features, features.new_ones(M, 1)], 1),
+                           features.new_zeros(1, features.shape[1] + 1)])
+        out = torch.zeros(n_tiles, P, f_pad.shape[1], dtype=dtype, device=device)
+        T = T_init.clone()
+        plan = []  # (active tiles, first position, T before the round) for the backward pass
         active, pos = (rounds.counts > 0).nonzero()[:, 0], 0
         while len(active):
-            S = rounds.chunk(active, pos)
-            j = torch.arange(S, device=device)
-            real = j[None] < (rounds.counts[active] - pos)[:, None]
-            idx = flat_ids[(rounds.starts[active, None] + pos + j[None]).clamp(max=len(flat_ids) - 1)]
-            px, py = _pixel_centres(active, tiles_x, tiles_y, dtype)
+            ids, S = rounds.pairs(active, pos, M)
             T0 = T[active]
-            r = _round_alphas(means2d, conics, opacities, idx, real, px, py, T0)
-            w = r["alpha"] * r["T_excl"] * r["include"]
-            out_f[active] += torch.bmm(w.transpose(1, 2), features[idx])
-            out_a[active] += w.sum(1)
-            T[active] = r["T_last"]
-            plan.append((active, pos, S, T0))
+            *_, T_last, w = _round_weights(k_pad[ids], mono_t, T0)
+            out[active] += torch.bmm(w, f_pad[ids])
+            T[active] = T_last
+            plan.append((active, pos, T0))
             pos += S
-            active = active[((T[active] > T_MIN).any(1)) & (rounds.counts[active] > pos)]
-        ctx.save_for_backward(means2d, conics, opacities, features, flat_ids, out_f, out_a)
-        ctx.plan, ctx.rounds, ctx.grid = plan, rounds, (n_tiles, tiles_x, tiles_y)
-        return out_f, out_a
+            active = active[(T_last > T_MIN).any(1) & (rounds.counts[active] > pos)]
+        ctx.save_for_backward(k_pad, f_pad)
+        ctx.plan, ctx.rounds, ctx.mono_t = plan, rounds, mono_t
+        return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, g_f: Tensor, g_a: Tensor):
-        means2d, conics, opacities, features, flat_ids, out_f, out_a = ctx.saved_tensors
-        rounds, (n_tiles, tiles_x, tiles_y) = ctx.rounds, ctx.grid
-        dtype, device = means2d.dtype, means2d.device
-        G, F, P = len(means2d), features.shape[-1], TILE * TILE
-        v_m, v_con = torch.zeros(G, 2, dtype=dtype, device=device), torch.zeros(G, 3, dtype=dtype, device=device)
-        v_o, v_f = torch.zeros(G, dtype=dtype, device=device), torch.zeros(G, F, dtype=dtype, device=device)
-        # later[t,p] = sum over gaussians behind the current round of w_k (f_k . g_f + g_a)
-        later = torch.zeros(n_tiles, P, dtype=dtype, device=device)
-        for active, pos, S, T0 in reversed(ctx.plan):
-            j = torch.arange(S, device=device)
-            real = j[None] < (rounds.counts[active] - pos)[:, None]
-            idx = flat_ids[(rounds.starts[active, None] + pos + j[None]).clamp(max=len(flat_ids) - 1)]
-            px, py = _pixel_centres(active, tiles_x, tiles_y, dtype)
-            r = _round_alphas(means2d, conics, opacities, idx, real, px, py, T0)
-            alpha, include = r["alpha"], r["include"]
-            w = alpha * r["T_excl"] * include
-            gf_t = g_f[active]                                                   # [A,P,F]
-            gk = torch.bmm(features[idx], gf_t.transpose(1, 2)) + g_a[active][:, None]  # [A,S,P]
-            wg = w * gk
-            # sum over k > i of w_k g_k: the rest of this round plus everything behind it
-            behind = later[active][:, None] + (wg.sum(1, keepdim=True) - torch.cumsum(wg, 1))
-            later[active] += wg.sum(1)
-            v_alpha = (r["T_excl"] * gk - behind / (1 - alpha)) * include
-            v_raw = v_alpha * r["unclamped"]                # no gradient through the 0.999 clamp
-            v_sigma = -v_raw * alpha
-            dx, dy = r["dx"], r["dy"]
-            con = conics[idx]
-            v_o.index_add_(0, idx.reshape(-1), (v_raw * r["gauss"]).sum(-1).reshape(-1))
-            v_f.index_add_(0, idx.reshape(-1), torch.bmm(w, gf_t).reshape(-1, F))
-            vs_dx, vs_dy = (v_sigma * dx).sum(-1), (v_sigma * dy).sum(-1)          # [A,S]
-            v_m.index_add_(0, idx.reshape(-1), torch.stack([
-                con[..., 0] * vs_dx + con[..., 1] * vs_dy,
-                con[..., 1] * vs_dx + con[..., 2] * vs_dy], -1).reshape(-1, 2))
-            v_con.index_add_(0, idx.reshape(-1), torch.stack([
-                0.5 * (v_sigma * dx * dx).sum(-1), (v_sigma * dx * dy).sum(-1),
-                0.5 * (v_sigma * dy * dy).sum(-1)], -1).reshape(-1, 3))
-        return v_m, v_con, v_o, v_f, None, None, None, None, None, None
+    def backward(ctx, g_out: Tensor):
+        k_pad, f_pad = ctx.saved_tensors
+        rounds, mono_t = ctx.rounds, ctx.mono_t
+        M = len(k_pad) - 1
+        v_k, v_f = torch.zeros_like(k_pad), torch.zeros_like(f_pad)
+        # behind_all[t,p] = sum over the gaussians composited after the current round of w_k (f_k . g)
+        behind_all = torch.zeros(g_out.shape[:2], dtype=g_out.dtype, device=g_out.device)
+        for active, pos, T0 in reversed(ctx.plan):
+            ids, S = rounds.pairs(active, pos, M)
+            raw, alpha, one_minus, T_before, _, w = _round_weights(k_pad[ids], mono_t, T0)
+            g = g_out[active]                                                   # [A,P,F+1]
+            gk = torch.bmm(g, f_pad[ids].transpose(1, 2))                       # [A,P,S] f_k . g
+            csum = torch.cumsum(w * gk, -1)
+            total = csum[..., -1]
+            behind = (behind_all[active] + total)[..., None].sub(csum)          # sum over k > i
+            behind_all[active] += total
+            # d out / d alpha_i = T_i g_i - (sum_{k>i} w_k g_k) / (1 - alpha_i); both terms are 0 once stopped
+            v_alpha = gk.mul_(T_before).sub_(behind.div_(one_minus))
+            # d alpha / d k = alpha * monomial between 1/255 and 0.999, 0 where clamped or skipped
+            v_alpha.mul_(F.threshold_(alpha.neg_(), -ALPHA_MAX, 0.0).neg_())
+            v_k[ids] = torch.matmul(mono_t.T, v_alpha).transpose(1, 2)
+            v_f[ids] = torch.bmm(w.transpose(1, 2), g)
+        return v_k[:M], v_f[:M, :-1], None, None, None, None
 
 
-def composite_tiles(means2d: Tensor, conics: Tensor, opacities: Tensor, features: Tensor, flat_ids: Tensor,
-                    tile_ids: Tensor, n_tiles: int, tiles_x: int, tiles_y: int, budget: int = 1 << 21
-                    ) -> tuple[Tensor, Tensor]:
-    """Composite binned pairs into tiles (differentiable w.r.t. the first four arguments).
+def composite_tiles(k: Tensor, features: Tensor, tile_ids: Tensor, T_init: Tensor, tile: int,
+                    budget: int = BUDGET) -> Tensor:
+    """Composite depth-sorted pairs into tiles (differentiable w.r.t. k and features).
 
-    means2d [G,2], conics [G,3], opacities [G], features [G,F] over G = C*N (camera, gaussian) slots;
-    flat_ids/tile_ids [M] from `tile_intersections`. Rounds of [tiles, chunk, 256] work tensors of
-    at most `budget` elements bound the memory. Returns (features [n_tiles,256,F] = sum_i w_i f_i,
-    alpha [n_tiles,256] = sum_i w_i), tiles camera-major, row-major, pixels row-major in a tile.
+    k [M,6] from `tile_exponents`, features [M,F] per pair, tile_ids [M] sorted (by tile, then depth)
+    from `tile_intersections`, T_init [n_tiles, tile²] the starting transmittance (1 inside the image,
+    0 for padding pixels, which are then skipped). Rounds of [tiles, chunk, tile²] work tensors of at
+    most `budget` elements bound the memory. Returns [n_tiles, tile², F+1] = (sum_i w_i f_i, sum_i w_i).
     """
-    return _CompositeTiles.apply(means2d, conics, opacities, features, flat_ids, tile_ids, n_tiles, tiles_x,
-                                 tiles_y, budget)
+    return _CompositeTiles.apply(k, features, tile_ids, T_init, tile, budget)
 
 
 def _render_torch(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor,
                   viewmats: Tensor, Ks: Tensor, width: int, height: int, background: Tensor | None,
-                  near_plane: float, far_plane: float, eps2d: float) -> tuple[Tensor, Tensor, Tensor]:
+                  near_plane: float, far_plane: float, eps2d: float, tile: int = CPU_TILE,
+                  budget: int = BUDGET) -> tuple[Tensor, Tensor, Tensor]:
     C, N = len(viewmats), len(means)
     proj = project_gaussians(means, quats, scales, opacities, viewmats, Ks, width, height,
                              near_plane, far_plane, eps2d)
-    tiles_x, tiles_y = math.ceil(width / TILE), math.ceil(height / TILE)
-    n_tiles = C * tiles_y * tiles_x
+    tiles_x, tiles_y = math.ceil(width / tile), math.ceil(height / tile)
     flat_ids, tile_ids = tile_intersections(proj["means2d"].detach(), proj["radii"], proj["depths"].detach(),
-                                            tiles_x, tiles_y)
-    # per (camera, gaussian) features: rgb and camera depth (for ED)
-    feats = torch.cat([colors.expand(C, N, 3), proj["depths"][..., None]], -1).reshape(C * N, 4)
-    out_f, out_a = composite_tiles(proj["means2d"].reshape(C * N, 2), proj["conics"].reshape(C * N, 3),
-                                    opacities.expand(C, N).reshape(C * N), feats, flat_ids, tile_ids,
-                                    n_tiles, tiles_x, tiles_y)
-
-    def to_image(x: Tensor) -> Tensor:  # [C*ty*tx, 256, F] -> [C,H,W,F]
-        x = x.reshape(C, tiles_y, tiles_x, TILE, TILE, -1).permute(0, 1, 3, 2, 4, 5)
-        return x.reshape(C, tiles_y * TILE, tiles_x * TILE, -1)[:, :height, :width]
-
-    feat_img, alpha = to_image(out_f), to_image(out_a[..., None])
-    rgb, depth = feat_img[..., :3], feat_img[..., 3:4] / alpha.clamp(min=1e-10)
+                                            tile, tiles_x, tiles_y)
+    k = tile_exponents(proj["means2d"].reshape(C * N, 2)[flat_ids], proj["conics"].reshape(C * N, 3)[flat_ids],
+                       opacities.repeat(C)[flat_ids], tile_ids, tile, tiles_x, tiles_y)
+    # per pair features: rgb and camera z (for the expected depth)
+    feats = torch.cat([colors.repeat(C, 1), proj["depths"].reshape(C * N, 1)], -1)[flat_ids]
+    inside = torch.zeros(C, tiles_y * tile, tiles_x * tile, dtype=means.dtype, device=means.device)
+    inside[:, :height, :width] = 1.0
+    T_init = inside.reshape(C, tiles_y, tile, tiles_x, tile).permute(0, 1, 3, 2, 4).reshape(-1, tile * tile)
+    out = composite_tiles(k, feats, tile_ids, T_init, tile, budget)
+    img = out.reshape(C, tiles_y, tiles_x, tile, tile, -1).permute(0, 1, 3, 2, 4, 5)
+    img = img.reshape(C, tiles_y * tile, tiles_x * tile, -1)[:, :height, :width]
+    rgb, alpha = img[..., :3], img[..., 4:5]
+    depth = img[..., 3:4] / alpha.clamp(min=1e-10)
     if background is not None:
         rgb = rgb + (1 - alpha) * background
     return rgb, alpha, depth

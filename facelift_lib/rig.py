@@ -9,17 +9,23 @@ deformed (head turn, body bend, rearing), then scaled, turned to its heading and
 
 Public API: `MousePose`, `mouse_gaussians`, `mouse_gaussians_with_parts`, `body_center`, `mouse_trajectory`,
 `markerless_mouse_rig`, `make_rig_dataset`, `ensure_rig`, `load_rig`, `load_rig_frame`, `load_ground_truth`,
-`rig_to_facelift`.
+`load_centers`, `rig_to_facelift`.
 """
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
-from facelift_lib.cameras import Cameras, intrinsics, look_at_w2c
-from facelift_lib.gaussians import Gaussians, matrix_to_quat
+from facelift_lib.cameras import (FACELIFT_DISTANCE, Cameras, intrinsics, load_mammal_pkl, look_at_w2c,
+                                  save_mammal_pkl, similarity_normalize)
+from facelift_lib.gaussians import Gaussians, load_ply, matrix_to_quat, save_ply
+from facelift_lib.io import read_image, write_image
+from facelift_lib.render import render_gaussians
 
 # --- the mouse -------------------------------------------------------------------------------------------
 MOUSE_PARTS = ("trunk", "head", "snout", "nose", "ear", "eye", "limb", "foot", "tail")
@@ -28,12 +34,12 @@ FUR_COLORS = {"brown": (0.42, 0.31, 0.21), "black": (0.10, 0.09, 0.085), "white"
 _PINK = (0.86, 0.62, 0.60)
 _EYE = (0.02, 0.02, 0.02)
 
-# Body-frame landmarks at scale 1 (mm). Nose tip to rump ~91 mm, tail ~85 mm.
+# Body-frame landmarks at scale 1 (mm). Nose tip to rump ~91 mm, tail ~80 mm.
 _TRUNK_CENTER, _TRUNK_RADII = (0.0, 0.0, 17.0), (32.0, 15.0, 13.0)
 _SPINE_REAR, _SPINE_FRONT = -32.0, 26.0   # the stretch of the trunk that bends; beyond it parts are rigid
 _NECK = (26.0, 0.0, 20.0)                 # head turns about this point
 _HIP = (-20.0, 0.0, 8.0)                  # rearing pitches the body up about this point
-_TAIL_LENGTH = 85.0
+_TAIL_LENGTH = 80.0
 _TAIL_BASE_X = -29.0
 
 
@@ -68,7 +74,8 @@ def _ellipsoid_area(radii: tuple[float, float, float]) -> float:
     return 4 * math.pi * (((a * b) ** p + (a * c) ** p + (b * c) ** p) / 3) ** (1 / p)
 
 
-def _tube_surface(n: int, centerline, radius, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _tube_surface(n: int, centerline, radius, gen: torch.Generator
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """n points on a tube around `centerline(u [n]) -> [n,3]`, u in [0,1], radius(u) -> [n].
 
     Returns (points [n,3], normals [n,3], tangents [n,3], u [n]). The tube frame uses world z as reference
@@ -89,10 +96,11 @@ def _tube_surface(n: int, centerline, radius, gen: torch.Generator) -> tuple[tor
 
 def _frame_from_normal(normal: torch.Tensor, tangent: torch.Tensor | None = None) -> torch.Tensor:
     """Rotation matrices [n,3,3] whose 3rd column is the normal (the splat's thin axis), 1st column ~ tangent."""
-    if tangent is None:
-        ref = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64).expand_as(normal).clone()
-        ref[normal[:, 0].abs() > 0.9] = torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64)
-        tangent = ref
+    x_axis = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)
+    tangent = x_axis.expand_as(normal).clone() if tangent is None else tangent.to(normal).clone()
+    parallel = (torch.nn.functional.normalize(tangent, dim=-1) * normal).sum(-1).abs() > 0.9
+    tangent[parallel] = torch.where(normal[parallel, :1].abs() > 0.9, torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64),
+                                    x_axis)
     t1 = torch.nn.functional.normalize(tangent - (tangent * normal).sum(-1, keepdim=True) * normal, dim=-1)
     t2 = torch.linalg.cross(normal, t1)
     return torch.stack([t1, t2, normal], -1)
@@ -353,9 +361,9 @@ class MotionParams:
     """How the mouse wanders (per frame; one frame ~0.1 s of real motion, so short clips still move)."""
 
     speed_mm: float = 6.0          # mean walking speed, mm per frame
-    max_turn_deg: float = 14.0     # wandering turn rate, degrees per frame
-    soft_radius_mm: float = 30.0   # beyond this the mouse starts turning back toward the centre
-    max_radius_mm: float = 60.0    # hard limit for the body origin's distance from the arena centre
+    max_turn_deg: float = 8.0      # wandering turn rate, degrees per frame
+    soft_radius_mm: float = 20.0   # beyond this the mouse starts turning back toward the centre
+    max_radius_mm: float = 50.0    # hard limit for the body origin's distance from the arena centre
     rear_gap_frames: tuple[int, int] = (12, 40)
     rear_duration_frames: tuple[int, int] = (7, 14)
 
@@ -410,13 +418,14 @@ def mouse_trajectory(n_frames: int, seed: int = 0, fur: str = "brown", scale: fl
         r = math.hypot(x, y)
         if r > p.soft_radius_mm:  # steer back toward the centre, harder the further out
             err = math.remainder(math.atan2(-y, -x) - heading, 2 * math.pi)
-            turn += 0.5 * min((r - p.soft_radius_mm) / (p.max_radius_mm - p.soft_radius_mm), 1.0) * err
-        bend = max(-35.0, min(35.0, 1.5 * math.degrees(turn) + 8.0 * float(noise["bend"][t])))
+            turn += 0.3 * min((r - p.soft_radius_mm) / (p.max_radius_mm - p.soft_radius_mm), 1.0) * err
+        turn = max(-math.radians(25.0), min(math.radians(25.0), turn))
+        bend = max(-35.0, min(35.0, 1.0 * math.degrees(turn) + 8.0 * float(noise["bend"][t])))
         poses.append(MousePose(
             x=x, y=y, heading_deg=math.degrees(heading) % 360.0, bend_deg=bend,
             head_yaw_deg=20.0 * float(noise["head_yaw"][t]) + 0.5 * bend,
             head_pitch_deg=10.0 * float(noise["head_pitch"][t]) + 20.0 * float(rear[t]),
-            tail_curve_deg=60.0 * float(noise["tail"][t]) - 1.5 * bend,
+            tail_curve_deg=80.0 * float(noise["tail"][t]) - 1.5 * bend,
             tail_wave_deg=25.0 * float(noise["wave"][t]),
             rearing=float(rear[t]), scale=scale, fur=fur))
         speed = p.speed_mm * max(0.2, 1.0 + 0.4 * float(noise["speed"][t])) * (1.0 - float(rear[t]))
@@ -478,28 +487,172 @@ def _arena_background(height: int, width: int, seed: int) -> torch.Tensor:
     return (torch.tensor(ARENA_RGB) + noise).clamp(0, 1)
 
 
-def _mammal_calibration(cams: Cameras) -> dict[int, dict[str, np.ndarray]]:
-    """MAMMAL new_cam.pkl content: {i: {"K": [3,3], "R": [3,3] world->camera, "T": [3]}} (OpenCV, mm)."""
-    # TODO: switch to cameras.save_mammal_pkl / load_mammal_pkl once cameras.py has them.
-    return {i: {"K": cams.K[i].numpy().copy(), "R": cams.w2c[i, :3, :3].numpy().copy(),
-                "T": cams.w2c[i, :3, 3].numpy().copy()} for i in range(len(cams))}
+RIG_FILE = "rig.json"
+CALIBRATION_FILE = "new_cam.pkl"
 
 
-def _save_mammal_pkl(path: Path, cams: Cameras) -> None:
-    with open(path, "wb") as f:
-        pickle.dump(_mammal_calibration(cams), f)
+def _frame_png(rig_dir: Path, kind: str, cam_name: str, frame: int) -> Path:
+    return rig_dir / kind / cam_name / f"{frame:06d}.png"
 
 
-def _load_mammal_pkl(path: Path, width: int, height: int, names: list[str]) -> Cameras:
+def _gt_ply(rig_dir: Path, frame: int) -> Path:
+    return rig_dir / "gt" / f"frame_{frame:06d}.ply"
+
+
+def _clear_synthetic_rig(out: Path) -> None:
+    """Prepare a folder for a new synthetic rig; an older synthetic build's frames are removed so none
+    outlive it. A folder holding a real rig (a rig.json we did not write) is refused, not overwritten.
+    """
+    meta_path = out / RIG_FILE
+    if meta_path.is_file():
+        with open(meta_path) as f:
+            if "generator" not in json.load(f):
+                raise FileExistsError(f"{meta_path}: {out} holds a real rig (not written by make_rig_dataset); "
+                                      "refusing to overwrite it, choose another out_dir")
+        meta_path.unlink()  # first: an old rig.json must not vouch for a half-rewritten folder
+        for pattern in ("images/cam_*/*.png", "masks/cam_*/*.png", "gt/frame_*.ply", "gt/centers.json"):
+            for old in out.glob(pattern):
+                old.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def make_rig_dataset(out_dir: str | Path, n_frames: int = 8, seed: int = 0, image_scale: float = 0.25,
+                     n_gaussians: int = 4000, fur: str = "brown") -> Path:
+    """Film the procedural mouse with the virtual markerless rig and write a rig folder (DESIGN.md layout).
+
+    Per frame: the posed gaussians are written to gt/frame_*.ply and *that file* is rendered (so the
+    images, masks, calibration and ground truth agree to the bit); RGB is composited over a dark arena,
+    mask = alpha > 0.5. new_cam.pkl holds the intrinsics at the written image size. rig.json is written
+    last, so a folder without it is an interrupted build. Deterministic for a seed. Returns the folder.
+    """
+    out = Path(out_dir)
+    cams = markerless_mouse_rig(image_scale)
+    names, V, H, W = list(cams.names), len(cams), cams.height, cams.width
+    _clear_synthetic_rig(out)
+    save_mammal_pkl(cams, out / CALIBRATION_FILE)
+    cams = load_mammal_pkl(out / CALIBRATION_FILE, width=W, height=H)  # render through what was written
+    poses = mouse_trajectory(n_frames, seed, fur=fur)
+    centers = []
+    for t in tqdm(range(n_frames), desc=f"rig frames ({V} views, {W}x{H})"):
+        g, part = mouse_gaussians_with_parts(poses[t], n_gaussians, seed)
+        centers.append([round(float(c), 6) for c in body_center(g, part)])
+        g = load_ply(save_ply(g, _gt_ply(out, t)))
+        rgb, alpha, _ = render_gaussians(g, cams)  # no background: premultiplied colour
+        for v, name in enumerate(names):
+            bg = _arena_background(H, W, seed=int(seed) * 1_000_003 + t * 101 + v)
+            image = rgb[v] + (1 - alpha[v]) * bg
+            write_image(_frame_png(out, "images", name, t), image.permute(2, 0, 1))
+            write_image(_frame_png(out, "masks", name, t), (alpha[v] > 0.5).float().permute(2, 0, 1))
+    (out / "gt").mkdir(exist_ok=True)
+    with open(out / "gt" / "centers.json", "w") as f:
+        json.dump({"centers_mm": centers}, f, indent=1)
+    meta = {"units": "mm", "width": W, "height": H, "n_frames": int(n_frames), "camera_names": names,
+            "seed": int(seed), "frames": list(range(n_frames)), "image_scale": float(image_scale),
+            "generator": {"kind": "procedural_mouse", "n_gaussians": int(n_gaussians), "fur": fur}}
+    with open(out / RIG_FILE, "w") as f:
+        json.dump(meta, f, indent=1)
+    return out
+
+
+def ensure_rig(rig_dir: str | Path, **smoke_kwargs) -> Path:
+    """The rig folder, built with `make_rig_dataset(rig_dir, **smoke_kwargs)` if it has no rig.json yet.
+
+    An existing synthetic rig built with other values of the given parameters is an error (a
+    notebook must not silently use another seed or size); a real rig is returned as it is.
+    """
+    rig_dir = Path(rig_dir)
+    if not (rig_dir / RIG_FILE).is_file():
+        return make_rig_dataset(rig_dir, **smoke_kwargs)
+    with open(rig_dir / RIG_FILE) as f:
+        meta = json.load(f)
+    recorded = {**meta, **meta.get("generator", {})}
+    if "generator" in meta:
+        differ = {k: (recorded[k], v) for k, v in smoke_kwargs.items() if k in recorded and recorded[k] != v}
+        if differ:
+            raise ValueError(f"{rig_dir / RIG_FILE}: the rig there was built with other parameters "
+                             f"(recorded, asked) = {differ}; delete {rig_dir} to rebuild it, or ask for what it has")
+    return rig_dir
+
+
+@dataclass
+class Rig:
+    """A rig folder as read back: cameras (world mm), view names, frame ids, image size, rig.json."""
+
+    dir: Path
+    cams: Cameras
+    names: list[str]
+    frames: list[int]
+    width: int
+    height: int
+    meta: dict
+
+
+def load_rig(rig_dir: str | Path) -> Rig:
+    """Read rig.json and new_cam.pkl of a rig folder (synthetic or real, same layout)."""
+    rig_dir = Path(rig_dir)
+    path = rig_dir / RIG_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing MAMMAL calibration (new_cam.pkl); rebuild the rig with make_rig_dataset")
-    with open(path, "rb") as f:
-        calib = pickle.load(f)
-    ids = sorted(calib)
-    if len(ids) != len(names):
-        raise ValueError(f"{path}: {len(ids)} cameras but rig.json names {len(names)}; the rig folder is inconsistent")
-    w2c = torch.eye(4, dtype=torch.float64).repeat(len(ids), 1, 1)
-    w2c[:, :3, :3] = torch.tensor(np.stack([np.asarray(calib[i]["R"], dtype=np.float64) for i in ids]))
-    w2c[:, :3, 3] = torch.tensor(np.stack([np.asarray(calib[i]["T"], dtype=np.float64).reshape(3) for i in ids]))
-    K = torch.tensor(np.stack([np.asarray(calib[i]["K"], dtype=np.float64) for i in ids]))
-    return Cameras(K=K, w2c=w2c, width=width, height=height, names=list(names), meta={"units": "mm"})
+        raise FileNotFoundError(f"{path} not found: not a rig folder (or an interrupted build); build one with "
+                                "facelift_lib.rig.make_rig_dataset / ensure_rig, or lay out a real rig as in DESIGN.md")
+    with open(path) as f:
+        meta = json.load(f)
+    missing = [k for k in ("width", "height", "camera_names", "frames") if k not in meta]
+    if missing:
+        raise ValueError(f"{path}: missing keys {missing} (see the rig folder layout in DESIGN.md)")
+    names = list(meta["camera_names"])
+    cams = load_mammal_pkl(rig_dir / CALIBRATION_FILE, width=int(meta["width"]), height=int(meta["height"]))
+    if len(cams) != len(names):
+        raise ValueError(f"{rig_dir / CALIBRATION_FILE}: {len(cams)} cameras but {path} names {len(names)}; "
+                         "the calibration and rig.json must list the same cameras in the same order")
+    cams.names = names
+    return Rig(dir=rig_dir, cams=cams, names=names, frames=[int(t) for t in meta["frames"]],
+               width=int(meta["width"]), height=int(meta["height"]), meta=meta)
+
+
+def load_rig_frame(rig_dir: str | Path | Rig, frame: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One frame of every view -> (images [V,3,H,W] float in [0,1], masks [V,H,W] bool)."""
+    rig = rig_dir if isinstance(rig_dir, Rig) else load_rig(rig_dir)
+    images, masks = [], []
+    for name in rig.names:
+        for kind, out in (("images", images), ("masks", masks)):
+            path = _frame_png(rig.dir, kind, name, frame)
+            img = read_image(path)
+            if tuple(img.shape[1:]) != (rig.height, rig.width):
+                raise ValueError(f"{path} (view {name}): image is {img.shape[2]}x{img.shape[1]} but rig.json says "
+                                 f"{rig.width}x{rig.height}; the calibration only holds at the rig.json size")
+            if kind == "images" and img.shape[0] < 3:
+                raise ValueError(f"{path} (view {name}): expected an RGB image, got {img.shape[0]} channel(s)")
+            out.append(img[:3] if kind == "images" else img[0] > 0.5)
+    return torch.stack(images), torch.stack(masks)
+
+
+def load_ground_truth(rig_dir: str | Path, frame: int) -> Gaussians:
+    """The ground-truth gaussians of a synthetic rig frame (means [N,3] in rig mm)."""
+    path = _gt_ply(Path(rig_dir), frame)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: only synthetic rigs (make_rig_dataset) have ground truth")
+    return load_ply(path)
+
+
+def load_centers(rig_dir: str | Path) -> torch.Tensor:
+    """[F,3] ground-truth mouse body centre per frame (rig mm), from gt/centers.json."""
+    path = Path(rig_dir) / "gt" / "centers.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: only synthetic rigs (make_rig_dataset) have ground truth")
+    with open(path) as f:
+        return torch.tensor(json.load(f)["centers_mm"], dtype=torch.float64)
+
+
+def rig_to_facelift(cams: Cameras, center_mm: torch.Tensor | list[float],
+                    target_distance: float = FACELIFT_DISTANCE) -> tuple[Cameras, float, torch.Tensor]:
+    """Rig cameras in FaceLift units: the mouse centre at the origin, mean camera distance `target_distance`.
+
+    World stays Z-up; one uniform scale per sample. Returns (cameras, scale, translation [3]) with
+    x_facelift = scale * (x_mm + translation), the convention of `Gaussians.transformed`, so the ground
+    truth follows with `g.transformed(scale, translation)`. Every point keeps its pixel coordinates.
+    Image-side normalisation (crop/warp to 512²) is preprocessing's job.
+    """
+    out, scale, translation = similarity_normalize(cams, center_mm, target_distance)
+    out.meta = {**out.meta, "units": "facelift", "camera_distance": float(target_distance),
+                "rig_scale_per_mm": float(scale)}
+    return out, scale, translation

@@ -47,7 +47,7 @@ def _check_samples(dirs: Sequence[Path], expected_views: int) -> None:
         problems = validate_sample(d, expected_views=expected_views)
         if problems:
             raise ValueError(f"sample {d.name} ({d}) fails validate_sample:\n  - " + "\n  - ".join(problems)
-                             + "\nNothing after it was written; fix the cause and run again.")
+                             + "\nThe run stops here (later samples were not written); fix the cause and run again.")
 
 
 # --- diffusion targets from the rig's ground truth ------------------------------------------------------------
@@ -117,15 +117,18 @@ def _ground_truth_at(images: torch.Tensor, cams: Cameras, camera_type: str, n_vi
 
 def generate_dataset(checkpoint: str | Path, inputs: dict[str, str | Path], out_dir: str | Path,
                      num_inference_steps: int = 50, guidance_scale: float = 2.0, reference_view_idx: int = 0,
-                     output_size: int | None = None, seed: int = 0, use_ema: bool = True,
-                     device: str = "cpu", progress: bool = True) -> SyntheticResult:
+                     output_size: int | None = None, batch_size: int = 4, max_samples: int | None = None,
+                     seed: int = 0, use_ema: bool = True, device: str = "cpu", progress: bool = True
+                     ) -> SyntheticResult:
     """Generate a 6-view FaceLift dataset from a diffusion checkpoint.
 
     inputs: {split: list file of input samples}; each sample's view `reference_view_idx` is the input
     image. Writes out_dir/<split>/<sample>/ (images/cam_XXX.png + opencv_cameras.json at the checkpoint's
     standard cameras, scaled to output_size², default the model's size) and out_dir/<split>.txt.
     Alpha is the generated alpha thresholded at 0.5 (the mask), RGB is on white. Each sample must pass
-    validate_sample: the first that fails stops the run with its name. Sample k of a split uses seed + k.
+    validate_sample: the first that fails stops the run with its name. Samples are generated batch_size at a
+    time, the batch starting at sample k of a split with seed + k (recorded in each JSON); max_samples keeps
+    the first samples of each list.
     """
     from .metrics import METRIC_COLUMNS, image_metrics
     from .mvdiffusion.model import standard_cameras
@@ -143,28 +146,34 @@ def generate_dataset(checkpoint: str | Path, inputs: dict[str, str | Path], out_
     out_dir = Path(out_dir)
     lists, samples, rows = {}, {}, []
     for split, list_file in inputs.items():
-        sources = read_list_file(list_file)
+        sources = read_list_file(list_file)[:max_samples]
         dirs: list[Path] = []
-        for k, src in enumerate(tqdm(sources, desc=f"generate ({split})", disable=not progress, leave=False)):
-            imgs, src_cams = load_sample(src, background=None)
-            if not 0 <= reference_view_idx < len(imgs):
-                raise IndexError(f"{src}: reference view {reference_view_idx} but the sample has {len(imgs)} views")
-            ref = resize_images(imgs[reference_view_idx:reference_view_idx + 1], model.image_size)
-            views = pipe(ref, num_inference_steps, guidance_scale, seed=seed + k, progress=False)[0]
-            views = resize_images(views, size)
-            rgba = torch.cat([views[:, :3], (views[:, 3:4] > 0.5).float()], 1)
-            meta = {**cams.meta, "generated_by": str(checkpoint.resolve()), "source_sample": str(src),
-                    "reference_view": reference_view_idx, "seed": seed + k,
-                    "num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale}
-            d = save_sample(out_dir / split / src.name, rgba, cams.replace(meta=meta))
-            _check_samples([d], V)
-            dirs.append(d)
-            gt = _ground_truth_at(imgs, src_cams, pipe.camera_type, V)
-            if gt is not None:
-                t = on_white(resize_images(gt, size))
-                m = image_metrics(rgba[:, :3], rgba[:, 3:4], t[:, :3], t[:, 3:4])
-                rows += [{"split": split, "sample": src.name, "view": v,
-                          **{name: float(m[name][v]) for name in METRIC_COLUMNS}} for v in range(V)]
+        for start in tqdm(range(0, len(sources), batch_size), desc=f"generate ({split})", disable=not progress,
+                          leave=False):
+            chunk = sources[start:start + batch_size]
+            loaded = [load_sample(src, background=None) for src in chunk]
+            for src, (imgs, _) in zip(chunk, loaded):
+                if not 0 <= reference_view_idx < len(imgs):
+                    raise IndexError(f"{src}: reference view {reference_view_idx} but the sample has {len(imgs)} views")
+            refs = torch.cat([resize_images(imgs[reference_view_idx:reference_view_idx + 1], model.image_size)
+                              for imgs, _ in loaded])
+            batch_seed = seed + start
+            views = pipe(refs, num_inference_steps, guidance_scale, seed=batch_seed, progress=False)
+            views = resize_images(views.flatten(0, 1), size).view(len(chunk), V, 4, size, size)
+            for i, (src, (imgs, src_cams)) in enumerate(zip(chunk, loaded)):
+                rgba = torch.cat([views[i, :, :3], (views[i, :, 3:4] > 0.5).float()], 1)
+                meta = {**cams.meta, "generated_by": str(checkpoint.resolve()), "source_sample": str(src),
+                        "reference_view": reference_view_idx, "seed": batch_seed, "batch_index": i,
+                        "num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale}
+                d = save_sample(out_dir / split / src.name, rgba, cams.replace(meta=meta))
+                _check_samples([d], V)
+                dirs.append(d)
+                gt = _ground_truth_at(imgs, src_cams, pipe.camera_type, V)
+                if gt is not None:
+                    t = on_white(resize_images(gt, size))
+                    m = image_metrics(rgba[:, :3], rgba[:, 3:4], t[:, :3], t[:, 3:4])
+                    rows += [{"split": split, "sample": src.name, "view": v,
+                              **{name: float(m[name][v]) for name in METRIC_COLUMNS}} for v in range(V)]
         samples[split] = dirs
         lists[split] = write_list_file(out_dir / f"{split}.txt", dirs)
     quality = pd.DataFrame(rows) if rows else None

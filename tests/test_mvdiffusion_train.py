@@ -11,6 +11,7 @@ from facelift_lib.io import save_sample, write_list_file
 from facelift_lib.mvdiffusion import load_checkpoint_pipeline, standard_cameras
 from facelift_lib.mvdiffusion.pipeline import read_checkpoint, write_tiny_facelift_pipeline
 from facelift_lib.mvdiffusion.train import (TrainParams, identity_mapping_score, min_snr_weights, params_from_yaml,
+                                            profile_train_params,
                                             read_log, train)
 
 SIZE = 16
@@ -122,26 +123,33 @@ def test_missing_paths_are_errors(dataset, tmp_path):
 
 
 def test_params_from_yaml(tmp_path):
-    (tmp_path / "p.yaml").write_text("seed: 7\nmvdiffusion:\n  max_steps: 12\n  lr: 5.0e-6\n")
+    (tmp_path / "p.yaml").write_text("out_dir: outputs/x\nseed: 7\n03_mvdiffusion:\n  image_size: 48\n"
+                                     "  render_size: 96\n  train_overrides: {max_steps: 12}\n")
     p = params_from_yaml(tmp_path / "p.yaml")
-    assert (p.max_steps, p.lr, p.seed) == (12, 5e-6, 7)
-    (tmp_path / "bad.yaml").write_text("mvdiffusion:\n  max_stepz: 12\n")
+    assert (p.max_steps, p.seed, p.model, p.pixel_model) == (12, 7, "pixel", {"image_size": 48})
+    assert p.run_dir == "outputs/x/mvdiffusion/run" and p.train_list == "outputs/x/mvdiffusion/data/train.txt"
+    (tmp_path / "f.yaml").write_text("03_mvdiffusion:\n  facelift_pipeline: /models/facelift\n"
+                                     "  train_overrides: {max_steps: 9}\n")
+    f = params_from_yaml(tmp_path / "f.yaml")
+    assert (f.model, f.init_from, f.lr, f.warmup_steps, f.max_steps) == ("facelift", "/models/facelift", 5e-6, 500, 9)
     with pytest.raises(KeyError, match="max_stepz"):
-        params_from_yaml(tmp_path / "bad.yaml")
+        profile_train_params("outputs/x", overrides={"max_stepz": 3})
 
 
 @pytest.mark.slow
 def test_finetune_facelift_layout_from_local_folder(dataset, tmp_path):
     """The full-profile code path (init_from a FaceLift folder) on tiny random components."""
     pipe_dir = write_tiny_facelift_pipeline(tmp_path / "pipe", image_size=32, facelift_block_names=True)
-    torch.save(torch.randn(6, 5, 32).half(), tmp_path / "emb.pt")
+    emb = torch.randn(6, 5, 32).half()
+    torch.save(emb, tmp_path / "emb.pt")
     run = tmp_path / "ft"
     result = train(tiny_params(dataset, run, model="facelift", init_from=str(pipe_dir),
-                               view_embeddings=str(tmp_path / "emb.pt"), lr=5e-6, max_steps=2, val_every=2,
-                               val_samples=1))
+                               view_embeddings=str(tmp_path / "emb.pt"), learn_view_embeddings=True, lr=5e-6,
+                               max_steps=2, val_every=2, val_samples=1))
     assert len(result.history) == 2 and len(result.validations) == 1
     ck = read_checkpoint(result.last_checkpoint)
     assert ck["kind"] == "latent" and ck["model_config"]["source"] == str(pipe_dir.resolve())
+    assert not torch.equal(ck["view_embeddings"], emb.float())  # new per-view embeddings were learned
     before = read_checkpoint(result.last_checkpoint)["model"]["conv_in.weight"]
     pipe = load_checkpoint_pipeline(result.last_checkpoint, use_ema=False)
     assert torch.equal(pipe.model.unet.state_dict()["conv_in.weight"], before)

@@ -20,7 +20,7 @@ import torch
 from facelift_lib.cameras import Cameras, intrinsics, look_at_w2c, project_points_opencv, save_mammal_pkl
 from facelift_lib.gaussians import Gaussians
 from facelift_lib.io import load_sample, validate_sample
-from facelift_lib.preprocess import (METHODS, PreprocessConfig, PreprocessError, RigFrame, apply_homography,
+from facelift_lib.preprocess import (METHODS, VARIANTS, consistency_table, train_val_split, variant_config, PreprocessConfig, PreprocessError, RigFrame, apply_homography,
                                      crop_resize_matrix, mask_consistency, mask_stats, preprocess_frame,
                                      opencv_intrinsics, preprocess_rig, reprojection_error, rotation_homography, to_opencv_pixels,
                                      triangulate_rays)
@@ -316,6 +316,10 @@ def test_preprocess_rig_writes_valid_samples_with_measured_consistency(tmp_path,
     # The gaussian ellipsoid renders ~0.5 px wider than the exact silhouette: IoU ~0.95, not 1.
     iou = mask_consistency(dirs[0], ellipsoid_gaussians())
     assert len(iou) == 4 and min(iou) > (0.88 if mode == "fixed" else 0.5)
+    table = consistency_table(dirs[:1], {0: ellipsoid_gaussians()})
+    assert list(table["view"]) == [0, 1, 2, 3] and (table["frame"] == 0).all()
+    np.testing.assert_allclose(table["iou"], iou)
+    assert (table["reproj_max_px"] < 1e-6).all() == (mode == "fixed")
 
 
 def test_preprocess_rig_undistorts(tmp_path):
@@ -381,7 +385,7 @@ def test_image_not_the_calibrated_size(tmp_path):
 def test_camera_count_differs_from_image_folders(tmp_path):
     rig = write_rig(tmp_path / "rig", n_frames=1)
     save_mammal_pkl(rig_cameras()[[0, 1, 2]], rig / "new_cam.pkl")
-    with pytest.raises(PreprocessError, match=r"new_cam\.pkl.*3 calibrated cameras.*4 camera_names"):
+    with pytest.raises(ValueError, match=r"new_cam\.pkl.*3 cameras.*names 4"):
         preprocess_rig(rig, tmp_path / "out", size=64)
     write_rig(rig, n_frames=1)
     (rig / "images" / "cam_9").mkdir()
@@ -414,3 +418,17 @@ def test_unknown_method_and_frames_are_errors(tmp_path):
     rig = write_rig(tmp_path / "rig", n_frames=1)
     with pytest.raises(PreprocessError, match=r"frames \[5\] are not in this rig"):
         preprocess_rig(rig, tmp_path / "out", frames=[5], size=64)
+
+
+def test_variants_and_train_val_split():
+    assert set(METHODS) < set(VARIANTS)
+    cfg = variant_config("standard_camera_zoom", size=64)
+    assert (cfg.method, cfg.distance_mode, cfg.size) == ("standard_camera", "per_view_zoom", 64)
+    with pytest.raises(ValueError, match="unknown preprocessing variant"):
+        variant_config("zoom")
+    dirs = [Path(f"frame_{i:06d}") for i in range(10)]
+    train, val = train_val_split(dirs, 0.2)
+    assert train == dirs[:8] and val == dirs[8:]
+    assert train_val_split(dirs[:2], 0.2) == (dirs[:1], dirs[1:2])
+    with pytest.raises(ValueError, match=">= 2 samples"):
+        train_val_split(dirs[:1])

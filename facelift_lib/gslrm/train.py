@@ -37,6 +37,7 @@ import random
 import re
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -72,7 +73,10 @@ class TrainConfig:
     num_views: int = 6
     num_input_views: int = 5
     supervise_input_views: bool = True
-    views_per_step: int | None = None  # render a random subset of this many supervised views per step (CPU speed)
+    views_per_step: int | None = None  # render this many supervised views per step: held-out first, then
+                                       # random inputs (CPU speed); None = all
+    background_gaussian_fraction: float = 1.0  # <1: render only this random fraction of the gaussians of
+                                       # background input pixels (CPU speed; evaluation renders all)
     background: str = "white"
     validate_data: bool = True
     # model
@@ -305,21 +309,59 @@ def reconstruction_losses(pred_rgb: Tensor, pred_alpha: Tensor, target_rgb: Tens
 
 
 def batch_losses(model: nn.Module, batch: dict, cfg: TrainConfig, device: torch.device, background: Tensor,
-                 lpips: Callable | None = None) -> dict[str, Tensor]:
-    """Predict from the input views, render the supervised views of every sample, average the loss terms."""
+                 lpips: Callable | None = None, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+    """Predict from the input views, render the supervised views of every sample, average the loss terms.
+
+    `generator` draws the random input views of `views_per_step` (the trainer seeds one per step)."""
     images, K, w2c = batch["images"].to(device), batch["K"].to(device), batch["w2c"].to(device)
     inp, sup = split_views(images.shape[1], cfg.num_input_views, "all" if cfg.supervise_input_views else "held_out")
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda"):
         g = model(images[:, inp, :3], (K[:, inp], w2c[:, inp]))
+    keep = training_subset(images[:, inp, 3], g.means.shape[1], cfg.background_gaussian_fraction, generator)
     per_sample = []
     for b in range(images.shape[0]):
         views = sup
         if cfg.views_per_step is not None and cfg.views_per_step < len(sup):
-            views = [sup[i] for i in sorted(torch.randperm(len(sup))[: cfg.views_per_step].tolist())]
-        rgb, alpha = render_views(g[b], K[b, views], w2c[b, views], images.shape[-1], background.to(device))
+            # held-out views first (they teach 3D), then random input views up to the budget
+            held = [v for v in sup if v not in inp][: cfg.views_per_step]
+            rest = [v for v in sup if v not in held]
+            pick = torch.randperm(len(rest), generator=generator)[: cfg.views_per_step - len(held)].tolist()
+            views = held + sorted(rest[i] for i in pick)
+        gb = g[b]
+        if keep is not None:  # background subset, opacities compensated for the gaussians left out
+            rendered = keep[b] > 0
+            gb = gb.select(rendered)
+            gb = dataclasses.replace(gb, opacities=1 - (1 - gb.opacities).clamp(min=1e-6) ** keep[b, rendered])
+        rgb, alpha = render_views(gb, K[b, views], w2c[b, views], images.shape[-1], background.to(device))
         tgt = images[b, views]
         per_sample.append(reconstruction_losses(rgb, alpha, tgt[:, :3], tgt[:, 3:4], cfg, lpips))
     return {k: torch.stack([t[k] for t in per_sample]).mean() for k in per_sample[0]}
+
+
+def training_subset(input_alpha: Tensor, n_gaussians: int, fraction: float,
+                    generator: torch.Generator | None = None) -> Tensor | None:
+    """Which gaussians a training render uses, as an opacity exponent per gaussian [B,N] (0 = left out).
+
+    input_alpha [B,V,H,W] of the input views. Gaussians of pixels within 2 px of the foreground and the
+    global ones are always rendered (exponent 1); of the background-pixel ones a random `fraction` is
+    rendered with exponent 1/fraction, i.e. opacity 1 - (1 - o)^(1/fraction): in log-transmittance the
+    subset then stands in, on average, for the whole background, so training renders show the same
+    haze as full renders. None = render everything (fraction >= 1).
+
+    Why: the CPU renderer's cost grows with the number of gaussians and ~95 % of them sit on background
+    pixels of a mouse; their weights are shared, so a random subset still teaches every one to vanish.
+    """
+    if fraction >= 1.0:
+        return None
+    if fraction <= 0:
+        raise ValueError(f"background_gaussian_fraction must be in (0, 1], got {fraction}")
+    B, V, H, W = input_alpha.shape
+    fg = torch.nn.functional.max_pool2d(input_alpha.reshape(B * V, 1, H, W).float(), 5, stride=1, padding=2) > 0.5
+    fg = fg.reshape(B, V * H * W).cpu()
+    lucky = torch.rand(B, V * H * W, generator=generator) < fraction
+    expo = torch.where(fg, 1.0, torch.where(lucky, 1.0 / fraction, 0.0))
+    extra = torch.ones(B, n_gaussians - V * H * W)  # global gaussians
+    return torch.cat([expo, extra], 1).to(input_alpha.device)
 
 
 def skip_reason(loss: float, grad_norm: float, threshold: float) -> str | None:
@@ -345,7 +387,10 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
 
 
 def rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """RNG states as tensors and plain types, so checkpoints load with torch.load(weights_only=True)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss,
+                                                       cached], "python": random.getstate()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -353,7 +398,8 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -378,7 +424,7 @@ def save_checkpoint(run_dir: Path, model: nn.Module, optimizer, scheduler, step:
 
 def load_training_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, cfg: TrainConfig) -> tuple[int, int]:
     """Restore model, optimizer, scheduler and RNG from one of our checkpoints -> (step, updates)."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)  # our own file: numpy/python RNG states
+    ckpt = read_checkpoint(path)
     saved = ckpt.get("model_config")
     if saved is not None and saved != cfg.model_config().to_dict():
         diff = {k: (saved.get(k), v) for k, v in cfg.model_config().to_dict().items() if saved.get(k) != v}
@@ -485,8 +531,8 @@ def _train(cfg: TrainConfig, ddp: Dist, device: torch.device, run_dir: Path,
         step, updates = load_training_checkpoint(existing[-1], model, optimizer, scheduler, cfg)
         if ddp.main:
             log.info("resuming from %s at step %d", existing[-1], step)
-            truncate_log(run_dir, step)
-    torch.manual_seed(cfg.seed + 1000 * ddp.rank + step)  # per-rank stream, reproducible across resumes
+    if ddp.main:
+        truncate_log(run_dir, step)  # drop steps logged after the checkpoint we continue from
 
     train_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
                                                       else None) if ddp.world > 1 else model
@@ -501,7 +547,9 @@ def _train(cfg: TrainConfig, ddp: Dist, device: torch.device, run_dir: Path,
         data = batches_from(dataset, sampler, step, cfg) if step < cfg.max_steps else iter(())
         for step, batch in data:
             t0 = time.perf_counter()
-            terms = batch_losses(train_model, batch, cfg, device, background, lpips)
+            # per-step randomness is a function of (seed, rank, step): a resumed run draws what it would have
+            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + ddp.rank * 10_007 + step)
+            terms = batch_losses(train_model, batch, cfg, device, background, lpips, gen)
             terms["loss"].backward()
             grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip, error_if_nonfinite=False))
             if ddp.world > 1:  # every rank sees the same all-reduced grads; agree on the loss too
@@ -517,7 +565,9 @@ def _train(cfg: TrainConfig, ddp: Dist, device: torch.device, run_dir: Path,
             else:
                 skipped += 1
             optimizer.zero_grad(set_to_none=True)
-            scheduler.step()  # the schedule follows fwd/bwd steps, skipped or not
+            with warnings.catch_warnings():  # after a skipped step torch warns that optimizer.step was not called
+                warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
+                scheduler.step()  # the schedule follows fwd/bwd steps, skipped or not
             step += 1
             record = {"step": step, **values, "grad_norm": grad_norm, "skipped": reason is not None,
                       "skip_reason": reason, "lr": lr, "step_time": time.perf_counter() - t0,

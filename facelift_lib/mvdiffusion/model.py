@@ -242,10 +242,10 @@ class ViewEmbedding(nn.Module):
 class PixelModelConfig:
     """Small pixel-space multi-view model for CPU. Attention only at image_size / 2**(len(blocks)-1)."""
 
-    image_size: int = 32
+    image_size: int = 64
     channels: int = 4  # RGBA: RGB composited on white + alpha, so generated views carry their masks
     num_views: int = 6
-    block_out_channels: tuple[int, ...] = (32, 64, 96)
+    block_out_channels: tuple[int, ...] = (16, 32, 64, 64)  # 64² -> attention at 8²
     layers_per_block: int = 1
     attention_head_dim: int = 16
     cross_attention_dim: int = 64
@@ -372,11 +372,12 @@ class LatentMVDiffusion(nn.Module):
     def __init__(self, unet: nn.Module, vae: nn.Module, image_encoder: nn.Module, feature_extractor: Any,
                  image_normalizer: nn.Module, image_noising_scheduler: Any, num_views: int = 6,
                  view_embeddings: torch.Tensor | None = None, noise_level: int = 0, alpha_threshold: float = 0.04,
-                 source: str = "") -> None:
+                 learn_view_embeddings: bool = False, source: str = "") -> None:
         super().__init__()
         self.unet, self.vae, self.image_encoder, self.image_normalizer = unet, vae, image_encoder, image_normalizer
         self.feature_extractor, self.image_noising_scheduler = feature_extractor, image_noising_scheduler
         self.num_views, self.noise_level, self.alpha_threshold, self.source = num_views, noise_level, alpha_threshold, source
+        self.learn_view_embeddings = learn_view_embeddings
         for m in (self.vae, self.image_encoder, self.image_normalizer):
             m.requires_grad_(False)
         self.register_buffer("view_embeddings", None)
@@ -391,11 +392,15 @@ class LatentMVDiffusion(nn.Module):
         want = self.unet.config.cross_attention_dim
         if emb.ndim != 3 or emb.shape[0] != self.num_views or emb.shape[-1] != want:
             raise ValueError(f"view embeddings must be [{self.num_views},L,{want}], got {tuple(emb.shape)}")
-        self.view_embeddings = emb.float().to(next(self.unet.parameters()).device)
+        emb = emb.detach().float().to(next(self.unet.parameters()).device)
+        # learned: new per-view embeddings for new cameras (FaceLift's describe horizontal human views),
+        # initialised from the given ones and trained with the UNet
+        self.view_embeddings = nn.Parameter(emb) if self.learn_view_embeddings else emb
 
     def config_dict(self) -> dict[str, Any]:
         return {"source": self.source, "num_views": self.num_views, "noise_level": self.noise_level,
-                "mv_attention": multiview_attention_mode(self.unet)[1]}
+                "mv_attention": multiview_attention_mode(self.unet)[1],
+                "learn_view_embeddings": self.learn_view_embeddings}
 
     @property
     def image_size(self) -> int:
@@ -473,4 +478,5 @@ class LatentMVDiffusion(nn.Module):
         return out.float().view(B, V, *out.shape[1:])
 
     def trainable_parameters(self) -> list[nn.Parameter]:
-        return [p for p in self.unet.parameters() if p.requires_grad]
+        extra = [self.view_embeddings] if isinstance(self.view_embeddings, nn.Parameter) else []
+        return [p for p in self.unet.parameters() if p.requires_grad] + extra

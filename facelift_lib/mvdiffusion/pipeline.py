@@ -116,14 +116,15 @@ def load_facelift_unet(unet_dir: str | Path, torch_dtype: torch.dtype = torch.fl
 def load_facelift_pipeline(local_dir: str | Path, num_views: int = 6, mode: str = "sparse",
                            view_embeddings: str | Path | torch.Tensor | None = None, device: str = "cpu",
                            torch_dtype: torch.dtype = torch.float32, camera_type: str = "facelift_standard",
-                           noise_level: int = 0) -> MVDiffusionPipeline:
+                           noise_level: int = 0, learn_view_embeddings: bool = False) -> MVDiffusionPipeline:
     """Build FaceLift's multi-view pipeline from a local diffusers folder and install our multi-view attention.
 
     local_dir holds unet, vae, image_encoder, feature_extractor, image_normalizer, image_noising_scheduler
     and scheduler (save_pretrained layout). view_embeddings: [V,77,1024] tensor or file (FaceLift's are
     clr_embeds.pt); without them the pipeline loads but sampling/training raise until
     `pipe.model.set_view_embeddings(...)` is called. camera_type names the views' camera spec
-    (FaceLift's own: facelift_standard; a mouse fine-tune: mouse_standard_6view).
+    (FaceLift's own: facelift_standard; a mouse fine-tune: mouse_standard_6view). learn_view_embeddings
+    makes the embeddings trainable parameters (initialised from the given ones).
     """
     from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler
     from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import StableUnCLIPImageNormalizer
@@ -145,7 +146,8 @@ def load_facelift_pipeline(local_dir: str | Path, num_views: int = 6, mode: str 
     scheduler = DDIMScheduler.from_pretrained(local_dir / "scheduler")
     set_multiview_attention(unet, num_views, mode)
     model = LatentMVDiffusion(unet, vae, image_encoder, feature_extractor, image_normalizer, noising,
-                              num_views=num_views, noise_level=noise_level, source=str(local_dir.resolve()))
+                              num_views=num_views, noise_level=noise_level, learn_view_embeddings=learn_view_embeddings,
+                              source=str(local_dir.resolve()))
     if view_embeddings is not None:
         model.set_view_embeddings(view_embeddings)
     model.eval().to(device)
@@ -175,7 +177,8 @@ def model_from_checkpoint(ckpt: dict[str, Any], use_ema: bool = True) -> PixelMV
         model.load_state_dict(ckpt["model"])
     elif ckpt["kind"] == "latent":
         pipe = load_facelift_pipeline(cfg["source"], num_views=cfg["num_views"], mode=cfg["mv_attention"],
-                                      noise_level=cfg["noise_level"])
+                                      noise_level=cfg["noise_level"],
+                                      learn_view_embeddings=cfg.get("learn_view_embeddings", False))
         model = pipe.model
         model.unet.load_state_dict(ckpt["model"])
         if ckpt.get("view_embeddings") is not None:

@@ -53,13 +53,14 @@ class TrainParams:
     pixel_model: dict[str, Any] = field(default_factory=dict)  # PixelModelConfig fields
     init_from: str | None = None  # model="facelift": pipeline folder; model="pixel": optional checkpoint .pt
     view_embeddings: str | None = None  # model="facelift": [V,77,1024] file (FaceLift's clr_embeds.pt or mouse ones)
+    learn_view_embeddings: bool = False  # model="facelift": train new per-view embeddings, initialised from the file
     camera_type: str = "mouse_standard_6view"  # the camera spec the training views were rendered at
     num_views: int = 6
     reference_view_idx: int = 0
     random_reference: bool = False  # ablation only: taught the research model an identity mapping
     mv_attention: str = "sparse"
     # optimisation
-    max_steps: int = 300
+    max_steps: int = 200  # the defaults are the small model's CPU smoke recipe (~2 min)
     batch_size: int = 2
     lr: float = 1e-3  # fine-tuning FaceLift: 5e-6 (2e-5 exploded)
     lr_schedule: str = "cosine"  # any diffusers get_scheduler name: constant_with_warmup, cosine, ...
@@ -80,11 +81,11 @@ class TrainParams:
     checkpoint_every: int = 100
     keep_checkpoints: int = 3
     resume: str | None = None  # None | "latest" | path to a checkpoint .pt
-    val_every: int = 100
-    val_samples: int = 4
+    val_every: int = 50
+    val_samples: int = 2
     val_inference_steps: int = 20
     val_guidance_scale: float = 2.0
-    collapse_margin_db: float = 1.0
+    collapse_margin_db: float = 0.25
     log_every: int = 10
     num_workers: int = 0
     seed: int = 0
@@ -203,14 +204,15 @@ def _psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def identity_mapping_score(generated: torch.Tensor, reference: torch.Tensor, ground_truth: torch.Tensor,
-                           reference_view_idx: int = 0, collapse_margin_db: float = 1.0) -> dict[str, Any]:
+                           reference_view_idx: int = 0, collapse_margin_db: float = 0.25) -> dict[str, Any]:
     """Does the model copy its input instead of turning it?
 
     generated, ground_truth: [B,V,4,H,W]; reference: [B,4,H,W]; RGBA in [0,1] with RGB on white, one size.
     For every non-reference view: PSNR(generated, reference input) vs PSNR(generated, own ground truth).
     score_db = mean of (to_reference - to_ground_truth): > 0 means the generated views resemble the input
-    more than the views they should be; `collapse` when score_db > collapse_margin_db. identity_fraction:
-    share of (sample, view) pairs closer to the input. `gt_to_reference_db`: the same PSNR between the true
+    more than the views they should be. identity_fraction: share of (sample, view) pairs closer to the input.
+    `collapse` (mode collapse to the identity mapping) when most pairs are closer to the input
+    (identity_fraction > 0.5) and score_db > collapse_margin_db. `gt_to_reference_db`: the same PSNR between the true
     views and the input, i.e. what a perfect model would show as its to_reference value.
     """
     B, V = generated.shape[:2]
@@ -224,7 +226,7 @@ def identity_mapping_score(generated: torch.Tensor, reference: torch.Tensor, gro
     return {"score_db": score, "identity_fraction": float((margin > 0).float().mean()),
             "to_reference_db": to_ref.mean(0).tolist(), "to_ground_truth_db": to_gt.mean(0).tolist(),
             "gt_to_reference_db": gt_to_ref.mean(0).tolist(), "views": others,
-            "collapse": bool(score > collapse_margin_db)}
+            "collapse": bool(score > collapse_margin_db and float((margin > 0).float().mean()) > 0.5)}
 
 
 def view_quality(generated: torch.Tensor, ground_truth: torch.Tensor) -> dict[str, list[float]]:
@@ -250,6 +252,53 @@ def sample_grid(reference: torch.Tensor, ground_truth: torch.Tensor, generated: 
         rows.append(torch.cat([reference[b, :3]] + [ground_truth[b, v, :3] for v in range(V)], -1))
         rows.append(torch.cat([torch.ones(3, S, S)] + [generated[b, v, :3] for v in range(V)], -1))
     return torch.cat(rows, -2)
+
+
+def identity_table(validations: list[dict[str, Any]]) -> "pd.DataFrame":
+    """One row per validation step: identity-mapping score, its parts (means over views) and collapse flag."""
+    import pandas as pd
+
+    rows = []
+    for v in validations:
+        i = v["identity"]
+        rows.append({"step": v["step"], "score_db": i["score_db"], "identity_fraction": i["identity_fraction"],
+                     "to_reference_db": sum(i["to_reference_db"]) / len(i["to_reference_db"]),
+                     "to_ground_truth_db": sum(i["to_ground_truth_db"]) / len(i["to_ground_truth_db"]),
+                     "gt_to_reference_db": sum(i["gt_to_reference_db"]) / len(i["gt_to_reference_db"]),
+                     "collapse": i["collapse"]})
+    return pd.DataFrame(rows)
+
+
+def quality_table(validation: dict[str, Any]) -> "pd.DataFrame":
+    """Per-view generated-vs-true quality of one validation entry (rows: views; mean row last)."""
+    import pandas as pd
+
+    df = pd.DataFrame(validation["quality"])
+    df.index.name = "view"
+    df.loc["mean"] = df.mean()
+    return df
+
+
+def load_validation_samples(run_dir: str | Path) -> dict[int, dict[str, torch.Tensor]]:
+    """{step: {"reference" [B,4,S,S], "ground_truth" [B,V,4,S,S], "generated" [B,V,4,S,S]}} saved by validation."""
+    files = sorted((Path(run_dir) / "samples").glob("step_*.pt"))
+    if not files:
+        raise FileNotFoundError(f"no validation samples in {Path(run_dir) / 'samples'} (train with val_every > 0)")
+    out = {}
+    for f in files:
+        d = torch.load(f, map_location="cpu", weights_only=True)
+        out[int(d["step"])] = d
+    return out
+
+
+def validation_panels(samples: dict[str, torch.Tensor], index: int = 0) -> tuple[torch.Tensor, list[str]]:
+    """One validation sample as grid panels [2(V+1),3,S,S] (reference, true views / blank, generated views)
+    with titles, for viz.image_grid(..., ncols=V+1)."""
+    ref, gt, gen = samples["reference"][index], samples["ground_truth"][index], samples["generated"][index]
+    V = gt.shape[0]
+    panels = [ref[:3]] + [gt[v, :3] for v in range(V)] + [torch.ones_like(ref[:3])] + [gen[v, :3] for v in range(V)]
+    titles = ["reference"] + [f"true {v}" for v in range(V)] + [""] + [f"generated {v}" for v in range(V)]
+    return torch.stack(panels), titles
 
 
 # --- checkpoints ---------------------------------------------------------------------------------------------
@@ -299,7 +348,8 @@ def build_model(params: TrainParams) -> tuple[PixelMVDiffusion | LatentMVDiffusi
         if not params.init_from:
             raise ValueError("model='facelift' needs init_from = a local FaceLift pipeline folder")
         pipe = load_facelift_pipeline(params.init_from, num_views=params.num_views, mode=params.mv_attention,
-                                      view_embeddings=params.view_embeddings, camera_type=params.camera_type)
+                                      view_embeddings=params.view_embeddings, camera_type=params.camera_type,
+                                      learn_view_embeddings=params.learn_view_embeddings)
         if pipe.model.view_embeddings is None:
             raise ValueError("model='facelift' needs view_embeddings = a [V,77,1024] file (FaceLift's "
                              "clr_embeds.pt, or per-view embeddings made for the mouse cameras)")
@@ -327,7 +377,7 @@ def _checkpoint_payload(model, ema, optimizer, lr_scheduler, noise_scheduler, st
     return {
         "format": CHECKPOINT_FORMAT, "kind": model.kind, "model_config": model.config_dict(),
         "camera_type": params.camera_type, "model": weights, "ema": ema.state_dict(),
-        "view_embeddings": None if model.kind == "pixel" else model.view_embeddings.cpu(),
+        "view_embeddings": None if model.kind == "pixel" else model.view_embeddings.detach().cpu(),
         "optimizer": optimizer.state_dict(), "lr_scheduler": lr_scheduler.state_dict(),
         "noise_scheduler_config": dict(noise_scheduler.config), "step": step, "params": asdict(params),
         "torch_rng": torch.get_rng_state(),
@@ -403,6 +453,9 @@ def train(params: TrainParams | dict[str, Any]) -> TrainResult:
         if ckpt["kind"] != model.kind:
             raise ValueError(f"{resume_from}: a {ckpt['kind']} checkpoint cannot resume a {model.kind} run")
         (model if model.kind == "pixel" else model.unet).load_state_dict(ckpt["model"])
+        if model.kind == "latent":
+            with torch.no_grad():  # in place: the optimizer holds this tensor when it is learned
+                model.view_embeddings.copy_(ckpt["view_embeddings"])
         optimizer.load_state_dict(ckpt["optimizer"])
         lr_scheduler.load_state_dict(ckpt["lr_scheduler"])
         ema.load_state_dict(ckpt["ema"])
@@ -450,9 +503,11 @@ def train(params: TrainParams | dict[str, Any]) -> TrainResult:
         accelerator.wait_for_everyone()
 
     batches = _infinite(loader)
+    since_log: list[float] = []
     raw.train()
     t_start = time.perf_counter()
-    bar = tqdm(total=params.max_steps, initial=step, desc="mvdiffusion train", disable=not (main and params.progress))
+    bar = tqdm(total=params.max_steps, initial=step, desc="mvdiffusion train", disable=not (main and params.progress),
+               mininterval=5.0)  # a notebook keeps every refresh of the bar
     while step < params.max_steps:
         batch = next(batches)
         with accelerator.accumulate(model):
@@ -477,9 +532,13 @@ def train(params: TrainParams | dict[str, Any]) -> TrainResult:
         if not math.isfinite(loss_value):
             raise FloatingPointError(f"loss is {loss_value} at step {step} (lr {lr_scheduler.get_last_lr()[0]:.2e}); "
                                      "lower the learning rate or lengthen the warmup")
+        since_log.append(loss_value)
         if step % params.log_every == 0 or step == 1 or step == params.max_steps:
-            entry = {"step": step, "loss": loss_value, "lr": lr_scheduler.get_last_lr()[0], "grad_norm": grad_norm,
+            # the mean since the last entry: one batch's loss swings with its random timesteps
+            entry = {"step": step, "loss": sum(since_log) / len(since_log), "loss_last": loss_value,
+                     "lr": lr_scheduler.get_last_lr()[0], "grad_norm": grad_norm,
                      "elapsed_s": time.perf_counter() - t_start}
+            since_log.clear()
             history.append(entry)
             if main:
                 _log(run_dir, entry)
@@ -506,31 +565,63 @@ def read_log(run_dir: str | Path) -> tuple[list[dict[str, Any]], list[dict[str, 
     return steps, vals
 
 
-def params_from_yaml(path: str | Path, section: str = "mvdiffusion") -> TrainParams:
-    """TrainParams from the `mvdiffusion:` section of a params YAML (run-level `seed` applies too)."""
+# The research recipe for fine-tuning FaceLift's UNet on mouse views (2e-5 exploded; 5e-6 + 500 warmup held).
+# A FaceLift checkpoint (UNet + EMA + AdamW state) is ~14 GB, hence few kept and far apart.
+FACELIFT_FINETUNE: dict[str, Any] = dict(lr=5e-6, warmup_steps=500, lr_schedule="constant_with_warmup",
+                                         batch_size=1, gradient_checkpointing=True, ema_decay=0.9999,
+                                         max_steps=20000, checkpoint_every=2000, keep_checkpoints=2, val_every=500,
+                                         val_inference_steps=50, mixed_precision="bf16")
+NOTEBOOK_SECTION = "03_mvdiffusion"
+
+
+def profile_train_params(out_dir: str | Path, seed: int = 0, facelift_pipeline: str | None = None,
+                         view_embeddings: str | None = None, image_size: int | None = None,
+                         overrides: dict[str, Any] | None = None) -> TrainParams:
+    """TrainParams of a workbook profile: paths under out_dir/mvdiffusion/, then the recipe, then `overrides`.
+
+    Recipe: the small pixel model (TrainParams defaults; image_size sets its resolution) or, with
+    `facelift_pipeline` (a local folder), FaceLift's UNet fine-tuned with `FACELIFT_FINETUNE`.
+    Used by notebook 03 and by the CLI (`params_from_yaml`), so both train the same thing.
+    """
+    root = Path(out_dir) / "mvdiffusion"
+    fields: dict[str, Any] = dict(run_dir=str(root / "run"), train_list=str(root / "data" / "train.txt"),
+                                  val_list=str(root / "data" / "val.txt"), seed=seed)
+    if facelift_pipeline is not None:
+        fields.update(FACELIFT_FINETUNE, model="facelift", init_from=str(facelift_pipeline),
+                      view_embeddings=None if view_embeddings is None else str(view_embeddings))
+    elif image_size is not None:
+        fields["pixel_model"] = {"image_size": int(image_size)}
+    overrides = dict(overrides or {})
+    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(TrainParams)})
+    if unknown:
+        raise KeyError(f"unknown TrainParams fields {unknown}")
+    fields.update(overrides)
+    return TrainParams(**fields)
+
+
+def params_from_yaml(path: str | Path) -> TrainParams:
+    """TrainParams from a workbook profile YAML (params/*.yaml): its out_dir and seed, and from its
+    `03_mvdiffusion:` section the keys notebook 03 takes for training: facelift_pipeline, view_embeddings,
+    image_size and train_overrides (TrainParams fields). The section's other keys are the notebook's."""
     import yaml
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"params file not found: {path}")
     data = yaml.safe_load(path.read_text()) or {}
-    if section not in data:
-        raise KeyError(f"{path}: no '{section}:' section with TrainParams fields "
-                       f"({', '.join(f.name for f in dataclasses.fields(TrainParams))})")
-    fields = dict(data[section])
-    unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(TrainParams)})
-    if unknown:
-        raise KeyError(f"{path}: unknown {section} keys {unknown}")
-    if "seed" in data and "seed" not in fields:
-        fields["seed"] = data["seed"]
-    return TrainParams(**fields)
+    section = dict(data.get(NOTEBOOK_SECTION) or {})
+    out_dir = data.get("out_dir", f"outputs/{data.get('profile', path.stem)}")
+    return profile_train_params(out_dir, seed=int(section.get("seed", data.get("seed", 0))),
+                                facelift_pipeline=section.get("facelift_pipeline"),
+                                view_embeddings=section.get("view_embeddings"), image_size=section.get("image_size"),
+                                overrides=section.get("train_overrides"))
 
 
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
     ap = argparse.ArgumentParser(description="Train multi-view diffusion (accelerate/torchrun-launchable).")
-    ap.add_argument("params", help="YAML with a 'mvdiffusion:' section of TrainParams fields")
+    ap.add_argument("params", help="profile YAML (params/full.yaml): out_dir, seed and its 03_mvdiffusion section")
     args = ap.parse_args(argv)
     result = train(params_from_yaml(args.params))
     print(f"last checkpoint: {result.last_checkpoint}")

@@ -1,0 +1,122 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 00 · The rig data
+#
+# Everything downstream starts from a **rig folder**: per camera and frame an RGB image and a binary mask,
+# a calibration (`new_cam.pkl`, OpenCV, millimetres, world Z-up) and `rig.json` (layout in `DESIGN.md`).
+#
+# With `data_dir = None` the workbook builds its own: a procedural mouse made of 3D Gaussians, filmed by a
+# virtual copy of the 6-camera markerless_mouse_1 rig, with the ground-truth Gaussians of every frame
+# (`gt/`). Point `data_dir` at a real rig laid out the same way and the rest of the workbook runs on it.
+
+# %% tags=["parameters"]
+out_dir = "../outputs/smoke"
+seed = 0
+data_dir = None        # a real rig folder; None builds the synthetic rig in <out_dir>/rig
+n_frames = 8           # synthetic rig: frames to film
+rig_scale = 0.25       # synthetic rig: image size = 1152x1024 x rig_scale
+n_gaussians = 4000     # synthetic rig: gaussians per mouse
+frame = 0              # the frame shown below
+
+# %%
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from facelift_lib import cameras, preprocess, rig, viz
+from facelift_lib.workbook import record
+
+if data_dir is None:
+    rig_dir = rig.ensure_rig(Path(out_dir) / "rig", n_frames=n_frames, seed=seed, image_scale=rig_scale,
+                             n_gaussians=n_gaussians)
+else:
+    rig_dir = Path(data_dir)
+r = rig.load_rig(rig_dir)
+print(f"rig: {len(r.names)} cameras {r.names}, {len(r.frames)} frames, {r.width}x{r.height} px, "
+      f"units {r.meta.get('units', '?')}")
+
+# %% [markdown]
+# ## One frame, all views
+# Green: the mask outline. Red cross: the mask's centre of mass, the point preprocessing centres on.
+
+# %%
+images, masks = rig.load_rig_frame(r, frame)
+stats = preprocess.mask_stats([(m.numpy() * 255).astype(np.uint8) for m in masks])
+area_fraction = stats.area / (r.width * r.height)
+titles = [f"{n}  mask {a:.1%}" for n, a in zip(r.names, area_fraction)]
+fig = viz.image_grid(images, masks=masks, titles=titles, marks=stats.com, ncols=3, size=3.2,
+                     suptitle=f"frame {frame}")
+plt.show()
+
+# %% [markdown]
+# Mask area per view over all frames: how large the mouse is in each camera, and whether any view loses it.
+
+# %%
+areas = np.stack([
+    preprocess.mask_stats([(m.numpy() * 255).astype(np.uint8) for m in rig.load_rig_frame(r, t)[1]]).area
+    for t in r.frames]) / (r.width * r.height)                                     # [F,V]
+fig, ax = plt.subplots(figsize=(7, 3))
+ax.plot(r.frames, areas, marker=".")
+ax.set(xlabel="frame", ylabel="mask area / image area", title="mask area per view")
+ax.legend(r.names, fontsize=7, ncols=3)
+ax.grid(alpha=0.3)
+plt.show()
+
+# %% [markdown]
+# ## Browse frames and cameras (JupyterLab only)
+# The sliders need a live kernel; in the executed HTML this cell shows nothing.
+
+# %%
+def show_view(t: int, v: int) -> None:
+    img, msk = rig.load_rig_frame(r, t)
+    viz.image_grid(img[v:v + 1], masks=msk[v:v + 1], titles=[f"{r.names[v]}, frame {t}"], size=5)
+
+
+viz.browser(show_view, n_frames=len(r.frames), n_cameras=len(r.names), camera_names=r.names)
+
+# %% [markdown]
+# ## The rig in 3D
+# Camera frustums (the short tick marks each image's "up") and, for the synthetic rig, the ground-truth
+# Gaussian centres of this frame. World millimetres, Z up.
+
+# %%
+gt = rig.load_ground_truth(rig_dir, frame) if (Path(rig_dir) / "gt").is_dir() else None
+points = None if gt is None else gt.means
+colors = None if gt is None else gt.colors
+fig = viz.plot_camera_frustums_mpl(r.cams, points=points, colors=colors, title=f"rig, frame {frame} (mm)")
+plt.show()
+
+# %% [markdown]
+# Interactive version (rotate and zoom in JupyterLab):
+
+# %%
+viz.plot_cameras_3d(r.cams, points=points, colors=colors, max_points=2000)
+
+# %%
+rig_table = cameras.describe(r.cams)
+rig_table[["name", "distance", "elevation_deg", "azimuth_deg", "fx", "fy", "pp_dx_px", "pp_dy_px"]].round(2)
+
+# %%
+record("n_frames", len(r.frames))
+record("n_cameras", len(r.names))
+record("image_width", r.width)
+record("image_height", r.height)
+record("mask_area_fraction_mean", float(areas.mean()))
+record("mask_area_fraction_min", float(areas.min()))
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print("frames, cameras, size:", len(r.frames), len(r.names), r.width, r.height)
+print("mask area fraction, frame", frame, ":", [round(float(a), 3) for a in area_fraction])
+print("mask area fraction, mean over frames:", round(float(areas.mean()), 3))
+print("camera distance to the arena origin (mm):", [round(float(d), 1) for d in rig_table["distance"]])

@@ -1,0 +1,155 @@
+"""Standard-camera 6-view datasets: ground-truth renders for diffusion training, generated GS-LRM data."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from facelift_lib.cameras import Cameras, orbit_cameras
+from facelift_lib.gaussians import Gaussians
+from facelift_lib.io import load_sample, read_list_file, save_sample, validate_sample, write_list_file
+from facelift_lib.mvdiffusion import standard_cameras
+from facelift_lib.mvdiffusion.train import TrainParams, train
+from facelift_lib.synthetic import build_standard_view_dataset, checklist, generate_dataset, straight_alpha
+
+SIZE = 16
+
+
+def test_standard_cameras_at_a_small_size_pass_validation(tmp_path):
+    """The contract synthetic data relies on: the standard spec scaled to the image size is the standard spec."""
+    cams = standard_cameras("mouse_standard_6view", 32)
+    images = torch.zeros(6, 4, 32, 32)
+    images[:, 3, 10:20, 8:24] = 1.0
+    save_sample(tmp_path / "s", images, cams)
+    assert validate_sample(tmp_path / "s") == []
+    wrong = cams.replace(K=standard_cameras("mouse_standard_6view").K)  # 512² intrinsics on 32² images
+    save_sample(tmp_path / "w", images, wrong)
+    assert validate_sample(tmp_path / "w")
+
+
+def test_straight_alpha_undoes_premultiplication():
+    rgb = torch.rand(2, 3, 4, 4)
+    alpha = torch.rand(2, 1, 4, 4) * 0.9 + 0.1
+    out = straight_alpha(rgb * alpha, alpha)
+    torch.testing.assert_close(out[:, :3], rgb)
+    torch.testing.assert_close(out[:, 3:], alpha)
+
+
+def blob_gaussians(n: int = 400, seed: int = 0) -> Gaussians:
+    """A lopsided ellipsoid of gaussians in rig millimetres around (100, -50, 20), coloured by x."""
+    g = torch.Generator().manual_seed(seed)
+    pts = torch.randn(n, 3, generator=g) * torch.tensor([30.0, 12.0, 10.0])
+    colors = torch.stack([(pts[:, 0] > 0).float(), 0.3 * torch.ones(n), (pts[:, 0] <= 0).float()], 1)
+    return Gaussians(means=pts + torch.tensor([100.0, -50.0, 20.0]), quats=torch.tensor([[1.0, 0, 0, 0]]).repeat(n, 1),
+                     scales=torch.full((n, 3), 4.0), opacities=torch.full((n,), 0.9), colors=colors)
+
+
+@pytest.fixture()
+def fake_rig(tmp_path, monkeypatch):
+    """Preprocessed-style samples (rig cameras, normalisation, rig frame) and a fake ground truth."""
+    import facelift_lib.rig as rig
+
+    calls = []
+
+    def load_ground_truth(rig_dir, frame):
+        calls.append((str(rig_dir), frame))
+        return blob_gaussians(seed=frame)
+
+    monkeypatch.setattr(rig, "load_ground_truth", load_ground_truth, raising=False)
+    lists = {}
+    for split, frames in (("train", [0, 1]), ("val", [2])):
+        dirs = []
+        for f in frames:
+            cams = orbit_cameras([10, 70, 130, 190, 250, 310], 35.0, distance=3.3, fx=20.0, width=SIZE)
+            cams.meta = {"normalization": {"scale": 2.7 / 300.0, "translation": [-100.0, 50.0, -20.0]},
+                         "preprocess": {"rig_frame": f}}
+            img = torch.zeros(6, 4, SIZE, SIZE)
+            img[:, 3, 4:12, 4:12] = 1
+            dirs.append(save_sample(tmp_path / "pre" / f"frame_{f:06d}", img, cams))
+        lists[split] = write_list_file(tmp_path / "pre" / f"{split}.txt", dirs)
+    return tmp_path / "rig", lists, calls
+
+
+def test_build_standard_view_dataset(fake_rig, tmp_path):
+    rig_dir, lists, calls = fake_rig
+    out = build_standard_view_dataset(rig_dir, lists, tmp_path / "std", size=SIZE, yaws_per_frame=2, progress=False)
+    train_dirs, val_dirs = read_list_file(out["train"]), read_list_file(out["val"])
+    assert len(train_dirs) == 4 and len(val_dirs) == 2  # 2 headings per frame
+    assert sorted(f for _, f in calls) == [0, 1, 2]
+    spec = standard_cameras("mouse_standard_6view", SIZE)
+    for d in train_dirs + val_dirs:
+        images, cams = load_sample(d, background=None)
+        assert validate_sample(d, expected_views=6) == []
+        torch.testing.assert_close(cams.K, spec.K)
+        torch.testing.assert_close(cams.w2c, spec.w2c)
+        assert cams.meta["camera_type"] == "mouse_standard_6view" and cams.meta["camera_distance"] == 2.7
+        assert (images[:, 3] > 0.5).flatten(1).any(1).all()  # the mouse is in every view
+    a, _ = load_sample(train_dirs[0], background=None)
+    b, cams_b = load_sample(train_dirs[1], background=None)
+    assert cams_b.meta["yaw_deg"] != 0.0 and not torch.allclose(a, b)  # the turned copy looks different
+    # the object sits at the origin: its mask is centred in the top-down-ish views
+    ys, xs = torch.nonzero(a[0, 3] > 0.5, as_tuple=True)
+    assert abs(xs.float().mean() - SIZE / 2) < 3 and abs(ys.float().mean() - SIZE / 2) < 4
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A 2-step tiny pixel model checkpoint trained on standard-camera samples."""
+    root = tmp_path_factory.mktemp("synth")
+    cams = standard_cameras("mouse_standard_6view", SIZE)
+    dirs = []
+    for i in range(2):
+        img = torch.rand(6, 4, SIZE, SIZE, generator=torch.Generator().manual_seed(i))
+        img[:, 3] = 0
+        img[:, 3, 4:12, 3:13] = 1
+        dirs.append(save_sample(root / "data" / f"s{i}", img, cams))
+    write_list_file(root / "data" / "train.txt", dirs)
+    result = train(TrainParams(run_dir=str(root / "run"), train_list=str(root / "data" / "train.txt"), val_list=None,
+                               pixel_model={"image_size": SIZE, "block_out_channels": [8, 16], "cross_attention_dim": 16,
+                                            "attention_head_dim": 8},
+                               max_steps=2, batch_size=2, checkpoint_every=2, val_every=0, progress=False))
+    return result.last_checkpoint, root / "data" / "train.txt"
+
+
+def test_generate_dataset_writes_standard_cameras_never_input_ones(checkpoint, tmp_path):
+    ckpt, std_list = checkpoint
+    rig_like = orbit_cameras([5, 65, 125, 185, 245, 305], 40.0, distance=4.0, fx=30.0, width=24)
+    img = torch.rand(6, 4, 24, 24)
+    img[:, 3] = 1
+    img[:, 3, :2] = 0
+    raw = write_list_file(tmp_path / "raw.txt", [save_sample(tmp_path / "raw" / "frame_000007", img, rig_like)])
+    result = generate_dataset(ckpt, {"train": std_list, "val": raw}, tmp_path / "synthetic", num_inference_steps=2,
+                              output_size=32, progress=False)
+    spec = standard_cameras("mouse_standard_6view", 32)
+    assert [d.name for d in read_list_file(result.lists["val"])] == ["frame_000007"]
+    for d in result.samples["train"] + result.samples["val"]:
+        images, cams = load_sample(d, background=None)
+        assert images.shape == (6, 4, 32, 32)
+        torch.testing.assert_close(cams.K, spec.K)
+        torch.testing.assert_close(cams.w2c, spec.w2c)
+        meta = json.loads((d / "opencv_cameras.json").read_text())
+        assert meta["camera_type"] == "mouse_standard_6view" and meta["camera_distance"] == 2.7
+        assert set(images[:, 3].unique().tolist()) <= {0.0, 1.0}  # alpha is the thresholded mask
+    # ground truth exists only for the standard-camera inputs
+    assert result.quality is not None and set(result.quality["split"]) == {"train"}
+    assert len(result.quality) == 2 * 6 and result.quality["mask_iou"].between(0, 1).all()
+    checks = result.checklist
+    assert len(checks) == 3 and (checks["views"] == 6).all() and (checks["problems"] == 0).all()
+    assert (checks["distance_err"] < 1e-6).all() and (checks["focal_rel_err"] < 1e-6).all()
+
+
+def test_generate_dataset_stops_on_a_missing_checkpoint(tmp_path):
+    (tmp_path / "l.txt").write_text("")
+    with pytest.raises(FileNotFoundError, match="ckpt_missing.pt"):
+        generate_dataset(tmp_path / "ckpt_missing.pt", {"train": tmp_path / "l.txt"}, tmp_path / "o")
+
+
+def test_checklist_flags_a_sample_at_rig_cameras(tmp_path):
+    cams = orbit_cameras([0, 60, 120, 180, 240, 300], 20.0, distance=3.1, fx=30.0, width=SIZE)
+    cams.meta = {"camera_type": "mouse_standard_6view", "camera_distance": 2.7}
+    img = torch.zeros(6, 4, SIZE, SIZE)
+    img[:, 3, 4:12, 4:12] = 1
+    d = save_sample(tmp_path / "bad", img, cams)
+    row = checklist([d]).iloc[0]
+    assert row["problems"] > 0 and row["distance_err"] == pytest.approx(0.4, abs=1e-6)
