@@ -142,20 +142,27 @@ def plot_camera_frustums_mpl(cams: Cameras, points: Any = None, colors: Any = No
     depth = depth or _default_depth(cams, pts)
     segs = frustum_segments(cams, depth)
     if ax is None:
-        fig = plt.figure(figsize=(6, 5))
+        fig = plt.figure(figsize=(7, 6))
         ax = fig.add_subplot(projection="3d")
     fig = ax.figure
     palette = plt.get_cmap("tab10")
     for i, (name, seg) in enumerate(zip(_names(cams), segs)):
         ax.add_collection3d(Line3DCollection(seg, colors=[palette(i % 10)], linewidths=1.0))
         ax.text(*seg[0, 0], name, fontsize=7, color=palette(i % 10))
-    everything = segs.reshape(-1, 3)
+    ax.scatter([0], [0], [0], marker="+", s=40, c="black")  # the world origin, for scale and orientation
+    everything = np.concatenate([segs.reshape(-1, 3), np.zeros((1, 3))])
     if pts is not None:
         ax.scatter(pts[:, 0], pts[:, 1], pts[:, 2], s=0.5, c=cols if cols is not None else "0.3", depthshade=False)
         everything = np.concatenate([everything, pts])
+    # Equal scale on all axes, but no axis shorter than 40 % of the longest: a ring of cameras at one
+    # height would otherwise collapse into a flat slab.
     lo, hi = everything.min(0), everything.max(0)
-    ax.set_xlim(lo[0], hi[0]), ax.set_ylim(lo[1], hi[1]), ax.set_zlim(lo[2], hi[2])
-    ax.set_box_aspect(np.maximum(hi - lo, 1e-9))  # equal scale on all axes
+    half = np.maximum((hi - lo) / 2, 0.2 * (hi - lo).max())
+    mid = (hi + lo) / 2
+    ax.set_xlim(mid[0] - half[0], mid[0] + half[0])
+    ax.set_ylim(mid[1] - half[1], mid[1] + half[1])
+    ax.set_zlim(mid[2] - half[2], mid[2] + half[2])
+    ax.set_box_aspect(half)
     ax.set_xlabel("x"), ax.set_ylabel("y"), ax.set_zlabel("z")
     ax.view_init(elev=elev, azim=azim)
     if title:
@@ -192,11 +199,21 @@ def plot_camera_distributions(cams: Mapping[str, Cameras],
                        (ax_asp, "fy / fx"), (ax_roll, "roll (deg)")]:
         ax.set_xticks(range(len(names)), names, rotation=15, fontsize=8)
         ax.set_ylabel(ylabel)
+    for ax, span in [(ax_d, 0.1), (ax_fov, 5.0), (ax_asp, 0.01), (ax_roll, 2.0)]:
+        _min_span(ax, span)
     for ax in axes.flat:
         ax.grid(alpha=0.3)
     ax_ae.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def _min_span(ax: Any, span: float) -> None:
+    """Widen the y axis to at least `span` around its centre (so float noise is not drawn as spread)."""
+    lo, hi = ax.get_ylim()
+    if hi - lo < span:
+        mid = (hi + lo) / 2
+        ax.set_ylim(mid - span / 2, mid + span / 2)
 
 
 def plot_ray_distributions(cams: Mapping[str, Cameras], size: int = 16) -> Figure:
@@ -212,10 +229,11 @@ def plot_ray_distributions(cams: Mapping[str, Cameras], size: int = 16) -> Figur
         az = np.degrees(np.arctan2(d[:, 1].numpy(), d[:, 0].numpy())) % 360
         el = np.degrees(np.arcsin(d[:, 2].clamp(-1, 1).numpy()))
         ax_dir.scatter(az, el, s=2, alpha=0.4, label=label)
-        ax_m.hist(torch.linalg.cross(o, d).norm(dim=-1).numpy(), bins=40, histtype="step", label=label)
+        ax_m.hist(torch.linalg.cross(o, d).norm(dim=-1).numpy(), bins=25, histtype="step", density=True,
+                  label=label)
     ax_dir.set(xlabel="ray direction azimuth (deg)", ylabel="ray direction elevation (deg)", xlim=(0, 360),
                xticks=range(0, 361, 60))
-    ax_m.set(xlabel="|o × d|: ray distance from the world origin", ylabel="rays")
+    ax_m.set(xlabel="|o × d|: ray distance from the world origin", ylabel="density")
     for ax in (ax_dir, ax_m):
         ax.grid(alpha=0.3), ax.legend(fontsize=8, markerscale=4)
     fig.tight_layout()

@@ -46,6 +46,16 @@ def record(name: str, value: Any, digits: int = 4) -> Any:
     return value
 
 
+def rounded(x: Any, digits: int = 2) -> Any:
+    """x (a number, or a sequence/array/tensor of numbers) as Python floats rounded to `digits`, for the
+    printed `# NBVAL_CHECK_OUTPUT` cells; -0.0 becomes 0.0 so float noise around zero cannot flip a sign."""
+    if hasattr(x, "tolist"):
+        x = x.tolist()
+    if isinstance(x, (list, tuple)):
+        return [rounded(v, digits) for v in x]
+    return round(float(x), digits) + 0.0
+
+
 # --- profiles -------------------------------------------------------------------------------------
 class UnknownParameterWarning(UserWarning):
     """A profile key that the notebook(s) it is meant for do not declare; it is not injected."""

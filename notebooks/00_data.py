@@ -2,6 +2,12 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -34,7 +40,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from facelift_lib import cameras, preprocess, rig, viz
-from facelift_lib.workbook import record
+from facelift_lib.workbook import record, rounded
 
 if data_dir is None:
     rig_dir = rig.ensure_rig(Path(out_dir) / "rig", n_frames=n_frames, seed=seed, image_scale=rig_scale,
@@ -54,7 +60,7 @@ images, masks = rig.load_rig_frame(r, frame)
 stats = preprocess.mask_stats([(m.numpy() * 255).astype(np.uint8) for m in masks])
 area_fraction = stats.area / (r.width * r.height)
 titles = [f"{n}  mask {a:.1%}" for n, a in zip(r.names, area_fraction)]
-fig = viz.image_grid(images, masks=masks, titles=titles, marks=stats.com, ncols=3, size=3.2,
+fig = viz.image_grid(images, masks=masks, titles=titles, marks=stats.com, ncols=3, size=2.8,
                      suptitle=f"frame {frame}")
 plt.show()
 
@@ -79,7 +85,7 @@ plt.show()
 # %%
 def show_view(t: int, v: int) -> None:
     img, msk = rig.load_rig_frame(r, t)
-    viz.image_grid(img[v:v + 1], masks=msk[v:v + 1], titles=[f"{r.names[v]}, frame {t}"], size=5)
+    viz.image_grid(img[v:v + 1], masks=msk[v:v + 1], titles=[f"{r.names[v]}, frame {t}"], size=4)
 
 
 viz.browser(show_view, n_frames=len(r.frames), n_cameras=len(r.names), camera_names=r.names)
@@ -107,16 +113,14 @@ rig_table = cameras.describe(r.cams)
 rig_table[["name", "distance", "elevation_deg", "azimuth_deg", "fx", "fy", "pp_dx_px", "pp_dy_px"]].round(2)
 
 # %%
-record("n_frames", len(r.frames))
-record("n_cameras", len(r.names))
-record("image_width", r.width)
-record("image_height", r.height)
-record("mask_area_fraction_mean", float(areas.mean()))
-record("mask_area_fraction_min", float(areas.min()))
+for name, value in {"n_frames": len(r.frames), "n_cameras": len(r.names), "image_width": r.width,
+                    "image_height": r.height, "mask_area_fraction_mean": float(areas.mean()),
+                    "mask_area_fraction_min": float(areas.min())}.items():
+    record(name, value)
 
 # %%
 # NBVAL_CHECK_OUTPUT
 print("frames, cameras, size:", len(r.frames), len(r.names), r.width, r.height)
-print("mask area fraction, frame", frame, ":", [round(float(a), 3) for a in area_fraction])
-print("mask area fraction, mean over frames:", round(float(areas.mean()), 3))
-print("camera distance to the arena origin (mm):", [round(float(d), 1) for d in rig_table["distance"]])
+print("mask area fraction, frame", frame, ":", rounded(area_fraction, 3))
+print("mask area fraction, mean over frames:", rounded(areas.mean(), 3))
+print("camera distance to the arena origin (mm):", rounded(rig_table["distance"], 1))

@@ -136,10 +136,9 @@ def test_params_from_yaml(tmp_path):
         profile_train_params("outputs/x", overrides={"max_stepz": 3})
 
 
-@pytest.mark.slow
 def test_finetune_facelift_layout_from_local_folder(dataset, tmp_path):
     """The full-profile code path (init_from a FaceLift folder) on tiny random components."""
-    pipe_dir = write_tiny_facelift_pipeline(tmp_path / "pipe", image_size=32, facelift_block_names=True)
+    pipe_dir = write_tiny_facelift_pipeline(tmp_path / "pipe", image_size=SIZE, facelift_block_names=True)
     emb = torch.randn(6, 5, 32).half()
     torch.save(emb, tmp_path / "emb.pt")
     run = tmp_path / "ft"
@@ -154,4 +153,9 @@ def test_finetune_facelift_layout_from_local_folder(dataset, tmp_path):
     pipe = load_checkpoint_pipeline(result.last_checkpoint, use_ema=False)
     assert torch.equal(pipe.model.unet.state_dict()["conv_in.weight"], before)
     out = pipe(torch.rand(1, 4, 32, 32), num_inference_steps=2, progress=False)
-    assert out.shape == (1, 6, 4, 32, 32)
+    assert out.shape == (1, 6, 4, SIZE, SIZE)
+
+
+def test_training_views_smaller_than_the_model_are_an_error(dataset, tmp_path):
+    with pytest.raises(ValueError, match="render_size"):
+        train(tiny_params(dataset, tmp_path / "big", pixel_model={**TINY, "image_size": 32}))

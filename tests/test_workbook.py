@@ -182,3 +182,13 @@ def test_sync_keeps_run_metadata_out_of_the_py(notebooks):
     workbook.sync_notebooks([src])
     assert src.read_text() == canonical and "papermill" not in canonical
     assert all("papermill" not in c.metadata for c in nbformat.read(ipynb, as_version=4).cells)
+
+
+def test_rounded_numbers_for_nbval_cells():
+    import numpy as np
+    import torch
+
+    assert workbook.rounded(-1e-12, 1) == 0.0 and str(workbook.rounded(-1e-12, 1)) == "0.0"
+    assert workbook.rounded(np.array([1.23456, -0.00001]), 3) == [1.235, 0.0]
+    assert workbook.rounded(torch.tensor([2.5551]), 2) == [2.56]
+    assert workbook.rounded(np.float32(0.1), 3) == 0.1

@@ -142,6 +142,10 @@ class MultiViewDataset(Dataset):
         if len(cams) != self.num_views:
             raise ValueError(f"{self.dirs[i]} (listed in {self.list_file}): {len(cams)} views, the model "
                              f"generates {self.num_views}; multi-view diffusion samples need exactly that many")
+        if images.shape[-1] < self.size:
+            raise ValueError(f"{self.dirs[i]} (listed in {self.list_file}): views are {images.shape[-1]}² but the "
+                             f"model works at {self.size}²; upsampled targets teach blur: build the training set at "
+                             f">= {self.size} px (notebook 03: render_size)")
         images = resize_images(images, self.size)
         if self.cache:
             self._cache[i] = images
