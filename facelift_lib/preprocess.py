@@ -681,7 +681,8 @@ def consistency_table(sample_dirs: Sequence[str | Path], gt_gaussians: Any) -> p
     """Per view of every sample: reprojection error of the ground-truth gaussian centres and mask IoU.
 
     gt_gaussians: a mapping or callable rig frame -> Gaussians (rig world); the frame of a sample is the
-    `preprocess.rig_frame` in its JSON. Columns: sample, frame, view, reproj_mean_px, reproj_max_px, iou.
+    `preprocess.rig_frame` in its JSON. Columns: sample, frame, view, reproj_mean_px, reproj_max_px, iou,
+    fx_512 (the written focal length in 512-equivalent px: per-view values differ for bbox_centered).
     """
     get = gt_gaussians if callable(gt_gaussians) else gt_gaussians.__getitem__
     rows = []
@@ -694,7 +695,8 @@ def consistency_table(sample_dirs: Sequence[str | Path], gt_gaussians: Any) -> p
         iou = mask_consistency(d, g)
         for v in range(len(cams)):
             rows.append({"sample": d.name, "frame": frame, "view": v, "reproj_mean_px": err["per_view_mean_px"][v],
-                         "reproj_max_px": err["per_view_max_px"][v], "iou": iou[v]})
+                         "reproj_max_px": err["per_view_max_px"][v], "iou": iou[v],
+                         "fx_512": float(cams.fx[v]) * FACELIFT_SIZE / cams.width})
     return pd.DataFrame(rows)
 
 

@@ -2,6 +2,12 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -39,7 +45,8 @@ preprocessed_dir = None  # default: out_dir/data (notebook 02_preprocessing: tra
 render_size = 64  # standard-camera renders of the ground truth (px)
 yaws_per_frame = 4  # headings of each ground-truth mouse (more training samples)
 image_size = 64  # the small model's resolution
-train_overrides = {}  # TrainParams fields over the recipe, e.g. {"max_steps": 2000, "lr": 5e-4}
+overwrite = True  # retrain from scratch, replacing an earlier run (full profile: False, and resume via train_overrides)
+train_overrides = {}  # TrainParams fields over the recipe, e.g. {"max_steps": 2000, "resume": "latest"}
 facelift_pipeline = None  # full profile: local FaceLift diffusers folder to fine-tune (nothing is downloaded)
 view_embeddings = None  # full profile: [6,77,1024] per-view embeddings file for the mouse cameras
 
@@ -95,7 +102,8 @@ print("views per sample:", len(cams), " size:", cams.width, " camera distance:",
 
 # %%
 params = mvtrain.profile_train_params(out, seed=seed, facelift_pipeline=facelift_pipeline,
-                                     view_embeddings=view_embeddings, image_size=image_size, overrides=train_overrides)
+                                     view_embeddings=view_embeddings, image_size=image_size,
+                                     overrides={"overwrite": overwrite, **train_overrides})
 print(f"model={params.model}  reference_view_idx={params.reference_view_idx}  random_reference={params.random_reference}  "
       f"lr={params.lr}  warmup={params.warmup_steps}  steps={params.max_steps}  batch={params.batch_size}")
 result = mvtrain.train(params)

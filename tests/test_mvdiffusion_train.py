@@ -102,6 +102,13 @@ def test_train_checkpoint_resume_and_pipeline(dataset, tmp_path):
     out = pipe(torch.rand(1, 4, SIZE, SIZE), num_inference_steps=2, progress=False)
     assert out.shape == (1, 6, 4, SIZE, SIZE)
 
+    with pytest.raises(FileExistsError, match="resume='latest'"):  # a fresh start must not mix with old checkpoints
+        train(tiny_params(dataset, run))
+    fresh = train(tiny_params(dataset, run, max_steps=2, overwrite=True))
+    assert [s["step"] for s in read_log(run)[0]] == [1, 2]
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["ckpt_00000002.pt"]
+    assert sorted(p.name for p in (run / "samples").glob("*.png")) == ["step_00000002.png"] and len(fresh.validations) == 1
+
 
 def test_training_is_deterministic(dataset, tmp_path):
     a = train(tiny_params(dataset, tmp_path / "a", max_steps=2, val_every=0))

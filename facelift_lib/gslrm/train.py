@@ -63,8 +63,12 @@ LORA_TARGETS = r"transformer_layers\.\d+\.(attn\.to_qkv|attn\.fc|mlp\.mlp\.0|mlp
 
 @dataclass
 class TrainConfig:
-    """Every knob of a GS-LRM run. Defaults are a small CPU model; the FaceLift size is `model={}`... see
-    `model`: GSLRMConfig fields (an empty dict means GSLRMConfig(), the FaceLift size)."""
+    """Every knob of a GS-LRM run, in one place (YAML/dict keys are these field names).
+
+    Defaults train the small CPU smoke model; `model` holds GSLRMConfig fields and `model={}` is the
+    FaceLift size (needed for `init_from` a FaceLift checkpoint). On a GPU set views_per_step=None and
+    background_gaussian_fraction=1.0 (render everything, as FaceLift does).
+    """
 
     train_list: str = "../outputs/smoke/data/train.txt"
     run_dir: str = "../outputs/smoke/gslrm/run"

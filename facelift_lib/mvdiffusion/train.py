@@ -81,6 +81,7 @@ class TrainParams:
     checkpoint_every: int = 100
     keep_checkpoints: int = 3
     resume: str | None = None  # None | "latest" | path to a checkpoint .pt
+    overwrite: bool = False  # fresh start in a run_dir with checkpoints: delete them (else that is an error)
     val_every: int = 50
     val_samples: int = 2
     val_inference_steps: int = 20
@@ -331,8 +332,20 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
     return path
 
 
+def _clear_run(run_dir: Path) -> None:
+    """Remove a previous run's checkpoints, validation samples and log (TrainParams.overwrite)."""
+    import shutil
+
+    for sub in ("checkpoints", "samples"):
+        shutil.rmtree(run_dir / sub, ignore_errors=True)
+    (run_dir / "log.jsonl").unlink(missing_ok=True)
+
+
 def _resolve_resume(params: TrainParams, run_dir: Path) -> Path | None:
     if params.resume is None:
+        if list_checkpoints(run_dir) and not params.overwrite:
+            raise FileExistsError(f"{run_dir / 'checkpoints'} holds checkpoints of an earlier run: continue it with "
+                                  "resume='latest', start over with overwrite=True, or use another run_dir")
         return None
     if params.resume == "latest":
         return latest_checkpoint(run_dir)
@@ -477,6 +490,8 @@ def train(params: TrainParams | dict[str, Any]) -> TrainResult:
     validations: list[dict[str, Any]] = []
     saved: list[Path] = []
     if main:
+        if resume_from is None:
+            _clear_run(run_dir)  # a fresh run's log, samples and checkpoints start empty
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "params.json").write_text(json.dumps(asdict(params), indent=1))
 
