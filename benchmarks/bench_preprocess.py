@@ -49,7 +49,8 @@ def synthetic_frame(cams, frame: int, rng: np.random.Generator) -> RigFrame:
     for i in range(len(cams)):
         mask = np.zeros((H, W), np.uint8)
         cv2.fillConvexPoly(mask, cv2.convexHull(uv[i].numpy().astype(np.float32) - 0.5).astype(np.int32), 255)
-        base = np.stack([60 + 40 * np.sin(xx / 97 + i), 50 + 30 * np.cos(yy / 71), 40 + 20 * np.sin((xx + yy) / 53)], -1)
+        base = np.stack([60 + 40 * np.sin(xx / 97 + i), 50 + 30 * np.cos(yy / 71),
+                         40 + 20 * np.sin((xx + yy) / 53)], -1)
         img = base + rng.normal(0, 8, (H, W, 3)) + (mask[..., None] > 0) * 60
         images.append(np.clip(img, 0, 255).astype(np.uint8))
         masks.append(mask)

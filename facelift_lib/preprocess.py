@@ -98,7 +98,8 @@ class PreprocessConfig:
         if self.method not in METHODS:
             raise ValueError(f"PreprocessConfig: method must be one of {METHODS}, got {self.method!r}")
         if self.distance_mode not in DISTANCE_MODES:
-            raise ValueError(f"PreprocessConfig: distance_mode must be one of {DISTANCE_MODES}, got {self.distance_mode!r}")
+            raise ValueError(f"PreprocessConfig: distance_mode must be one of {DISTANCE_MODES}, "
+                             f"got {self.distance_mode!r}")
         if self.distance_mode != "fixed" and self.method != "standard_camera":
             raise ValueError(f"PreprocessConfig: distance_mode={self.distance_mode!r} only applies to "
                              f"method='standard_camera', not {self.method!r}")
@@ -276,6 +277,39 @@ def mouse_center(cams: Cameras, com: np.ndarray) -> np.ndarray:
     return triangulate_rays(cams.centers.numpy(), pixel_ray_dirs(K, w2c, com))
 
 
+def bbox_intrinsics(K: np.ndarray, stats: MaskStats, cfg: PreprocessConfig) -> np.ndarray:
+    """bbox_uniform / bbox_centered: square crops centred on the bounding boxes -> written K [V,3,3] = A K."""
+    box_c = (stats.bbox[:, :2] + stats.bbox[:, 2:]) / 2
+    side = np.maximum(stats.bbox[:, 2] - stats.bbox[:, 0], stats.bbox[:, 3] - stats.bbox[:, 1])
+    s = cfg.bbox_fill * cfg.size / (side.max() if cfg.method == "bbox_uniform" else side)
+    return crop_resize_matrix(box_c, s, cfg.size) @ K
+
+
+def pixel_based_intrinsics(K: np.ndarray, stats: MaskStats, cfg: PreprocessConfig, names: Sequence[str]
+                           ) -> tuple[np.ndarray, dict[str, Any]]:
+    """pixel_based: CoM at the centre, one scale from the mean sqrt(area), shrunk so no mask pixel is clipped.
+    -> (written K [V,3,3] = A K, flags: pixel_scale_shrunk when the target scale would have clipped)."""
+    S = cfg.size
+    s_target = cfg.pixel_fill * S / float(np.sqrt(stats.area).mean())
+    # Largest half-extent of each mask around its CoM (to pixel edges): scale * extent must fit in S/2 - margin.
+    ext = np.maximum(stats.com - stats.bbox[:, :2], stats.bbox[:, 2:] - stats.com).max(-1)
+    s_fit = (S / 2 - cfg.margin_px) / ext
+    s = min(s_target, float(s_fit.min()))
+    flags = {}
+    if s < s_target:
+        flags["pixel_scale_shrunk"] = {"target": s_target, "used": s, "factor": s / s_target,
+                                       "limiting_view": names[int(np.argmin(s_fit))]}
+    return crop_resize_matrix(stats.com, s, S) @ K, flags
+
+
+def standard_camera_rotation(w2c: np.ndarray, centers: np.ndarray, center: np.ndarray, cfg: PreprocessConfig,
+                             names: Sequence[str]) -> np.ndarray:
+    """R_rel [V,3,3] turning each real camera (w2c [V,4,4], centres [V,3]) about its centre to look at the
+    mouse centre [3], with the roll of cfg.roll."""
+    R_new = look_at_rotation(centers, center, names) if cfg.roll == "z_up" else minimal_rotation(w2c, center)
+    return R_new @ np.swapaxes(w2c[:, :3, :3], 1, 2)
+
+
 def plan_frame(cams: Cameras, stats: MaskStats, cfg: PreprocessConfig) -> FramePlan:
     """Per-view image transforms and written cameras for one frame (see the module docstring).
 
@@ -287,58 +321,38 @@ def plan_frame(cams: Cameras, stats: MaskStats, cfg: PreprocessConfig) -> FrameP
     centers = cams.centers.numpy()
     center = mouse_center(cams, stats.com)
     dists = np.linalg.norm(centers - center, axis=-1)
-    scale = cfg.target_distance / float(dists.mean())
     flags: dict[str, Any] = {}
     R_rel = np.tile(np.eye(3), (V, 1, 1))
-    exact = True
+    pos = centers                 # written camera centres (rig units): where the real ones stand ...
+    f = cfg.focal_512 * S / FACELIFT_SIZE
+    K_std = np.tile(np.array([[f, 0.0, S / 2], [0.0, f, S / 2], [0.0, 0.0, 1.0]]), (V, 1, 1))
 
     if cfg.method in ("bbox_uniform", "bbox_centered"):
-        box_c = (stats.bbox[:, :2] + stats.bbox[:, 2:]) / 2
-        side = np.maximum(stats.bbox[:, 2] - stats.bbox[:, 0], stats.bbox[:, 3] - stats.bbox[:, 1])
-        s = cfg.bbox_fill * S / (side.max() if cfg.method == "bbox_uniform" else side)
-        K_img = crop_resize_matrix(box_c, s, S) @ K
+        K_img = bbox_intrinsics(K, stats, cfg)
     elif cfg.method == "pixel_based":
-        s_target = cfg.pixel_fill * S / float(np.sqrt(stats.area).mean())
-        # Largest half-extent of each mask around its CoM (pixel edges), so scale * extent fits in S/2 - margin.
-        ext = np.maximum(stats.com - stats.bbox[:, :2], stats.bbox[:, 2:] - stats.com).max(-1)
-        s_fit = float(((S / 2 - cfg.margin_px) / ext).min())
-        s = min(s_target, s_fit)
-        if s < s_target:
-            flags["pixel_scale_shrunk"] = {"target": s_target, "used": s, "factor": s / s_target,
-                                           "limiting_view": names[int(np.argmin((S / 2 - cfg.margin_px) / ext))]}
-        K_img = crop_resize_matrix(stats.com, s, S) @ K
+        K_img, flags = pixel_based_intrinsics(K, stats, cfg, names)
     else:  # standard_camera
-        if cfg.roll == "z_up":
-            R_new = look_at_rotation(centers, center, names)
-        else:
-            R_new = minimal_rotation(w2c, center)
-        R_rel = R_new @ np.swapaxes(w2c[:, :3, :3], 1, 2)
-        f = cfg.focal_512 * S / FACELIFT_SIZE
-        K_std = np.tile(np.array([[f, 0.0, S / 2], [0.0, f, S / 2], [0.0, 0.0, 1.0]]), (V, 1, 1))
+        R_rel = standard_camera_rotation(w2c, centers, center, cfg, names)
         K_img = K_std
         if cfg.distance_mode == "per_view_zoom":
-            zoom = scale * dists / cfg.target_distance  # > 1: camera farther than 2.7, zoom in
+            zoom = dists / dists.mean()  # = distance in FaceLift units / 2.7; > 1: farther than 2.7, zoom in
             K_img = crop_resize_matrix(np.full((V, 2), S / 2), zoom, S) @ K_std
-            exact = False
-            flags["approximate_cameras"] = ("per_view_zoom: each view zoomed by distance/2.7 about the image centre "
-                                            "and its camera written at 2.7 on the same ray; exact only at the mouse centre")
+            pos = center + (centers - center) / zoom[:, None]  # ... except here: moved along the ray to 2.7
+            flags["approximate_cameras"] = ("per_view_zoom: each view zoomed by distance/2.7 about the image "
+                                            "centre and its camera written at 2.7 on the same ray; exact only at "
+                                            "the mouse centre")
             flags["per_view_zoom"] = zoom.tolist()
 
+    exact = pos is centers
     R_new = R_rel @ w2c[:, :3, :3]
-    T = rotation_homography(K, R_rel, K_img)
-    if exact:  # the virtual cameras stand where the real ones do
-        out_K, pos = K_img, centers
-    else:      # per_view_zoom: standard intrinsics, each camera moved along its ray to the target distance
-        out_K = K_std
-        pos = center + (centers - center) * (cfg.target_distance / scale / dists)[:, None]
     w2c_new = np.tile(np.eye(4), (V, 1, 1))
     w2c_new[:, :3, :3] = R_new
     w2c_new[:, :3, 3] = -np.einsum("vij,vj->vi", R_new, pos)
-    virtual = Cameras(K=torch.from_numpy(out_K.copy()), w2c=torch.from_numpy(w2c_new), width=S, height=S,
-                      names=list(names))
+    virtual = Cameras(K=torch.from_numpy((K_img if exact else K_std).copy()), w2c=torch.from_numpy(w2c_new),
+                      width=S, height=S, names=list(names))
     out, scale, _ = similarity_normalize(virtual, torch.from_numpy(center), cfg.target_distance)
-    return FramePlan(R_rel=R_rel, K_img=K_img, T=T, cams=out, center_mm=center, scale=scale, exact=exact,
-                     flags=flags)
+    return FramePlan(R_rel=R_rel, K_img=K_img, T=rotation_homography(K, R_rel, K_img), cams=out, center_mm=center,
+                     scale=scale, exact=exact, flags=flags)
 
 
 # --- warping ----------------------------------------------------------------------------------------------
@@ -643,8 +657,8 @@ def reprojection_error(sample_dir: str | Path, points_world_rig: torch.Tensor | 
     points_world_rig [N,3] (rig units) go through the sample's normalisation and the written cameras
     (-> uv_cam), and through the raw cameras (pinhole, i.e. after undistortion) followed by each view's
     stored image transform `raw_to_image` (-> uv_img, where the warp put those points' pixels).
-    Returns {"mean_px", "max_px", "per_view_mean_px" [V], "per_view_max_px" [V]} over points in front of every camera; ~1e-9 for
-    exact methods, the size of the approximation for per_view_zoom.
+    Returns {"mean_px", "max_px", "per_view_mean_px" [V], "per_view_max_px" [V]} over the points in front
+    of every camera: ~1e-13 px for exact methods, the size of the approximation for per_view_zoom.
     """
     cams = Cameras.from_opencv_json(Path(sample_dir) / "opencv_cameras.json")
     scale, trans = sample_normalization(cams)

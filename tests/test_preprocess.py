@@ -20,10 +20,11 @@ import torch
 from facelift_lib.cameras import Cameras, intrinsics, look_at_w2c, project_points_opencv, save_mammal_pkl
 from facelift_lib.gaussians import Gaussians
 from facelift_lib.io import load_sample, validate_sample
-from facelift_lib.preprocess import (METHODS, VARIANTS, consistency_table, train_val_split, variant_config, PreprocessConfig, PreprocessError, RigFrame, apply_homography,
-                                     crop_resize_matrix, mask_consistency, mask_stats, preprocess_frame,
-                                     opencv_intrinsics, preprocess_rig, reprojection_error, rotation_homography, to_opencv_pixels,
-                                     triangulate_rays)
+from facelift_lib.preprocess import (METHODS, VARIANTS, PreprocessConfig, PreprocessError, RigFrame, apply_homography,
+                                     consistency_table, crop_resize_matrix, mask_consistency, mask_stats,
+                                     opencv_intrinsics, preprocess_frame, preprocess_rig, reprojection_error,
+                                     rotation_homography, to_opencv_pixels, train_val_split, triangulate_rays,
+                                     variant_config)
 
 W, H = 320, 240
 CENTER = np.array([12.0, -8.0, 20.0])         # ellipsoid centre, rig mm
@@ -248,7 +249,8 @@ def test_pixel_based_puts_com_at_centre_and_never_clips():
     cams = rig_cameras()
     # Small fill: the target fits; large fill on a long mouse: the scale shrinks, still no clipping.
     for fill, shrunk in ((0.15, False), (0.6, True)):
-        rgba, out = preprocess_frame(draw_frame(cams), PreprocessConfig(method="pixel_based", size=128, pixel_fill=fill))
+        cfg = PreprocessConfig(method="pixel_based", size=128, pixel_fill=fill)
+        rgba, out = preprocess_frame(draw_frame(cams), cfg)
         a = rgba[..., 3] > 127
         assert not (a[:, 0].any() or a[:, -1].any() or a[:, :, 0].any() or a[:, :, -1].any())
         assert ("pixel_scale_shrunk" in out.meta["flags"]) == shrunk
@@ -292,9 +294,11 @@ def ellipsoid_gaussians(center=CENTER, n: int = 6000) -> Gaussians:
     g = torch.Generator().manual_seed(0)
     p = torch.randn(n, 3, generator=g)
     p = p / p.norm(dim=-1, keepdim=True) * torch.rand(n, 1, generator=g) ** (1 / 3)
-    means = (p.double() * torch.from_numpy(RADII - 1.0)) @ torch.from_numpy(R_OBJ).T + torch.from_numpy(np.asarray(center))
+    means = (p.double() * torch.from_numpy(RADII - 1.0)) @ torch.from_numpy(R_OBJ).T
+    means = means + torch.from_numpy(np.asarray(center))
     return Gaussians(means=means.float(), quats=torch.tensor([[1.0, 0, 0, 0]]).repeat(n, 1),
-                     scales=torch.full((n, 3), 0.7), opacities=torch.full((n,), 0.99), colors=torch.rand(n, 3, generator=g))
+                     scales=torch.full((n, 3), 0.7), opacities=torch.full((n,), 0.99),
+                     colors=torch.rand(n, 3, generator=g))
 
 
 @pytest.mark.parametrize("method,mode", [("pixel_based", "fixed"), ("standard_camera", "fixed"),
@@ -432,3 +436,20 @@ def test_variants_and_train_val_split():
     assert train_val_split(dirs[:2], 0.2) == (dirs[:1], dirs[1:2])
     with pytest.raises(ValueError, match=">= 2 samples"):
         train_val_split(dirs[:1])
+
+
+def test_top_down_camera_needs_minimal_roll_and_then_is_exact():
+    cams = rig_cameras()
+    top = look_at_w2c(torch.tensor([[CENTER[0] + 1.0, CENTER[1], 300.0]]), target=CENTER.tolist(), up=(0.0, 1.0, 0.0))
+    cams.w2c[1] = top[0]
+    frame = draw_frame(cams)
+    with pytest.raises(PreprocessError, match=r"\['cam_1'\].*roll='minimal'"):
+        preprocess_frame(frame, PreprocessConfig(method="standard_camera", size=512))
+    rgba, out = preprocess_frame(frame, PreprocessConfig(method="standard_camera", size=512, roll="minimal"))
+    axis_to_origin = torch.nn.functional.normalize(-out.centers, dim=-1)
+    np.testing.assert_allclose(out.w2c[:, 2, :3].numpy(), axis_to_origin.numpy(), atol=1e-9)
+    expected = written_marker_px(out)
+    r = window(out, cams, 1)
+    ok = isolated(expected[1], 2 * r + 2)
+    found = blob_centres(rgba[1, ..., 0], expected[1][ok], r)
+    assert ok.sum() >= 3 and np.linalg.norm(found - expected[1][ok], axis=-1).max() < 0.15
