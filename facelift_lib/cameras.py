@@ -656,16 +656,36 @@ def ray_distance_to_reference(cams: Cameras, ref: Cameras, size: int = 32) -> to
 
 
 # --- rig calibration files ----------------------------------------------------------------------
-# Pixel-coordinate conventions at the file boundary. Cameras (like FaceLift, gsplat and Blender)
-# put pixel i's centre at i + 0.5; OpenCV calibrations put it at i; MATLAB (DANNCE/Label3D) at i + 1.
-# Importers convert on reading and exporters on writing, so files stay in their tool's convention.
+# Pixel-coordinate conventions. Calibration files keep their tool's convention: OpenCV (MAMMAL,
+# anipose) puts pixel i's centre at i, MATLAB (DANNCE/Label3D) at i + 1. The importers return OpenCV
+# 0-based pixels by default (DANNCE: cx - 1, cy - 1), i.e. what cv2.projectPoints and 2D labels use.
+# The workbook's rays and renderer (like FaceLift, gsplat and Blender) put pixel i's centre at i + 0.5:
+# pass pixel_centers="workbook" (or call `opencv_to_workbook_pixels`) where a calibration enters the
+# pipeline, so the principal point moves by half a pixel and rays go through the right pixels.
 OPENCV_TO_WORKBOOK_PX = 0.5   # u_workbook = u_opencv + 0.5
-MATLAB_TO_WORKBOOK_PX = -0.5  # u_workbook = u_matlab - 0.5 (1-based: u_opencv = u_matlab - 1)
+PIXEL_CENTERS = ("opencv", "workbook")
 
 
 def _shift_pixels(K: np.ndarray | torch.Tensor, offset: float) -> torch.Tensor:
     """K whose pixel coordinates are u + offset, v + offset (K [...,3,3])."""
     return crop_intrinsics(torch.as_tensor(np.asarray(K), dtype=torch.float64), -offset, -offset)
+
+
+def _pixel_offset(pixel_centers: str) -> float:
+    """Offset added to OpenCV 0-based pixel coordinates to reach `pixel_centers`."""
+    if pixel_centers not in PIXEL_CENTERS:
+        raise ValueError(f"pixel_centers must be one of {PIXEL_CENTERS}, got {pixel_centers!r}")
+    return OPENCV_TO_WORKBOOK_PX if pixel_centers == "workbook" else 0.0
+
+
+def opencv_to_workbook_pixels(cams: Cameras) -> Cameras:
+    """Cameras with OpenCV 0-based intrinsics -> the workbook's pixel-centre-at-+0.5 convention (cx, cy + 0.5)."""
+    return cams.replace(K=_shift_pixels(cams.K, OPENCV_TO_WORKBOOK_PX))
+
+
+def workbook_to_opencv_pixels(cams: Cameras) -> Cameras:
+    """Inverse of `opencv_to_workbook_pixels` (cx, cy - 0.5)."""
+    return cams.replace(K=_shift_pixels(cams.K, -OPENCV_TO_WORKBOOK_PX))
 
 
 def _check_calibration(K: torch.Tensor, R: torch.Tensor, source: str, names: list[str]) -> None:
@@ -686,9 +706,11 @@ def _check_calibration(K: torch.Tensor, R: torch.Tensor, source: str, names: lis
 
 def _cameras_from_opencv(K_cv: Sequence[np.ndarray], R: Sequence[np.ndarray], T: Sequence[np.ndarray],
                          dist: Sequence[np.ndarray] | None, width: int, height: int, names: list[str],
-                         source: str, meta: dict[str, Any]) -> Cameras:
+                         source: str, meta: dict[str, Any], pixel_centers: str = "opencv") -> Cameras:
     """Cameras from per-camera OpenCV K (0-based pixels), R, T (x_cam = R X + T) and dist (5)."""
-    K = _shift_pixels(np.stack([np.asarray(k, dtype=np.float64).reshape(3, 3) for k in K_cv]), OPENCV_TO_WORKBOOK_PX)
+    K = _shift_pixels(np.stack([np.asarray(k, dtype=np.float64).reshape(3, 3) for k in K_cv]),
+                      _pixel_offset(pixel_centers))
+    meta = {**meta, "pixel_centers": pixel_centers}
     Rt = torch.as_tensor(np.stack([np.asarray(r, dtype=np.float64).reshape(3, 3) for r in R]))
     _check_calibration(K, Rt, source, names)
     w2c = torch.eye(4, dtype=torch.float64).repeat(len(names), 1, 1)
@@ -709,9 +731,9 @@ def _dist5(d: Any, source: str, name: str) -> np.ndarray:
     return d
 
 
-def _to_opencv(cams: Cameras) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per-camera OpenCV K (0-based pixels), R, T, dist [V,5] (zeros for a pinhole set)."""
-    K = _shift_pixels(cams.K, -OPENCV_TO_WORKBOOK_PX).numpy()
+def _to_opencv(cams: Cameras, pixel_centers: str = "opencv") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per-camera OpenCV K (0-based pixels), R, T, dist [V,5] (zeros for a pinhole set) from cams in `pixel_centers`."""
+    K = _shift_pixels(cams.K, -_pixel_offset(pixel_centers)).numpy()
     dist = np.zeros((len(cams), 5)) if cams.dist is None else cams.dist.numpy()
     return K, cams.w2c[:, :3, :3].numpy(), cams.w2c[:, :3, 3].numpy(), dist
 
@@ -727,7 +749,8 @@ def _require_file(path: str | Path, what: str) -> Path:
     return path
 
 
-def load_mammal_pkl(path: str | Path, width: int = 1152, height: int = 1024) -> Cameras:
+def load_mammal_pkl(path: str | Path, width: int = 1152, height: int = 1024,
+                    pixel_centers: str = "opencv") -> Cameras:
     """MAMMAL `new_cam.pkl`: {i: {"K" 3x3, "R" 3x3, "T" (3,), optional "dist" (5,), "name"}} for i = 0..N-1
     (a list works too). OpenCV convention x_cam = R X + T, 0-based pixels; units kept (mm).
     The file has no image size: width/height default to MAMMAL's 1152x1024. Unpickling runs code:
@@ -756,12 +779,12 @@ def load_mammal_pkl(path: str | Path, width: int = 1152, height: int = 1024) -> 
                          "have it; give every camera its coefficients (zeros for an undistorted one)")
     return _cameras_from_opencv([e["K"] for e in entries], [e["R"] for e in entries], [e["T"] for e in entries],
                                 [e["dist"] for e in entries] if all(has_dist) else None, width, height, names,
-                                str(path), {"calibration_format": "mammal_pkl"})
+                                str(path), {"calibration_format": "mammal_pkl"}, pixel_centers)
 
 
-def save_mammal_pkl(cams: Cameras, path: str | Path) -> Path:
-    """Write `cams` as a MAMMAL-style new_cam.pkl (inverse of `load_mammal_pkl`)."""
-    K, R, T, dist = _to_opencv(cams)
+def save_mammal_pkl(cams: Cameras, path: str | Path, pixel_centers: str = "opencv") -> Path:
+    """Write `cams` (in `pixel_centers` convention) as a MAMMAL-style new_cam.pkl (OpenCV pixels in the file)."""
+    K, R, T, dist = _to_opencv(cams, pixel_centers)
     data = {}
     for i, name in enumerate(_names(cams)):
         data[i] = {"K": K[i].copy(), "R": R[i].copy(), "T": T[i].copy(), "name": name}
@@ -774,7 +797,7 @@ def save_mammal_pkl(cams: Cameras, path: str | Path) -> Path:
     return path
 
 
-def load_dannce_mat(path: str | Path, width: int, height: int) -> Cameras:
+def load_dannce_mat(path: str | Path, width: int, height: int, pixel_centers: str = "opencv") -> Cameras:
     """DANNCE / Label3D `*dannce.mat`: `params` (cell of structs K, r, t, RDistort, TDistort) + `camnames`.
 
     MATLAB conventions: K is stored transposed ([fx 0 0; s fy 0; cx cy 1]) with 1-based pixels;
@@ -810,12 +833,13 @@ def load_dannce_mat(path: str | Path, width: int, height: int) -> Cameras:
         k3 = k[2] if k.size == 3 else 0.0  # MATLAB's 2-coefficient model is k3 = 0
         p1, p2 = np.asarray(p["TDistort"], dtype=np.float64).reshape(2)
         dist.append(np.array([k[0], k[1], p1, p2, k3]))
-    return _cameras_from_opencv(K_cv, R, T, dist, width, height, names, str(path), {"calibration_format": "dannce_mat"})
+    return _cameras_from_opencv(K_cv, R, T, dist, width, height, names, str(path), {"calibration_format": "dannce_mat"},
+                                pixel_centers)
 
 
-def save_dannce_mat(cams: Cameras, path: str | Path) -> Path:
-    """Write `cams` as a DANNCE-style .mat (params + camnames; inverse of `load_dannce_mat`)."""
-    K, R, T, dist = _to_opencv(cams)
+def save_dannce_mat(cams: Cameras, path: str | Path, pixel_centers: str = "opencv") -> Path:
+    """Write `cams` as a DANNCE-style .mat (params + camnames, 1-based pixels; inverse of `load_dannce_mat`)."""
+    K, R, T, dist = _to_opencv(cams, pixel_centers)
     params = np.empty((len(cams), 1), dtype=object)
     for i in range(len(cams)):
         params[i, 0] = {
@@ -831,7 +855,7 @@ def save_dannce_mat(cams: Cameras, path: str | Path) -> Path:
     return path
 
 
-def load_anipose_toml(path: str | Path) -> Cameras:
+def load_anipose_toml(path: str | Path, pixel_centers: str = "opencv") -> Cameras:
     """anipose `calibration.toml`: [cam_N] name, size [w,h], matrix, distortions (5), rotation (Rodrigues,
     world->camera), translation; [metadata] kept in meta["anipose_metadata"]. OpenCV 0-based pixels;
     units are the board's (usually mm). Cameras are ordered by N (aniposelib sorts the section names as
@@ -872,12 +896,12 @@ def load_anipose_toml(path: str | Path) -> Cameras:
                          "(load subsets with the same size separately)")
     (w, h), = sizes
     meta = {"calibration_format": "anipose_toml", "anipose_metadata": data.get("metadata", {})}
-    return _cameras_from_opencv(K, R, T, dist, w, h, names, str(path), meta)
+    return _cameras_from_opencv(K, R, T, dist, w, h, names, str(path), meta, pixel_centers)
 
 
-def save_anipose_toml(cams: Cameras, path: str | Path) -> Path:
-    """Write `cams` as an anipose calibration.toml (inverse of `load_anipose_toml`)."""
-    K, R, T, dist = _to_opencv(cams)
+def save_anipose_toml(cams: Cameras, path: str | Path, pixel_centers: str = "opencv") -> Path:
+    """Write `cams` as an anipose calibration.toml (OpenCV pixels; inverse of `load_anipose_toml`)."""
+    K, R, T, dist = _to_opencv(cams, pixel_centers)
     data: dict[str, Any] = {}
     for i, name in enumerate(_names(cams)):
         data[f"cam_{i}"] = {
@@ -893,16 +917,15 @@ def save_anipose_toml(cams: Cameras, path: str | Path) -> Path:
     return path
 
 
-def project_points_opencv(cams: Cameras, points: torch.Tensor | np.ndarray,
-                          opencv_pixels: bool = False) -> torch.Tensor:
+def project_points_opencv(cams: Cameras, points: torch.Tensor | np.ndarray) -> torch.Tensor:
     """Project world points [N,3] with each camera's lens distortion through cv2.projectPoints -> [V,N,2].
 
-    Pixel coordinates in the workbook convention (pixel centres at +0.5, like `Cameras.project`);
-    opencv_pixels=True gives OpenCV's (centres at integers: 2D labels, cv2 tools). Points behind a
-    camera are projected too (cv2 does not check): mask them with `Cameras.project`'s depth.
+    Pixel coordinates in the convention of `cams.K` (OpenCV 0-based for imported calibrations, pixel
+    centres at +0.5 for workbook cameras). Points behind a camera are projected too (cv2 does not
+    check): mask them with `Cameras.project`'s depth.
     """
     pts = np.ascontiguousarray(np.asarray(points, dtype=np.float64).reshape(-1, 3))
-    K = (_shift_pixels(cams.K, -OPENCV_TO_WORKBOOK_PX) if opencv_pixels else cams.K).numpy()
+    K = cams.K.numpy()
     dist = np.zeros((len(cams), 5)) if cams.dist is None else cams.dist.numpy()
     out = []
     for v in range(len(cams)):

@@ -529,8 +529,9 @@ def make_rig_dataset(out_dir: str | Path, n_frames: int = 8, seed: int = 0, imag
     cams = markerless_mouse_rig(image_scale)
     names, V, H, W = list(cams.names), len(cams), cams.height, cams.width
     _clear_synthetic_rig(out)
-    save_mammal_pkl(cams, out / CALIBRATION_FILE)
-    cams = load_mammal_pkl(out / CALIBRATION_FILE, width=W, height=H)  # render through what was written
+    # the file holds OpenCV 0-based pixels like a real MAMMAL calibration; we work in pixel centres at +0.5
+    save_mammal_pkl(cams, out / CALIBRATION_FILE, pixel_centers="workbook")
+    cams = load_mammal_pkl(out / CALIBRATION_FILE, width=W, height=H, pixel_centers="workbook")  # render what was written
     poses = mouse_trajectory(n_frames, seed, fur=fur)
     centers = []
     for t in tqdm(range(n_frames), desc=f"rig frames ({V} views, {W}x{H})"):
@@ -600,7 +601,8 @@ def load_rig(rig_dir: str | Path) -> Rig:
     if missing:
         raise ValueError(f"{path}: missing keys {missing} (see the rig folder layout in DESIGN.md)")
     names = list(meta["camera_names"])
-    cams = load_mammal_pkl(rig_dir / CALIBRATION_FILE, width=int(meta["width"]), height=int(meta["height"]))
+    cams = load_mammal_pkl(rig_dir / CALIBRATION_FILE, width=int(meta["width"]), height=int(meta["height"]),
+                           pixel_centers="workbook")
     if len(cams) != len(names):
         raise ValueError(f"{rig_dir / CALIBRATION_FILE}: {len(cams)} cameras but {path} names {len(names)}; "
                          "the calibration and rig.json must list the same cameras in the same order")

@@ -277,7 +277,7 @@ def test_bbox_methods_distorted_by_a_tail():
 def write_rig(root: Path, n_frames: int = 2, dist: bool = False) -> Path:
     """A rig folder in the DESIGN.md layout (rig.json, new_cam.pkl, images/, masks/, gt/centers.json)."""
     cams = rig_cameras(dist)
-    save_mammal_pkl(cams, root / "new_cam.pkl")
+    save_mammal_pkl(cams, root / "new_cam.pkl", pixel_centers="workbook")
     for f in range(n_frames):
         fr = draw_frame(cams, f, center=CENTER + [3.0 * f, 0, 0])
         for v, name in enumerate(cams.names):
@@ -388,7 +388,7 @@ def test_image_not_the_calibrated_size(tmp_path):
 
 def test_camera_count_differs_from_image_folders(tmp_path):
     rig = write_rig(tmp_path / "rig", n_frames=1)
-    save_mammal_pkl(rig_cameras()[[0, 1, 2]], rig / "new_cam.pkl")
+    save_mammal_pkl(rig_cameras()[[0, 1, 2]], rig / "new_cam.pkl", pixel_centers="workbook")
     with pytest.raises(ValueError, match=r"new_cam\.pkl.*3 cameras.*names 4"):
         preprocess_rig(rig, tmp_path / "out", size=64)
     write_rig(rig, n_frames=1)
@@ -401,7 +401,7 @@ def test_non_finite_calibration_names_the_camera(tmp_path):
     rig = write_rig(tmp_path / "rig", n_frames=1)
     cams = rig_cameras()
     cams.w2c[2, 0, 3] = float("nan")
-    save_mammal_pkl(cams, rig / "new_cam.pkl")
+    save_mammal_pkl(cams, rig / "new_cam.pkl", pixel_centers="workbook")
     with pytest.raises(PreprocessError, match=r"new_cam\.pkl.*'cam_2' \(view 2\).*NaN/inf"):
         preprocess_rig(rig, tmp_path / "out", size=64)
 
