@@ -310,8 +310,13 @@ def _camera_problems(cams: Cameras, tol: ValidationTolerances) -> list[str]:
         claim = f"camera_type {ctype!r}"
         if len(cams) != spec["n_views"]:
             whole.append(f"{CAMERA_FILE}: {len(cams)} views but {claim} has {spec['n_views']}")
-        if (W, H) != (spec["width"], spec["height"]):
-            whole.append(f"{CAMERA_FILE}: image size {W}x{H} but {claim} is {spec['width']}x{spec['height']}")
+        # Size-aware: the spec at another resolution is the same cameras with intrinsics scaled by W / spec
+        # width (smoke samples at 64² see exactly what the 512² spec sees); the aspect ratio must match.
+        s = W / spec["width"]
+        if abs(H - spec["height"] * s) > 1e-9:
+            whole.append(f"{CAMERA_FILE}: image size {W}x{H} does not have the aspect of {claim} "
+                         f"({spec['width']}x{spec['height']})")
+        spec = {**spec, **{k: spec[k] * s for k in ("fx", "fy", "cx", "cy")}}
         for v in range(len(cams)):
             if not finite_K[v]:
                 continue

@@ -7,6 +7,7 @@ Notebook-only module: the library never imports it.
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, Callable, Mapping, Sequence
 
 import matplotlib.pyplot as plt
@@ -291,24 +292,27 @@ def plot_curves(data: Any, x: str, ys: str | Sequence[str], marks: Sequence[floa
 
 
 # --- interactive --------------------------------------------------------------------------------
-def browser(show_view: Callable[[int, int], Any], n_frames: int, n_cameras: int,
-            camera_names: Sequence[str] | None = None) -> Any:
-    """ipywidgets frame/camera browser: sliders call `show_view(frame, camera)`, which draws or displays.
+def live_frontend() -> bool:
+    """Whether this kernel was started by a Jupyter server (JupyterLab, Notebook 7), which sets
+    JPY_SESSION_NAME in the kernel's environment; papermill, nbval and nbclient kernels have no frontend."""
+    return "JPY_SESSION_NAME" in os.environ
 
-    Returns the widget, or None outside an IPython kernel or without ipywidgets. Under papermill/nbval
-    the widget is created but has no frontend; its output lives in the widget state, so the static
-    notebook shows nothing for it and nothing breaks.
+
+def browser(show_view: Callable[[int, int], Any], n_frames: int, n_cameras: int,
+            camera_names: Sequence[str] | None = None, interactive: bool | None = None) -> Any:
+    """ipywidgets frame/camera browser: a slider and a dropdown call `show_view(frame, camera)`, which draws.
+
+    Returns the widget, or None (shows nothing) when `interactive` is False. interactive=None means
+    `live_frontend()`: headless runs (papermill, nbval) get no widgets at all, because nbclient can hang
+    on widget traffic (jupyter/nbclient#312) and a static notebook could not use them anyway.
     """
-    try:
-        import ipywidgets as widgets
-        from IPython import get_ipython
-    except ImportError:
+    if not (live_frontend() if interactive is None else interactive):
         return None
-    if get_ipython() is None or not hasattr(get_ipython(), "kernel"):
-        return None
+    import ipywidgets as widgets
+
     frame = widgets.IntSlider(0, 0, max(n_frames - 1, 0), description="frame", continuous_update=False)
-    options = list(camera_names) if camera_names else list(range(n_cameras))
-    camera = widgets.Dropdown(options=[(str(n), i) for i, n in enumerate(options)], value=0, description="camera")
+    options = list(camera_names) if camera_names else [str(i) for i in range(n_cameras)]
+    camera = widgets.Dropdown(options=[(name, i) for i, name in enumerate(options)], value=0, description="camera")
     out = widgets.Output()
 
     def update(*_: Any) -> None:
@@ -321,27 +325,3 @@ def browser(show_view: Callable[[int, int], Any], n_frames: int, n_cameras: int,
     camera.observe(update, "value")
     update()
     return widgets.VBox([widgets.HBox([frame, camera]), out])
-
-
-# --- distributions per group (appended for 02_preprocessing) ---------------------------------------
-def plot_by_group(tables: Mapping[str, Any], columns: Sequence[str], labels: Sequence[str] | None = None,
-                  title: str | None = None, size: float = 3.2) -> Figure:
-    """One panel per column, one box per group (e.g. per preprocessing method) with its values overlaid.
-
-    tables: {group: DataFrame (or dict of arrays)} holding `columns`; labels: axis label per column.
-    """
-    fig, axes = plt.subplots(1, len(columns), figsize=(size * len(columns) * max(1, len(tables)) / 3, size),
-                             squeeze=False)
-    names = list(tables)
-    for ax, col, lab in zip(axes[0], columns, labels or columns):
-        data = [np.asarray(tables[n][col], dtype=float) for n in names]
-        ax.boxplot(data, showfliers=False)
-        for i, d in enumerate(data, start=1):
-            jitter = np.random.default_rng(i).uniform(-0.15, 0.15, len(d))
-            ax.scatter(i + jitter, d, s=6, alpha=0.5)
-        ax.set_xticks(range(1, len(names) + 1), names, rotation=30, ha="right", fontsize=8)
-        ax.set_ylabel(lab, fontsize=9)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig

@@ -70,6 +70,7 @@ class Profile:
     name: str
     out_dir: Path                                  # absolute
     shared: dict[str, Any] = field(default_factory=dict)   # offered to every notebook (seed, size, ...)
+    cell_timeout_s: float | None = None            # a cell running longer fails the run (None: no limit)
     sections: dict[str, dict[str, Any]] = field(default_factory=dict)  # per notebook name
     source: str = "<dict>"
 
@@ -88,13 +89,15 @@ def load_profile(path: str | Path, out_dir: str | Path | None = None) -> Profile
     name = str(data.pop("profile", path.stem))
     out = Path(out_dir if out_dir is not None else data.pop("out_dir", f"outputs/{name}")).resolve()
     data.pop("out_dir", None)
+    timeout = data.pop("cell_timeout_s", None)
     sections: dict[str, dict[str, Any]] = {}
     for key in [k for k in data if NOTEBOOK_NAME.match(str(k))]:
         if not isinstance(data[key], dict):
             raise ValueError(f"{path}: '{key}' looks like a notebook section but is not a mapping "
                              f"(write `{key}: {{param: value}}`)")
         sections[key] = data.pop(key)
-    return Profile(name=name, out_dir=out, shared=data, sections=sections, source=str(path))
+    return Profile(name=name, out_dir=out, shared=data, sections=sections,
+                   cell_timeout_s=None if timeout is None else float(timeout), source=str(path))
 
 
 # --- notebooks ------------------------------------------------------------------------------------
@@ -146,10 +149,17 @@ def strip_run_metadata(notebook: Path) -> None:
 
 
 def notebook_parameters(notebook: str | Path) -> dict[str, Any]:
-    """{name: default} of the notebook's `parameters` cell ({} when it has none)."""
-    import papermill
+    """{name: default} of the `parameters` cell of a notebook (.py source or .ipynb; {} when it has none)."""
+    import jupytext
+    from papermill.translators import papermill_translators
 
-    return {name: p["default"] for name, p in papermill.inspect_notebook(str(notebook)).items()}
+    nb = jupytext.read(notebook)
+    cell = next((c for c in nb.cells if "parameters" in c.metadata.get("tags", [])), None)
+    if cell is None:
+        return {}
+    spec = nb.metadata.get("kernelspec", {})
+    translator = papermill_translators.find_translator(spec.get("name", "python3"), spec.get("language", "python"))
+    return {p.name: p.default for p in translator.inspect(cell)}
 
 
 def collect_records(nb: Any) -> dict[str, Any]:
@@ -192,7 +202,7 @@ def check_profile_keys(profile: Profile, declared: dict[str, Sequence[str]]) -> 
 
 
 def execute_notebook(src: Path, dst: Path, parameters: dict[str, Any] | None, cwd: Path,
-                     html: bool = True) -> Any:
+                     html: bool = True, cell_timeout_s: float | None = None) -> Any:
     """Run `src` with papermill into `dst` (kernel from its kernelspec, cwd `cwd`); `html`: a .html copy too.
 
     Returns the executed notebook. Raises NotebookFailed naming the notebook and the failing cell;
@@ -206,7 +216,8 @@ def execute_notebook(src: Path, dst: Path, parameters: dict[str, Any] | None, cw
     error: Exception | None = None
     try:
         papermill.execute_notebook(str(src), str(dst), parameters=parameters, cwd=str(cwd),
-                                   progress_bar={"desc": name, "leave": False}, log_output=False)
+                                   progress_bar={"desc": name, "leave": False}, log_output=False,
+                                   execution_timeout=cell_timeout_s)
     except Exception as exc:  # noqa: BLE001 - re-raised below as NotebookFailed, after writing the HTML
         error = exc
     if html and dst.is_file():
@@ -217,8 +228,8 @@ def execute_notebook(src: Path, dst: Path, parameters: dict[str, Any] | None, cw
         first = next((ln for ln in error.source.splitlines() if ln.strip()), "<empty>")
         where = f"cell {error.cell_index} of the executed copy (In [{error.exec_count}]: `{first.strip()}`)"
         what = f"{error.ename}: {error.evalue}"
-    else:
-        where, what = "before or between cells", f"{type(error).__name__}: {error}"
+    else:  # kernel death, a cell timeout (its message shows the cell), ...
+        where, what = "the kernel or the client", f"{type(error).__name__}: {str(error).strip()}"
     raise NotebookFailed(f"notebook {name} failed at {where}: {what}\n"
                          f"  executed copy with the traceback: {dst}") from error
 
@@ -247,9 +258,10 @@ def run_profile(profile: Profile, notebooks_dir: str | Path = DEFAULT_NOTEBOOKS_
     from tqdm.auto import tqdm
 
     notebooks_dir = Path(notebooks_dir).resolve()
-    all_ipynb = sync_notebooks(discover_notebooks(notebooks_dir))
-    selected = [p.stem for p in discover_notebooks(notebooks_dir, only)]
-    declared = {p.stem: list(notebook_parameters(p)) for p in all_ipynb}
+    # Only the notebooks that run are synced (others may be open in an editor); every notebook's
+    # declared parameters count for the unknown-key check, read from the .py sources.
+    selected = [p.stem for p in sync_notebooks(discover_notebooks(notebooks_dir, only))]
+    declared = {p.stem: list(notebook_parameters(p)) for p in discover_notebooks(notebooks_dir)}
     check_profile_keys(profile, declared)
 
     out = profile.out_dir
@@ -269,10 +281,12 @@ def run_profile(profile: Profile, notebooks_dir: str | Path = DEFAULT_NOTEBOOKS_
         write_summary(summary, out / "summary.json")
         t0 = time.perf_counter()
         try:
-            nb = execute_notebook(notebooks_dir / f"{name}.ipynb", out / f"{name}.ipynb", params, notebooks_dir)
-        except NotebookFailed as exc:
-            entry.update(status="failed", seconds=round(time.perf_counter() - t0, 2), error=str(exc))
-            summary.update(status="failed", total_seconds=round(time.perf_counter() - start, 2))
+            nb = execute_notebook(notebooks_dir / f"{name}.ipynb", out / f"{name}.ipynb", params, notebooks_dir,
+                                  cell_timeout_s=profile.cell_timeout_s)
+        except BaseException as exc:  # a failed cell, or Ctrl-C: summary.json says so, then re-raise
+            status = "failed" if isinstance(exc, NotebookFailed) else "interrupted"
+            entry.update(status=status, seconds=round(time.perf_counter() - t0, 2), error=str(exc) or repr(exc))
+            summary.update(status=status, total_seconds=round(time.perf_counter() - start, 2))
             write_summary(summary, out / "summary.json")
             bar.close()
             raise

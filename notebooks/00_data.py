@@ -80,7 +80,8 @@ plt.show()
 
 # %% [markdown]
 # ## Browse frames and cameras (JupyterLab only)
-# The sliders need a live kernel; in the executed HTML this cell shows nothing.
+# The slider and the dropdown need a live frontend: in headless runs (papermill, nbval) and in the HTML
+# this cell shows nothing (`viz.browser(..., interactive=True)` forces it elsewhere, e.g. in VS Code).
 
 # %%
 def show_view(t: int, v: int) -> None:

@@ -324,8 +324,24 @@ def test_claimed_standard_type_wrong_view_count_and_size(tmp_path):
     cams.meta = {"camera_type": "mouse_standard_6view"}
     text = "\n".join(io.validate_sample(make_sample(tmp_path, cams)))
     assert "4 views but camera_type 'mouse_standard_6view' has 6" in text
-    assert "image size 64x64 but camera_type 'mouse_standard_6view' is 512x512" in text
-    assert "cx=32 but" in text  # a standard type also pins the principal point to the centre
+    # a non-square image cannot be the square spec at any resolution
+    cams = small_cams(n=6, size=64, height=48)
+    cams.meta = {"camera_type": "mouse_standard_6view"}
+    text = "\n".join(io.validate_sample(make_sample(tmp_path, cams, name="wide")))
+    assert "image size 64x48 does not have the aspect of camera_type 'mouse_standard_6view' (512x512)" in text
+
+
+def test_claimed_standard_type_is_size_aware(tmp_path):
+    """The spec at 64² is the 512² cameras with intrinsics scaled by 64/512; anything else is flagged."""
+    ok = small_cams(n=6, size=64)
+    ok.K = ok.K.clone()
+    ok.w2c = mouse_standard_6view().w2c
+    ok.meta = {"camera_type": "mouse_standard_6view", "camera_distance": 2.7}
+    assert io.validate_sample(make_sample(tmp_path, ok, name="ok")) == []
+    bad = ok.replace(K=ok.K.clone())
+    bad.K[:, 0, 0] = 548.99   # the 512² focal length left on a 64² image
+    text = "\n".join(io.validate_sample(make_sample(tmp_path, bad, name="bad")))
+    assert "fx=549" in text or "fx=548.99" in text
 
 
 def test_standard_type_camera_not_looking_at_origin(tmp_path):

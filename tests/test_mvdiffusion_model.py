@@ -5,7 +5,6 @@ import json
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from facelift_lib.mvdiffusion import (FACELIFT_UNET_CONFIG, MultiViewAttnProcessor, PixelModelConfig,
                                       PixelMVDiffusion, ViewEmbedding, set_multiview_attention, standard_cameras)
@@ -201,7 +200,8 @@ def test_small_model_attention_only_at_lowest_resolution():
 
 def test_small_model_uses_reference_and_view_context():
     torch.manual_seed(0)
-    model = PixelMVDiffusion(PixelModelConfig(image_size=16, block_out_channels=(8, 16), view_embedding="camera")).eval()
+    cfg = PixelModelConfig(image_size=16, block_out_channels=(8, 16), view_embedding="camera")
+    model = PixelMVDiffusion(cfg).eval()
     x = torch.randn(1, 6, 4, 16, 16)
     ref = torch.rand(1, 4, 16, 16)
     with torch.no_grad():

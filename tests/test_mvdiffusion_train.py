@@ -1,7 +1,6 @@
 """Training: losses, identity-mapping score, checkpoints/resume/errors, both model kinds (tiny sizes)."""
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
@@ -107,7 +106,8 @@ def test_train_checkpoint_resume_and_pipeline(dataset, tmp_path):
     fresh = train(tiny_params(dataset, run, max_steps=2, overwrite=True))
     assert [s["step"] for s in read_log(run)[0]] == [1, 2]
     assert [p.name for p in (run / "checkpoints").iterdir()] == ["ckpt_00000002.pt"]
-    assert sorted(p.name for p in (run / "samples").glob("*.png")) == ["step_00000002.png"] and len(fresh.validations) == 1
+    assert sorted(p.name for p in (run / "samples").glob("*.png")) == ["step_00000002.png"]
+    assert len(fresh.validations) == 1
 
 
 def test_training_is_deterministic(dataset, tmp_path):

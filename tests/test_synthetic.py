@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from facelift_lib.cameras import Cameras, orbit_cameras
+from facelift_lib.cameras import orbit_cameras
 from facelift_lib.gaussians import Gaussians
 from facelift_lib.io import load_sample, read_list_file, save_sample, validate_sample, write_list_file
 from facelift_lib.mvdiffusion import standard_cameras
@@ -106,8 +106,8 @@ def checkpoint(tmp_path_factory):
         dirs.append(save_sample(root / "data" / f"s{i}", img, cams))
     write_list_file(root / "data" / "train.txt", dirs)
     result = train(TrainParams(run_dir=str(root / "run"), train_list=str(root / "data" / "train.txt"), val_list=None,
-                               pixel_model={"image_size": SIZE, "block_out_channels": [8, 16], "cross_attention_dim": 16,
-                                            "attention_head_dim": 8},
+                               pixel_model={"image_size": SIZE, "block_out_channels": [8, 16],
+                                            "cross_attention_dim": 16, "attention_head_dim": 8},
                                max_steps=2, batch_size=2, checkpoint_every=2, val_every=0, progress=False))
     return result.last_checkpoint, root / "data" / "train.txt"
 

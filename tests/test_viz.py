@@ -53,8 +53,17 @@ def test_cameras_3d_and_curves():
     matplotlib.pyplot.close("all")
 
 
-def test_browser_is_none_outside_a_kernel():
-    assert viz.browser(lambda f, c: None, n_frames=3, n_cameras=2) is None
+def test_browser_only_with_a_live_frontend(monkeypatch):
+    calls = []
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    assert viz.browser(lambda f, c: calls.append((f, c)), n_frames=3, n_cameras=2) is None and calls == []
+    monkeypatch.setenv("JPY_SESSION_NAME", "notebooks/00_data.ipynb")
+    w = viz.browser(lambda f, c: calls.append((f, c)), n_frames=3, n_cameras=2, camera_names=["a", "b"])
+    assert w is not None and calls == [(0, 0)]
+    slider, dropdown = w.children[0].children
+    slider.value = 2
+    dropdown.value = 1
+    assert calls[-2:] == [(2, 0), (2, 1)]
 
 
 def test_camera_comparison_figures():

@@ -75,9 +75,10 @@ def test_load_profile_splits_run_shared_and_sections(tmp_path, monkeypatch):
         out_dir: out/t
         seed: 3
         size: 64
+        cell_timeout_s: 600
         05_gslrm: {steps: 7}
     """))
-    assert prof.name == "t" and prof.out_dir == (tmp_path / "out/t").resolve()
+    assert prof.name == "t" and prof.out_dir == (tmp_path / "out/t").resolve() and prof.cell_timeout_s == 600.0
     assert prof.shared == {"seed": 3, "size": 64}
     assert prof.sections == {"05_gslrm": {"steps": 7}}
     assert workbook.load_profile(tmp_path / "profile.yaml", out_dir="elsewhere").out_dir == tmp_path / "elsewhere"
@@ -117,7 +118,8 @@ def test_run_writes_outputs_injects_declared_parameters_and_filters(tmp_path, no
         summary = workbook.run_profile(workbook.load_profile(profile), notebooks, only=["00_a"])
     out = tmp_path / "out"
     assert (out / "00_a.ipynb").is_file() and (out / "00_a.html").is_file()
-    assert not (out / "01_b.ipynb").exists()  # --only
+    assert not (out / "01_b.ipynb").exists()  # --only: neither run
+    assert not (notebooks / "01_b.ipynb").exists()  # nor synced
     on_disk = json.loads((out / "summary.json").read_text())
     assert on_disk == summary
     assert list(summary["notebooks"]) == ["00_a"] and summary["status"] == "ok"
@@ -192,3 +194,8 @@ def test_rounded_numbers_for_nbval_cells():
     assert workbook.rounded(np.array([1.23456, -0.00001]), 3) == [1.235, 0.0]
     assert workbook.rounded(torch.tensor([2.5551]), 2) == [2.56]
     assert workbook.rounded(np.float32(0.1), 3) == 0.1
+
+
+def test_notebook_parameters_from_the_py_source(notebooks):
+    assert workbook.notebook_parameters(notebooks / "00_a.py") == {"out_dir": '"../outputs/smoke"', "seed": "0",
+                                                                   "alpha": "1.0"}

@@ -12,8 +12,7 @@ Batches inside the UNet are [B*V, ...] with the V views of a sample contiguous.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +62,8 @@ class MultiViewAttnProcessor:
                  attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None,
                  *args, **kwargs) -> torch.Tensor:
         if encoder_hidden_states is not None:
-            raise ValueError("MultiViewAttnProcessor is for self-attention (attn1); cross-attention keeps its own processor")
+            raise ValueError("MultiViewAttnProcessor is for self-attention (attn1); "
+                             "cross-attention keeps its own processor")
         if attention_mask is not None:
             raise ValueError("MultiViewAttnProcessor does not support attention masks (UNet self-attention has none)")
         residual = hidden_states
@@ -376,7 +376,8 @@ class LatentMVDiffusion(nn.Module):
         super().__init__()
         self.unet, self.vae, self.image_encoder, self.image_normalizer = unet, vae, image_encoder, image_normalizer
         self.feature_extractor, self.image_noising_scheduler = feature_extractor, image_noising_scheduler
-        self.num_views, self.noise_level, self.alpha_threshold, self.source = num_views, noise_level, alpha_threshold, source
+        self.num_views, self.noise_level, self.alpha_threshold = num_views, noise_level, alpha_threshold
+        self.source = source
         self.learn_view_embeddings = learn_view_embeddings
         for m in (self.vae, self.image_encoder, self.image_normalizer):
             m.requires_grad_(False)

@@ -141,7 +141,8 @@ def load_facelift_pipeline(local_dir: str | Path, num_views: int = 6, mode: str 
                          f"({2 * latent_ch}) and predicts {latent_ch} (is this a stock sd-2-1-unclip UNet?)")
     image_encoder = CLIPVisionModelWithProjection.from_pretrained(local_dir / "image_encoder", torch_dtype=torch_dtype)
     feature_extractor = CLIPImageProcessor.from_pretrained(local_dir / "feature_extractor")
-    image_normalizer = StableUnCLIPImageNormalizer.from_pretrained(local_dir / "image_normalizer", torch_dtype=torch_dtype)
+    image_normalizer = StableUnCLIPImageNormalizer.from_pretrained(local_dir / "image_normalizer",
+                                                                   torch_dtype=torch_dtype)
     noising = DDPMScheduler.from_pretrained(local_dir / "image_noising_scheduler")
     scheduler = DDIMScheduler.from_pretrained(local_dir / "scheduler")
     set_multiview_attention(unet, num_views, mode)

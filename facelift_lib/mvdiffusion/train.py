@@ -456,8 +456,9 @@ def train(params: TrainParams | dict[str, Any]) -> TrainResult:
                                  params.random_reference, seed=params.seed, cache=model.kind == "pixel")
     val_set = (MultiViewDataset(params.val_list, params.num_views, model.image_size, params.reference_view_idx,
                                 False, cache=False) if params.val_list else None)
-    loader = DataLoader(train_set, batch_size=params.batch_size, shuffle=True, drop_last=len(train_set) >= params.batch_size,
-                        num_workers=params.num_workers, generator=torch.Generator().manual_seed(params.seed))
+    loader = DataLoader(train_set, batch_size=params.batch_size, shuffle=True,
+                        drop_last=len(train_set) >= params.batch_size, num_workers=params.num_workers,
+                        generator=torch.Generator().manual_seed(params.seed))
     trainable = model.trainable_parameters()
     optimizer = torch.optim.AdamW(trainable, lr=params.lr, weight_decay=params.weight_decay)
     lr_scheduler = get_scheduler(params.lr_schedule, optimizer, num_warmup_steps=params.warmup_steps,
