@@ -60,7 +60,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """One line per warning, above the progress bars (no source echo)."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     tqdm.write(f"warning: {message}", file=sys.stderr)
 

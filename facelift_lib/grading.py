@@ -29,7 +29,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from facelift_lib.cameras import Cameras
 from facelift_lib.io import CAMERA_FILE, image_paths

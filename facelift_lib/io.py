@@ -22,7 +22,7 @@ from typing import Iterable, Sequence
 import cv2
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from facelift_lib.cameras import CAMERA_SPECS, Cameras
 

@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from facelift_lib.cameras import (FACELIFT_DISTANCE, FACELIFT_FOCAL, FACELIFT_SIZE, Cameras, look_at_w2c,
                                   similarity_normalize)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from facelift_lib.cameras import (FACELIFT_DISTANCE, Cameras, intrinsics, load_mammal_pkl, look_at_w2c,
                                   save_mammal_pkl, similarity_normalize)

@@ -21,7 +21,7 @@ from typing import Sequence
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .cameras import CAMERA_SPECS, Cameras
 from .io import load_sample, read_list_file, save_sample, validate_sample, write_list_file

@@ -8,6 +8,7 @@ The runner syncs the jupytext pairs, executes notebooks/NN_*.ipynb in NN order w
 """
 from __future__ import annotations
 
+import ast
 import json
 import math
 import os
@@ -131,9 +132,10 @@ def sync_notebooks(sources: Sequence[Path]) -> list[Path]:
 
 
 def strip_run_metadata(notebook: Path) -> None:
-    """Drop papermill/nbclient timings from a paired .ipynb (if it exists).
+    """Drop papermill/nbclient timings and saved widget state from a paired .ipynb (if it exists).
 
-    They change on every run, and when the .ipynb is the newer file jupytext would copy them into the .py.
+    They change on every run (nbclient even keeps a previous run's widget state when the new run has
+    none), and when the .ipynb is the newer file jupytext would copy the cell timings into the .py.
     """
     import nbformat
 
@@ -141,6 +143,7 @@ def strip_run_metadata(notebook: Path) -> None:
         return
     nb = nbformat.read(notebook, as_version=4)
     found = nb.metadata.pop("papermill", None) is not None
+    found |= nb.metadata.pop("widgets", None) is not None
     for cell in nb.cells:
         found |= cell.metadata.pop("papermill", None) is not None
         found |= cell.metadata.pop("execution", None) is not None
@@ -148,18 +151,31 @@ def strip_run_metadata(notebook: Path) -> None:
         nbformat.write(nb, notebook)
 
 
-def notebook_parameters(notebook: str | Path) -> dict[str, Any]:
-    """{name: default} of the `parameters` cell of a notebook (.py source or .ipynb; {} when it has none)."""
+def notebook_parameters(notebook: str | Path) -> dict[str, str]:
+    """{name: default source text} of the `parameters` cell of a notebook (.py source or .ipynb).
+
+    Parsed with `ast` (papermill's line-based inspector drops a parameter whose comment holds an '=').
+    {} when the notebook has no parameters cell.
+    """
     import jupytext
-    from papermill.translators import papermill_translators
 
     nb = jupytext.read(notebook)
     cell = next((c for c in nb.cells if "parameters" in c.metadata.get("tags", [])), None)
     if cell is None:
         return {}
-    spec = nb.metadata.get("kernelspec", {})
-    translator = papermill_translators.find_translator(spec.get("name", "python3"), spec.get("language", "python"))
-    return {p.name: p.default for p in translator.inspect(cell)}
+    try:
+        tree = ast.parse(cell.source)
+    except SyntaxError as exc:
+        raise ValueError(f"{notebook}: the parameters cell is not valid Python ({exc}); it may only assign "
+                         "default values") from exc
+    params = {}
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
+            node, ast.AnnAssign) else []
+        for target in targets:
+            if isinstance(target, ast.Name) and node.value is not None:
+                params[target.id] = ast.get_source_segment(cell.source, node.value)
+    return params
 
 
 def collect_records(nb: Any) -> dict[str, Any]:
@@ -255,7 +271,7 @@ def run_profile(profile: Profile, notebooks_dir: str | Path = DEFAULT_NOTEBOOKS_
 
     Stops at the first failing notebook with NotebookFailed (summary.json then says which).
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     notebooks_dir = Path(notebooks_dir).resolve()
     # Only the notebooks that run are synced (others may be open in an editor); every notebook's
@@ -302,7 +318,7 @@ def run_profile(profile: Profile, notebooks_dir: str | Path = DEFAULT_NOTEBOOKS_
 def execute_in_place(notebooks_dir: str | Path = DEFAULT_NOTEBOOKS_DIR,
                      only: Sequence[str] | None = None) -> list[Path]:
     """Re-execute notebooks/NN.ipynb in place with their defaults (the committed outputs nbval compares)."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     notebooks_dir = Path(notebooks_dir).resolve()
     sources = discover_notebooks(notebooks_dir, only)

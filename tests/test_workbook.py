@@ -176,6 +176,7 @@ def test_sync_keeps_run_metadata_out_of_the_py(notebooks):
     canonical = src.read_text()  # jupytext adds its text_representation block to the header once
     nb = nbformat.read(ipynb, as_version=4)
     nb.metadata["papermill"] = {"duration": 1.0}
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}}}
     for cell in nb.cells:
         cell.metadata["papermill"] = {"duration": 0.5, "status": "completed"}
     nbformat.write(nb, ipynb)
@@ -183,7 +184,8 @@ def test_sync_keeps_run_metadata_out_of_the_py(notebooks):
     os.utime(ipynb, (newer, newer))  # as after `papermill X.ipynb X.ipynb`: the ipynb is the newer file
     workbook.sync_notebooks([src])
     assert src.read_text() == canonical and "papermill" not in canonical
-    assert all("papermill" not in c.metadata for c in nbformat.read(ipynb, as_version=4).cells)
+    synced = nbformat.read(ipynb, as_version=4)
+    assert all("papermill" not in c.metadata for c in synced.cells) and "widgets" not in synced.metadata
 
 
 def test_rounded_numbers_for_nbval_cells():
@@ -199,3 +201,11 @@ def test_rounded_numbers_for_nbval_cells():
 def test_notebook_parameters_from_the_py_source(notebooks):
     assert workbook.notebook_parameters(notebooks / "00_a.py") == {"out_dir": '"../outputs/smoke"', "seed": "0",
                                                                    "alpha": "1.0"}
+    src = notebooks / "02_c.py"
+    src.write_text(HEADER + textwrap.dedent('''
+        # %% tags=["parameters"]
+        scale = 0.25      # image size = 1152x1024 x scale (an '=' in a comment)
+        model = {"d": 128, "layers": 4}  # {} = full size
+        steps: int = 10
+    '''))
+    assert workbook.notebook_parameters(src) == {"scale": "0.25", "model": '{"d": 128, "layers": 4}', "steps": "10"}
