@@ -81,6 +81,7 @@ class TrainConfig:
                                        # random inputs (CPU speed); None = all
     background_gaussian_fraction: float = 1.0  # <1: render only this random fraction of the gaussians of
                                        # background input pixels (CPU speed; evaluation renders all)
+    shuffle_views: bool = False       # augmentation: a random view order per sample and step (default: fixed)
     background: str = "white"
     validate_data: bool = True
     # model
@@ -316,8 +317,13 @@ def batch_losses(model: nn.Module, batch: dict, cfg: TrainConfig, device: torch.
                  lpips: Callable | None = None, generator: torch.Generator | None = None) -> dict[str, Tensor]:
     """Predict from the input views, render the supervised views of every sample, average the loss terms.
 
-    `generator` draws the random input views of `views_per_step` (the trainer seeds one per step)."""
+    `generator` draws the random choices of the step (the trainer seeds one per step): the view order when
+    `shuffle_views`, the input views of `views_per_step`, the background subset."""
     images, K, w2c = batch["images"].to(device), batch["K"].to(device), batch["w2c"].to(device)
+    if cfg.shuffle_views:  # GS-LRM has no view embedding: any view can be the held-out one
+        order = torch.stack([torch.randperm(images.shape[1], generator=generator) for _ in range(images.shape[0])])
+        pick = lambda x: torch.stack([x[b, order[b]] for b in range(x.shape[0])])  # noqa: E731
+        images, K, w2c = pick(images), pick(K), pick(w2c)
     inp, sup = split_views(images.shape[1], cfg.num_input_views, "all" if cfg.supervise_input_views else "held_out")
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda"):
         g = model(images[:, inp, :3], (K[:, inp], w2c[:, inp]))
