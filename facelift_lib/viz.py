@@ -325,3 +325,26 @@ def browser(show_view: Callable[[int, int], Any], n_frames: int, n_cameras: int,
     camera.observe(update, "value")
     update()
     return widgets.VBox([widgets.HBox([frame, camera]), out])
+
+
+def plot_by_group(tables: Mapping[str, Any], columns: Sequence[str], labels: Sequence[str] | None = None,
+                  title: str | None = None, size: float = 3.2) -> Figure:
+    """One panel per column, one box per group (e.g. per preprocessing method) with its values overlaid.
+
+    tables: {group: DataFrame (or dict of arrays)} holding `columns`; labels: axis label per column.
+    """
+    fig, axes = plt.subplots(1, len(columns), figsize=(size * len(columns) * max(1, len(tables)) / 3, size),
+                             squeeze=False)
+    names = list(tables)
+    for ax, col, lab in zip(axes[0], columns, labels or columns):
+        data = [np.asarray(tables[n][col], dtype=float) for n in names]
+        ax.boxplot(data, showfliers=False)
+        for i, d in enumerate(data, start=1):
+            jitter = np.random.default_rng(i).uniform(-0.15, 0.15, len(d))
+            ax.scatter(i + jitter, d, s=6, alpha=0.5)
+        ax.set_xticks(range(1, len(names) + 1), names, rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel(lab, fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
