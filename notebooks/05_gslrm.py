@@ -48,7 +48,7 @@ views_per_step = 2            # rendered views per step (held-out first); None =
 background_gaussian_fraction = 0.1  # CPU speed-up for training renders; 1.0 on a GPU
 skip_grad_norm = 200.0
 resume = False                # smoke: a fresh, reproducible run every time
-turntable_frames = 24
+turntable_n_frames = 24       # frames of the turntable GIF
 
 # %%
 from pathlib import Path
@@ -181,7 +181,7 @@ item = val_set[0]
 with torch.no_grad():
     recon = result.model(item["images"][None, :, :3], (item["K"][None], item["w2c"][None]))[0]
 recon_dir = out / "gslrm"
-gif = save_turntable_gif(recon, recon_dir / f"turntable_{item['name']}.gif", n_frames=turntable_frames, size=128)
+gif = save_turntable_gif(recon, recon_dir / f"turntable_{item['name']}.gif", n_frames=turntable_n_frames, size=128)
 frames = turntable_frames(recon, n_frames=6, size=128)
 fig, axes = plt.subplots(1, 6, figsize=(13, 2.4))
 for ax, frame, az in zip(axes, frames, range(0, 360, 60)):
