@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import torch
+from timing import time_calls  # benchmarks/timing.py (the script's own folder is on sys.path)
 
 from facelift_lib.cameras import mouse_standard_6view
 from facelift_lib.gslrm import GSLRM, GSLRMConfig
@@ -29,15 +30,7 @@ SMOKE_MODEL = dict(image_size=64, patch_size=8, d=128, n_layers=4, n_heads=4)  #
 
 
 def _time(fn, repeats: int, sync=lambda: None) -> list[float]:
-    fn()  # warm-up
-    sync()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return times
+    return time_calls(fn, repeats, sync)
 
 
 def bench_train_step(steps: int) -> None:

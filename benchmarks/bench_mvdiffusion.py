@@ -14,17 +14,12 @@ import statistics
 import time
 
 import torch
+from timing import time_calls  # benchmarks/timing.py (the script's own folder is on sys.path)
 
 
 def _time(fn, repeats: int, sync=lambda: None) -> tuple[float, float]:
-    fn()  # warm-up
-    sync()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
+    """(median, best) seconds of `repeats` calls after a warm-up."""
+    times = time_calls(fn, repeats, sync)
     return statistics.median(times), min(times)
 
 
