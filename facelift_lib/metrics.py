@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .gaussians import Gaussians
 from .render import render

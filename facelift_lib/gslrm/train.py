@@ -47,7 +47,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from ..metrics import make_lpips, render_views, ssim_map
 from .data import ViewsDataset, collate, split_views

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .model import LatentMVDiffusion, PixelModelConfig, PixelMVDiffusion, set_multiview_attention
 

@@ -34,7 +34,7 @@ from typing import Any, Iterator
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from ..io import load_sample, read_list_file, write_image
 from .model import LatentMVDiffusion, PixelModelConfig, PixelMVDiffusion
