@@ -1,13 +1,15 @@
 """Preprocessing speed: views/s per method, 1152x1024 rig views -> 512² FaceLift samples.
 
     .venv/bin/python benchmarks/bench_preprocess.py [--frames 24] [--size 512] [--workers 2] [--repeats 3]
+                                                    [--image-ext .png .jpg]
 
 Synthetic frames: the 6 cameras of rig.markerless_mouse_rig(), camera-like images (smooth colour field +
 Gaussian noise, sigma 8 grey levels, so PNGs compress like real footage) and the filled silhouette of a
 mouse-sized ellipsoid as the mask. Per method, median of `repeats` runs after one warm-up:
 - in memory: `preprocess_frame` on decoded frames (mask stats, plan, warps), frames spread over a thread pool;
-- end to end: `preprocess_rig` on the rig written as PNGs (decode + warp + RGBA PNG encode + JSON);
-- png io: decoding the input PNGs and encoding the outputs alone (the floor of "end to end").
+- end to end: `preprocess_rig` on the rig written to disk (decode + warp + RGBA PNG encode + JSON), once with
+  the RGB frames as PNG and once as JPEG (quality 95, rig.json "image_ext"; masks are PNG in both);
+- codec only: decoding the inputs and encoding the outputs alone (the floor of "end to end").
 Each as wall-clock views/s and as CPU ms per view (process CPU time, all threads). On a shared machine the
 wall figure depends on the load; the CPU figure much less, and 1000 * workers / (CPU ms per view) is
 what `workers` idle cores would do.
@@ -29,7 +31,8 @@ import numpy as np
 from facelift_lib.cameras import save_mammal_pkl
 from facelift_lib.preprocess import (PreprocessConfig, RigFrame, preprocess_frame, preprocess_rig,
                                      single_threaded_libraries)
-from facelift_lib.rig import markerless_mouse_rig
+from facelift_lib.io import JPEG_QUALITY
+from facelift_lib.rig import IMAGE_EXTS, frame_file, markerless_mouse_rig
 
 CASES = [("bbox_uniform", "fixed"), ("bbox_centered", "fixed"), ("pixel_based", "fixed"),
          ("standard_camera", "fixed"), ("standard_camera", "per_view_zoom")]
@@ -58,16 +61,18 @@ def synthetic_frame(cams, frame: int, rng: np.random.Generator) -> RigFrame:
     return RigFrame(frame, images, masks, cams, files, files)
 
 
-def write_rig(root: Path, cams, frames: list[RigFrame]) -> Path:
+def write_rig(root: Path, cams, frames: list[RigFrame], image_ext: str) -> Path:
     save_mammal_pkl(cams, root / "new_cam.pkl")
     for fr in frames:
         for v, name in enumerate(cams.names):
-            for kind, arr in (("images", fr.images[v]), ("masks", fr.masks[v])):
-                (root / kind / name).mkdir(parents=True, exist_ok=True)
-                cv2.imwrite(str(root / kind / name / f"{fr.frame:06d}.png"), arr)
+            for kind in ("images", "masks"):
+                path = frame_file(root, kind, name, fr.frame, image_ext)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                arr = fr.images[v] if kind == "images" else fr.masks[v]
+                cv2.imwrite(str(path), arr, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY] if path.suffix == ".jpg" else [])
     (root / "rig.json").write_text(json.dumps({"units": "mm", "width": cams.width, "height": cams.height,
                                                "n_frames": len(frames), "camera_names": cams.names,
-                                               "frames": [f.frame for f in frames]}))
+                                               "frames": [f.frame for f in frames], "image_ext": image_ext}))
     return root
 
 
@@ -83,16 +88,18 @@ def measure(fn, n_views: int, repeats: int) -> tuple[float, float]:
     return n_views / statistics.median(wall), 1000 * statistics.median(cpu) / n_views
 
 
-def png_io(rig: Path, out: Path, cams, frames: list[RigFrame], size: int, workers: int) -> None:
-    """Decode every input image + mask and encode one RGBA output per view, like preprocess_rig does."""
+def codec_only(rig: Path, out: Path, cams, frames: list[RigFrame], size: int, workers: int, image_ext: str) -> None:
+    """Decode every input image + mask and encode one RGBA output per view (background zeroed, as
+    preprocess_rig writes it)."""
     rgba = np.zeros((size, size, 4), np.uint8)
     rgba[..., :3] = cv2.resize(frames[0].images[0], (size, size))
     rgba[..., 3] = cv2.resize(frames[0].masks[0], (size, size))
+    rgba[..., :3][rgba[..., 3] == 0] = 0
 
     def one(args):
         name, f = args
-        cv2.imdecode(np.fromfile(rig / "images" / name / f"{f:06d}.png", np.uint8), cv2.IMREAD_COLOR)
-        cv2.imdecode(np.fromfile(rig / "masks" / name / f"{f:06d}.png", np.uint8), cv2.IMREAD_GRAYSCALE)
+        cv2.imdecode(np.fromfile(frame_file(rig, "images", name, f, image_ext), np.uint8), cv2.IMREAD_COLOR)
+        cv2.imdecode(np.fromfile(frame_file(rig, "masks", name, f), np.uint8), cv2.IMREAD_GRAYSCALE)
         (out / f"{name}_{f}.png").write_bytes(cv2.imencode(".png", rgba)[1].tobytes())
 
     out.mkdir(parents=True, exist_ok=True)
@@ -107,6 +114,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--image-ext", nargs="+", default=[".png", ".jpg"], choices=IMAGE_EXTS,
+                    help="formats of the rig's RGB frames to measure end to end")
     args = ap.parse_args()
 
     cams = markerless_mouse_rig()
@@ -115,11 +124,12 @@ def main() -> None:
     n_views = args.frames * len(cams)
     tmp = Path(tempfile.mkdtemp(prefix="bench_preprocess_"))
     try:
-        rig = write_rig(tmp / "rig", cams, frames)
+        rigs = {ext: write_rig(tmp / f"rig{ext}", cams, frames, ext) for ext in args.image_ext}
         print(f"{args.frames} frames x {len(cams)} views, {cams.width}x{cams.height} -> {args.size}², "
               f"{args.workers} worker thread(s); median of {args.repeats} runs")
-        print(f"{'':34s} {'in memory':>20s} {'end to end':>20s}")
-        print(f"{'method':34s} {'views/s':>9s} {'CPU ms/v':>10s} {'views/s':>9s} {'CPU ms/v':>10s}")
+        cols = ["in memory"] + [f"end to end, {ext[1:]} in" for ext in rigs]
+        print(f"{'':34s}" + "".join(f"{c:>22s}" for c in cols))
+        print(f"{'method':34s}" + f"{'views/s':>11s}{'CPU ms/v':>11s}" * len(cols))
         for method, mode in CASES:
             cfg = PreprocessConfig(method=method, size=args.size, distance_mode=mode, workers=args.workers)
 
@@ -127,14 +137,15 @@ def main() -> None:
                 with single_threaded_libraries(), ThreadPoolExecutor(args.workers) as pool:
                     list(pool.map(lambda fr: preprocess_frame(fr, cfg), frames))
 
-            def end_to_end() -> None:
-                preprocess_rig(rig, tmp / "out", method=method, size=args.size, config=cfg)
-
+            runs = [measure(in_memory, n_views, args.repeats)]
+            for rig in rigs.values():
+                runs.append(measure(lambda: preprocess_rig(rig, tmp / "out", method=method, size=args.size, config=cfg),
+                                    n_views, args.repeats))
             name = method if mode == "fixed" else f"{method} ({mode})"
-            mem, e2e = measure(in_memory, n_views, args.repeats), measure(end_to_end, n_views, args.repeats)
-            print(f"{name:34s} {mem[0]:9.0f} {mem[1]:10.1f} {e2e[0]:9.0f} {e2e[1]:10.1f}", flush=True)
-        io = measure(lambda: png_io(rig, tmp / "io", cams, frames, args.size, args.workers), n_views, args.repeats)
-        print(f"{'png io only (decode in, encode out)':34s} {'':9s} {'':10s} {io[0]:9.0f} {io[1]:10.1f}")
+            print(f"{name:34s}" + "".join(f"{r[0]:11.0f}{r[1]:11.1f}" for r in runs), flush=True)
+        codec = [measure(lambda: codec_only(rig, tmp / "io", cams, frames, args.size, args.workers, ext),
+                         n_views, args.repeats) for ext, rig in rigs.items()]
+        print(f"{'codec only (decode in, encode out)':34s}{'':22s}" + "".join(f"{r[0]:11.0f}{r[1]:11.1f}" for r in codec))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -42,7 +42,7 @@ class SampleValidationError(ValueError):
 
 # --- single images ----------------------------------------------------------------------------
 def read_image(path: str | Path) -> torch.Tensor:
-    """PNG (8- or 16-bit; gray, RGB or RGBA) -> float32 [C,H,W] in [0,1], channels in RGB(A) order."""
+    """PNG (8- or 16-bit; gray, RGB or RGBA) or JPEG -> float32 [C,H,W] in [0,1], channels in RGB(A) order."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image not found: {path}")
@@ -79,26 +79,39 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-def write_image(path: str | Path, img: torch.Tensor) -> Path:
-    """Write img [C,H,W] in [0,1] (C = 1 gray, 3 RGB, 4 RGBA) as an 8-bit PNG, atomically.
+JPEG_QUALITY = 95  # rig footage only (FaceLift samples are always PNG: alpha, lossless)
 
-    Values are clipped to [0,1] before rounding (float noise just outside the range is normal);
-    NaN/inf is an error.
+
+def write_image(path: str | Path, img: torch.Tensor | np.ndarray) -> Path:
+    """Write img [C,H,W] (C = 1 gray, 3 RGB, 4 RGBA) atomically, as PNG or, by suffix, JPEG (no alpha).
+
+    Float images in [0,1] are clipped before rounding to 8 bits (float noise just outside the range is
+    normal; NaN/inf is an error); uint8 images are written as they are (the fast path).
     """
     path = Path(path)
     img = torch.as_tensor(img).detach().cpu()
     if img.ndim != 3 or img.shape[0] not in (1, 3, 4):
         raise ValueError(f"write_image({path}): expected [C,H,W] with C in (1,3,4), got {tuple(img.shape)}")
-    if not torch.isfinite(img).all():
-        raise ValueError(f"write_image({path}): image has NaN/inf values")
-    arr = (img.float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    if img.dtype != torch.uint8:
+        if not torch.isfinite(img).all():
+            raise ValueError(f"write_image({path}): image has NaN/inf values")
+        img = (img.float().clamp(0, 1) * 255).round().to(torch.uint8)
+    arr = img.permute(1, 2, 0).numpy()
     if arr.shape[2] == 3:
         arr = cv2.cvtColor(arr, cv2.COLOR_RGB2BGR)
     elif arr.shape[2] == 4:
         arr = cv2.cvtColor(arr, cv2.COLOR_RGBA2BGRA)
-    ok, buf = cv2.imencode(".png", arr)
+    suffix = path.suffix.lower()
+    if suffix in (".jpg", ".jpeg"):
+        if arr.shape[2] == 4:
+            raise ValueError(f"write_image({path}): JPEG has no alpha channel; write RGBA as .png")
+        ok, buf = cv2.imencode(".jpg", arr, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    elif suffix == ".png":
+        ok, buf = cv2.imencode(".png", arr)
+    else:
+        raise ValueError(f"write_image({path}): unsupported suffix {path.suffix!r}; use .png or .jpg")
     if not ok:
-        raise RuntimeError(f"write_image({path}): OpenCV could not encode the PNG")
+        raise RuntimeError(f"write_image({path}): OpenCV could not encode the image")
     _atomic_write_bytes(path, buf.tobytes())
     return path
 
@@ -167,7 +180,8 @@ def load_sample(sample_dir: str | Path, background: str | None = "white",
 
 def save_sample(sample_dir: str | Path, images: torch.Tensor, cams: Cameras,
                 sample_id: str | None = None) -> Path:
-    """Write images [V,4,H,W] in [0,1] as images/cam_XXX.png (8-bit RGBA) plus opencv_cameras.json.
+    """Write images [V,4,H,W] (float in [0,1], or uint8) as images/cam_XXX.png (8-bit RGBA) plus
+    opencv_cameras.json.
 
     The JSON keeps `cams.meta` (camera_type, camera_distance, ...) and per-frame extras, sets
     "id" (`sample_id`, default the folder name) and a `file_path` for every frame. Crash safety:

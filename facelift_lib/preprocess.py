@@ -43,7 +43,7 @@ from facelift_lib.cameras import (FACELIFT_DISTANCE, FACELIFT_FOCAL, FACELIFT_SI
 from facelift_lib.gaussians import Gaussians
 from facelift_lib.io import load_sample, save_sample
 from facelift_lib.render import render_gaussians
-from facelift_lib.rig import load_rig
+from facelift_lib.rig import Rig, frame_file, load_rig
 
 METHODS = ("bbox_uniform", "bbox_centered", "pixel_based", "standard_camera")
 DISTANCE_MODES = ("fixed", "per_view_zoom")
@@ -431,13 +431,13 @@ class RigFrame:
     mask_files: list[Path]
 
 
-def _read_png(path: Path, flags: int, what: str) -> np.ndarray:
+def _read_frame_file(path: Path, flags: int, what: str) -> np.ndarray:
     if not path.is_file():
         raise PreprocessError(f"{path}: {what} not found; every camera needs an image and a mask for every frame "
                               "(or leave the frame out with frames=[...])")
     img = cv2.imdecode(np.fromfile(path, dtype=np.uint8), flags)
     if img is None:
-        raise PreprocessError(f"{path}: {what} cannot be decoded (corrupt or truncated PNG?); re-export it or "
+        raise PreprocessError(f"{path}: {what} cannot be decoded (corrupt or truncated file?); re-export it or "
                               "leave the frame out with frames=[...]")
     return img
 
@@ -457,20 +457,20 @@ def check_calibration(cams: Cameras, source: str | Path) -> None:
                                   f"fx={float(cams.K[v, 0, 0]):g}, fy={float(cams.K[v, 1, 1]):g}; they must be > 0")
 
 
-def read_rig_frame(rig_dir: str | Path, cams: Cameras, frame: int) -> RigFrame:
-    """Images and masks of one frame (rig layout in DESIGN.md) for the cameras `cams` (names = folders).
+def read_rig_frame(rig: Rig, frame: int) -> RigFrame:
+    """Images and masks of one frame of a rig (`load_rig_cameras`; layout in DESIGN.md), all its cameras.
 
-    Errors (PreprocessError, naming file and view): a missing or undecodable PNG, a mask whose size
-    differs from its image, an image whose size differs from the calibration's. (Empty masks are refused
-    by `preprocess_frame`, which measures them anyway.)
+    Errors (PreprocessError, naming file and view): a missing or undecodable image or mask, a mask whose
+    size differs from its image, an image whose size differs from the calibration's. (Empty masks are
+    refused by `preprocess_frame`, which measures them anyway.)
     """
-    rig_dir = Path(rig_dir)
+    cams = rig.cams
     images, masks, ifiles, mfiles = [], [], [], []
     for v, name in enumerate(cams.names):
-        ip = rig_dir / "images" / name / f"{frame:06d}.png"
-        mp = rig_dir / "masks" / name / f"{frame:06d}.png"
-        img = _read_png(ip, cv2.IMREAD_COLOR, f"image of view {v} ({name})")
-        mask = _read_png(mp, cv2.IMREAD_GRAYSCALE, f"mask of view {v} ({name})")
+        ip = frame_file(rig.dir, "images", name, frame, rig.image_ext)
+        mp = frame_file(rig.dir, "masks", name, frame)
+        img = _read_frame_file(ip, cv2.IMREAD_COLOR, f"image of view {v} ({name})")
+        mask = _read_frame_file(mp, cv2.IMREAD_GRAYSCALE, f"mask of view {v} ({name})")
         if mask.shape[:2] != img.shape[:2]:
             raise PreprocessError(f"{mp}: mask of view {v} ({name}) is {mask.shape[1]}x{mask.shape[0]} but its image "
                                   f"{ip.name} is {img.shape[1]}x{img.shape[0]}; masks and images must have one size")
@@ -548,16 +548,19 @@ def preprocess_frame(rf: RigFrame, cfg: PreprocessConfig) -> tuple[np.ndarray, C
 
 
 def write_sample(sample_dir: str | Path, rgba: np.ndarray, cams: Cameras) -> Path:
-    """RGBA uint8 [V,S,S,4] + cameras -> a FaceLift sample folder (through io.save_sample)."""
-    images = torch.from_numpy(rgba).permute(0, 3, 1, 2).float().div_(255.0)
-    return save_sample(sample_dir, images, cams)
+    """RGBA uint8 [V,S,S,4] + cameras -> a FaceLift sample folder (through io.save_sample).
+
+    RGB is zeroed where alpha is 0, as in FaceLift's own samples: nothing reads it (views are composited
+    over a background by alpha), and arena noise there made PNG encoding 3x slower and files 100x larger.
+    """
+    rgba[..., :3][rgba[..., 3] == 0] = 0
+    return save_sample(sample_dir, torch.from_numpy(rgba).permute(0, 3, 1, 2), cams)
 
 
 # --- a whole rig ----------------------------------------------------------------------------------------------
-def load_rig_cameras(rig_dir: str | Path) -> tuple[Cameras, list[int]]:
-    """rig.json + new_cam.pkl (rig.load_rig) -> (raw cameras named after their image folders, frame numbers),
-    checked for what preprocessing needs: one image folder per calibrated camera, finite calibration values.
-    Errors name the file and the camera."""
+def load_rig_cameras(rig_dir: str | Path) -> Rig:
+    """rig.json + new_cam.pkl (rig.load_rig), checked for what preprocessing needs: one image folder per
+    calibrated camera, finite calibration values, at least one frame. Errors name the file and the camera."""
     rig = load_rig(rig_dir)
     images = rig.dir / "images"
     folders = sorted(p.name for p in images.iterdir() if p.is_dir()) if images.is_dir() else []
@@ -567,7 +570,7 @@ def load_rig_cameras(rig_dir: str | Path) -> tuple[Cameras, list[int]]:
     check_calibration(rig.cams, rig.dir / "new_cam.pkl")
     if not rig.frames:
         raise PreprocessError(f"{rig.dir / 'rig.json'}: lists no frames")
-    return rig.cams, rig.frames
+    return rig
 
 
 @contextmanager
@@ -588,9 +591,9 @@ def sample_name(frame: int) -> str:
     return f"frame_{frame:06d}"
 
 
-def _one_frame(rig_dir: Path, cams: Cameras, frame: int, out_dir: Path, cfg: PreprocessConfig) -> Path:
+def _one_frame(rig: Rig, frame: int, out_dir: Path, cfg: PreprocessConfig) -> Path:
     try:
-        rf = read_rig_frame(rig_dir, cams, frame)
+        rf = read_rig_frame(rig, frame)
         rgba, out = preprocess_frame(rf, cfg)
     except PreprocessError as e:
         raise PreprocessError(f"rig frame {frame}: {e}") from e
@@ -615,7 +618,8 @@ def preprocess_rig(rig_dir: str | Path, out_dir: str | Path, method: str = "stan
     mode = base.distance_mode if VARIANTS[method]["method"] == "standard_camera" else "fixed"
     cfg = dataclasses.replace(base, **{"distance_mode": mode, **VARIANTS[method], "size": size})
     rig_dir, out_dir = Path(rig_dir), Path(out_dir)
-    cams, all_frames = load_rig_cameras(rig_dir)
+    rig = load_rig_cameras(rig_dir)
+    all_frames = rig.frames
     frames = all_frames if frames is None else [int(f) for f in frames]
     unknown = sorted(set(frames) - set(all_frames))
     if unknown:
@@ -626,7 +630,7 @@ def preprocess_rig(rig_dir: str | Path, out_dir: str | Path, method: str = "stan
     errors_file.unlink(missing_ok=True)
     written, errors = [], {}
     with single_threaded_libraries(), ThreadPoolExecutor(max_workers=max(1, cfg.workers)) as pool:
-        futures = {f: pool.submit(_one_frame, rig_dir, cams, f, out_dir, cfg) for f in frames}
+        futures = {f: pool.submit(_one_frame, rig, f, out_dir, cfg) for f in frames}
         for f, fut in tqdm(futures.items(), desc=f"preprocess {cfg.method}", total=len(frames), leave=False):
             try:
                 written.append(fut.result())

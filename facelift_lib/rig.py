@@ -491,8 +491,12 @@ RIG_FILE = "rig.json"
 CALIBRATION_FILE = "new_cam.pkl"
 
 
-def _frame_png(rig_dir: Path, kind: str, cam_name: str, frame: int) -> Path:
-    return rig_dir / kind / cam_name / f"{frame:06d}.png"
+IMAGE_EXTS = (".png", ".jpg")  # rig footage; masks are always PNG (lossless 0/255)
+
+
+def frame_file(rig_dir: Path, kind: str, cam_name: str, frame: int, image_ext: str = ".png") -> Path:
+    """rig_dir/{images|masks}/<camera>/<frame:06d>.<ext> (DESIGN.md rig layout); masks are always .png."""
+    return rig_dir / kind / cam_name / f"{frame:06d}{image_ext if kind == 'images' else '.png'}"
 
 
 def _gt_ply(rig_dir: Path, frame: int) -> Path:
@@ -510,21 +514,24 @@ def _clear_synthetic_rig(out: Path) -> None:
                 raise FileExistsError(f"{meta_path}: {out} holds a real rig (not written by make_rig_dataset); "
                                       "refusing to overwrite it, choose another out_dir")
         meta_path.unlink()  # first: an old rig.json must not vouch for a half-rewritten folder
-        for pattern in ("images/cam_*/*.png", "masks/cam_*/*.png", "gt/frame_*.ply", "gt/centers.json"):
+        for pattern in ("images/cam_*/*.png", "images/cam_*/*.jpg", "masks/cam_*/*.png", "gt/frame_*.ply", "gt/centers.json"):
             for old in out.glob(pattern):
                 old.unlink()
     out.mkdir(parents=True, exist_ok=True)
 
 
 def make_rig_dataset(out_dir: str | Path, n_frames: int = 8, seed: int = 0, image_scale: float = 0.25,
-                     n_gaussians: int = 4000, fur: str = "brown") -> Path:
+                     n_gaussians: int = 4000, fur: str = "brown", image_ext: str = ".png") -> Path:
     """Film the procedural mouse with the virtual markerless rig and write a rig folder (DESIGN.md layout).
 
     Per frame: the posed gaussians are written to gt/frame_*.ply and *that file* is rendered (so the
     images, masks, calibration and ground truth agree to the bit); RGB is composited over a dark arena,
-    mask = alpha > 0.5. new_cam.pkl holds the intrinsics at the written image size. rig.json is written
+    mask = alpha > 0.5. `image_ext` ".jpg" writes the RGB frames as JPEG (quality 95, like footage extracted
+    from video; 3x faster to decode than noisy PNGs), masks stay PNG. new_cam.pkl holds the intrinsics at the written image size. rig.json is written
     last, so a folder without it is an interrupted build. Deterministic for a seed. Returns the folder.
     """
+    if image_ext not in IMAGE_EXTS:
+        raise ValueError(f"make_rig_dataset: image_ext must be one of {IMAGE_EXTS}, got {image_ext!r}")
     out = Path(out_dir)
     cams = markerless_mouse_rig(image_scale)
     names, V, H, W = list(cams.names), len(cams), cams.height, cams.width
@@ -542,12 +549,13 @@ def make_rig_dataset(out_dir: str | Path, n_frames: int = 8, seed: int = 0, imag
         for v, name in enumerate(names):
             bg = _arena_background(H, W, seed=int(seed) * 1_000_003 + t * 101 + v)
             image = rgb[v] + (1 - alpha[v]) * bg
-            write_image(_frame_png(out, "images", name, t), image.permute(2, 0, 1))
-            write_image(_frame_png(out, "masks", name, t), (alpha[v] > 0.5).float().permute(2, 0, 1))
+            write_image(frame_file(out, "images", name, t, image_ext), image.permute(2, 0, 1))
+            write_image(frame_file(out, "masks", name, t), (alpha[v] > 0.5).float().permute(2, 0, 1))
     (out / "gt").mkdir(exist_ok=True)
     with open(out / "gt" / "centers.json", "w") as f:
         json.dump({"centers_mm": centers}, f, indent=1)
     meta = {"units": "mm", "width": W, "height": H, "n_frames": int(n_frames), "camera_names": names,
+            "image_ext": image_ext,
             "seed": int(seed), "frames": list(range(n_frames)), "image_scale": float(image_scale),
             "generator": {"kind": "procedural_mouse", "n_gaussians": int(n_gaussians), "fur": fur}}
     with open(out / RIG_FILE, "w") as f:
@@ -586,6 +594,7 @@ class Rig:
     width: int
     height: int
     meta: dict
+    image_ext: str = ".png"  # of the RGB frames (rig.json "image_ext"); masks are always .png
 
 
 def load_rig(rig_dir: str | Path) -> Rig:
@@ -607,8 +616,11 @@ def load_rig(rig_dir: str | Path) -> Rig:
         raise ValueError(f"{rig_dir / CALIBRATION_FILE}: {len(cams)} cameras but {path} names {len(names)}; "
                          "the calibration and rig.json must list the same cameras in the same order")
     cams.names = names
+    image_ext = meta.get("image_ext", ".png")
+    if image_ext not in IMAGE_EXTS:
+        raise ValueError(f"{path}: image_ext {image_ext!r} is not one of {IMAGE_EXTS}")
     return Rig(dir=rig_dir, cams=cams, names=names, frames=[int(t) for t in meta["frames"]],
-               width=int(meta["width"]), height=int(meta["height"]), meta=meta)
+               width=int(meta["width"]), height=int(meta["height"]), meta=meta, image_ext=image_ext)
 
 
 def load_rig_frame(rig_dir: str | Path | Rig, frame: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -617,7 +629,7 @@ def load_rig_frame(rig_dir: str | Path | Rig, frame: int) -> tuple[torch.Tensor,
     images, masks = [], []
     for name in rig.names:
         for kind, out in (("images", images), ("masks", masks)):
-            path = _frame_png(rig.dir, kind, name, frame)
+            path = frame_file(rig.dir, kind, name, frame, rig.image_ext)
             img = read_image(path)
             if tuple(img.shape[1:]) != (rig.height, rig.width):
                 raise ValueError(f"{path} (view {name}): image is {img.shape[2]}x{img.shape[1]} but rig.json says "

@@ -65,8 +65,9 @@ torch.manual_seed(seed)
 assert method in methods, f"method={method!r} must be one of the methods run here: {methods}"
 rig_dir = ensure_rig(Path(out_dir) / "rig")
 data_dir = Path(out_dir) / "data"
-rig_cams, all_frames = load_rig_cameras(rig_dir)
-frames = all_frames if n_frames is None else all_frames[:n_frames]
+rig = load_rig_cameras(rig_dir)
+rig_cams = rig.cams
+frames = rig.frames if n_frames is None else rig.frames[:n_frames]
 print(f"rig {rig_dir}: {len(rig_cams)} cameras {rig_cams.width}x{rig_cams.height}, {len(frames)} frames")
 
 # %% [markdown]
@@ -75,7 +76,7 @@ print(f"rig {rig_dir}: {len(rig_cams)} cameras {rig_cams.width}x{rig_cams.height
 # the body and pulls its centre away from the centre of mass.
 
 # %%
-raw = read_rig_frame(rig_dir, rig_cams, frames[0])
+raw = read_rig_frame(rig, frames[0])
 raw_images = torch.stack([torch.from_numpy(im[..., ::-1].copy()) for im in raw.images]).permute(0, 3, 1, 2) / 255
 raw_masks = torch.stack([torch.from_numpy(m) for m in raw.masks]) / 255
 viz.image_grid(raw_images, masks=raw_masks, marks=mask_stats(raw.masks).com, titles=rig_cams.names,

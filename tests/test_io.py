@@ -81,6 +81,23 @@ def test_write_image_rgb_is_8bit_red_for_pillow_and_leaves_no_temp(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out.png"]
 
 
+def test_write_image_uint8_path_equals_float_path_and_jpeg_round_trips(tmp_path):
+    rgba = torch.rand(4, 16, 20, generator=torch.Generator().manual_seed(0))
+    as_u8 = (rgba * 255).round().to(torch.uint8)
+    io.write_image(tmp_path / "f.png", rgba)
+    io.write_image(tmp_path / "u.png", as_u8)
+    assert (tmp_path / "f.png").read_bytes() == (tmp_path / "u.png").read_bytes()
+    torch.testing.assert_close(io.read_image(tmp_path / "u.png"), as_u8.float() / 255)
+    smooth = torch.linspace(0, 1, 20).expand(3, 16, 20).clone()
+    io.write_image(tmp_path / "s.jpg", smooth)
+    back = io.read_image(tmp_path / "s.jpg")
+    assert back.shape == (3, 16, 20) and (back - smooth).abs().max() < 0.03  # quality 95
+    with pytest.raises(ValueError, match="no alpha"):
+        io.write_image(tmp_path / "a.jpg", rgba)
+    with pytest.raises(ValueError, match="unsupported suffix"):
+        io.write_image(tmp_path / "a.tif", rgba)
+
+
 def test_read_image_missing_and_corrupt_name_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.png"):
         io.read_image(tmp_path / "nope.png")

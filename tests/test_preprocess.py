@@ -21,10 +21,10 @@ from facelift_lib.cameras import Cameras, intrinsics, look_at_w2c, project_point
 from facelift_lib.gaussians import Gaussians
 from facelift_lib.io import load_sample, validate_sample
 from facelift_lib.preprocess import (METHODS, VARIANTS, PreprocessConfig, PreprocessError, RigFrame, apply_homography,
-                                     consistency_table, crop_resize_matrix, mask_consistency, mask_stats,
-                                     opencv_intrinsics, preprocess_frame, preprocess_rig, reprojection_error,
-                                     rotation_homography, to_opencv_pixels, train_val_split, triangulate_rays,
-                                     variant_config)
+                                     consistency_table, crop_resize_matrix, load_rig_cameras, mask_consistency,
+                                     mask_stats, opencv_intrinsics, preprocess_frame, preprocess_rig, read_rig_frame,
+                                     reprojection_error, rotation_homography, to_opencv_pixels, train_val_split,
+                                     triangulate_rays, variant_config)
 
 W, H = 320, 240
 CENTER = np.array([12.0, -8.0, 20.0])         # ellipsoid centre, rig mm
@@ -274,8 +274,8 @@ def test_bbox_methods_distorted_by_a_tail():
 
 
 # --- whole rig folders on disk ---------------------------------------------------------------------------------
-def write_rig(root: Path, n_frames: int = 2, dist: bool = False) -> Path:
-    """A rig folder in the DESIGN.md layout (rig.json, new_cam.pkl, images/, masks/, gt/centers.json)."""
+def write_rig(root: Path, n_frames: int = 2, dist: bool = False, image_ext: str = ".png") -> Path:
+    """A rig folder in the DESIGN.md layout (rig.json, new_cam.pkl, images/, masks/); RGB as `image_ext`."""
     cams = rig_cameras(dist)
     save_mammal_pkl(cams, root / "new_cam.pkl", pixel_centers="workbook")
     for f in range(n_frames):
@@ -283,9 +283,10 @@ def write_rig(root: Path, n_frames: int = 2, dist: bool = False) -> Path:
         for v, name in enumerate(cams.names):
             for kind, arr in (("images", fr.images[v]), ("masks", fr.masks[v])):
                 (root / kind / name).mkdir(parents=True, exist_ok=True)
-                cv2.imwrite(str(root / kind / name / f"{f:06d}.png"), arr)
+                cv2.imwrite(str(root / kind / name / f"{f:06d}{image_ext if kind == 'images' else '.png'}"), arr)
     (root / "rig.json").write_text(json.dumps({"units": "mm", "width": W, "height": H, "n_frames": n_frames,
-                                               "camera_names": cams.names, "seed": 0, "frames": list(range(n_frames))}))
+                                               "camera_names": cams.names, "seed": 0, "frames": list(range(n_frames)),
+                                               **({"image_ext": image_ext} if image_ext != ".png" else {})}))
     return root
 
 
@@ -326,6 +327,29 @@ def test_preprocess_rig_writes_valid_samples_with_measured_consistency(tmp_path,
     assert (table["reproj_max_px"] < 1e-6).all() == (mode == "fixed")
 
 
+def test_jpeg_rig_gives_the_same_geometry_and_nearly_the_same_pixels(tmp_path):
+    png = preprocess_rig(write_rig(tmp_path / "png", n_frames=1), tmp_path / "out_png", size=128)[0]
+    jpg_rig = write_rig(tmp_path / "jpg", n_frames=1, image_ext=".jpg")
+    assert not list(jpg_rig.glob("images/*/*.png")) and list(jpg_rig.glob("masks/*/*.png"))
+    jpg = preprocess_rig(jpg_rig, tmp_path / "out_jpg", size=128)[0]
+    a, cams_a = load_sample(png, background=None)
+    b, cams_b = load_sample(jpg, background=None)
+    torch.testing.assert_close(cams_a.w2c, cams_b.w2c)
+    torch.testing.assert_close(a[:, 3], b[:, 3])  # masks are lossless PNG in both
+    inside = a[:, 3:] > 0.5
+    assert (a[:, :3] - b[:, :3]).abs()[inside.expand(-1, 3, -1, -1)].mean() < 0.02  # JPEG q95 noise only
+
+
+def test_written_rgb_is_zero_where_alpha_is_zero_like_facelift_samples(tmp_path, reference_dir):
+    ref = cv2.imread(str(reference_dir / "human_sample/gslrm/sample_000/images/cam_000.png"), cv2.IMREAD_UNCHANGED)
+    assert ref[..., :3][ref[..., 3] == 0].max() <= 1  # FaceLift's convention (16-bit: ~0)
+    d = preprocess_rig(write_rig(tmp_path / "rig", n_frames=1), tmp_path / "out", size=128)[0]
+    images, _ = load_sample(d, background=None)
+    rgb, alpha = images[:, :3], images[:, 3:].expand(-1, 3, -1, -1)
+    assert (alpha == 0).any() and rgb[alpha == 0].abs().max() == 0
+    assert rgb[alpha > 0.5].max() > 0.2  # the mouse kept its colour
+
+
 def test_preprocess_rig_undistorts(tmp_path):
     rig = write_rig(tmp_path / "rig", n_frames=1, dist=True)
     d, = preprocess_rig(rig, tmp_path / "out", method="standard_camera", size=512, config=PreprocessConfig(workers=1))
@@ -333,10 +357,18 @@ def test_preprocess_rig_undistorts(tmp_path):
     expected = written_marker_px(cams)
     for v in range(4):
         r = window(cams, rig_cameras(), v)
-        ok = isolated(expected[v], 2 * r + 2)
+        # on disk the background is zeroed (write_sample): only markers on the mouse are left to find
+        alpha = images[v, 3].numpy()
+        on_mouse = np.array([alpha[int(y) - r:int(y) + r + 1, int(x) - r:int(x) + r + 1].min() > 0
+                             for x, y in expected[v]])
+        ok = isolated(expected[v], 2 * r + 2) & on_mouse
         found = blob_centres((images[v, 0].numpy() * 255), expected[v][ok], r)
-        assert ok.sum() >= 3 and np.linalg.norm(found - expected[v][ok], axis=-1).max() < 0.2
+        assert ok.sum() >= 1 and np.linalg.norm(found - expected[v][ok], axis=-1).max() < 0.2
     assert "raw_dist" in cams.frame_extras[0]
+    # the file holds exactly the in-memory warp (checked at every marker by the test above), background zeroed
+    rgba, _ = preprocess_frame(read_rig_frame(load_rig_cameras(rig), 0), PreprocessConfig(size=512))
+    rgba[..., :3][rgba[..., 3] == 0] = 0
+    assert np.array_equal((images.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).numpy(), rgba)
 
 
 # --- bad input: an error naming file and view, or a recorded flag ---------------------------------------------

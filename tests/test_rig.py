@@ -254,6 +254,18 @@ def test_rig_dataset_is_deterministic(smoke_rig: Path, tmp_path: Path):
     assert (other / "gt" / "frame_000000.ply").read_bytes() != (smoke_rig / "gt" / "frame_000000.ply").read_bytes()
 
 
+def test_jpeg_rig_frames_read_back_close_to_the_png_rig(smoke_rig: Path, tmp_path: Path):
+    jpg = make_rig_dataset(tmp_path / "jpg", **{**SMOKE, "n_frames": 1}, image_ext=".jpg")
+    assert load_rig(jpg).image_ext == ".jpg" and (jpg / "images" / "cam_0" / "000000.jpg").is_file()
+    assert not list(jpg.glob("images/*/*.png")) and (jpg / "masks" / "cam_0" / "000000.png").is_file()
+    img_jpg, mask_jpg = load_rig_frame(jpg, 0)
+    img_png, mask_png = load_rig_frame(smoke_rig, 0)
+    assert torch.equal(mask_jpg, mask_png)
+    assert (img_jpg - img_png).abs().mean() < 0.02  # quality-95 compression noise, nothing moved
+    with pytest.raises(ValueError, match="image_ext"):
+        make_rig_dataset(tmp_path / "tif", n_frames=1, image_ext=".tif")
+
+
 def test_ensure_rig_builds_once_and_refuses_other_parameters(tmp_path: Path):
     kwargs = dict(n_frames=1, seed=2, image_scale=0.125, n_gaussians=1000)
     built = ensure_rig(tmp_path / "r", **kwargs)
