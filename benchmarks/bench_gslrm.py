@@ -1,11 +1,12 @@
 """GS-LRM timings.
 
 CPU (always):
-  - training step of the notebook-05 smoke model (64², patch 8, d 128, 4 layers; 2 rendered views, 10 %
+  - training step of the notebook-05 smoke model (64², patch 4, d 128, 4 layers; 2 rendered views, 10 %
     of the background gaussians) on a toy mouse dataset (data.write_toy_dataset, 64², mouse ~5 % of the
     pixels like the smoke data); the first steps render a dense, half-transparent cloud and are slower
     than later ones, so both phases are reported;
-  - forward pass of a mid-size model (d 512, 12 layers, 8 heads, patch 8) on 6 views at 128² (1,536 tokens).
+  - forward pass on 6 views at 128² (1,536 tokens) of a mid-size model (d 512, 12 layers, 8 heads, patch 8)
+    and of the FaceLift-size model (random weights; peak RSS of the process reported).
 CUDA (only when a GPU is present): the FaceLift-size model (random weights) forward on 6 views at 512²
 (24,576 tokens), bf16 autocast, time and peak memory (goal <= 0.1 s on an H100; GS-LRM reported 0.23 s on
 an A100).
@@ -15,6 +16,7 @@ an A100).
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import tempfile
 import time
@@ -26,7 +28,7 @@ from timing import time_calls  # benchmarks/timing.py (the script's own folder i
 from facelift_lib.cameras import mouse_standard_6view
 from facelift_lib.gslrm import GSLRM, GSLRMConfig
 
-SMOKE_MODEL = dict(image_size=64, patch_size=8, d=128, n_layers=4, n_heads=4)  # notebook 05's default
+SMOKE_MODEL = dict(image_size=64, patch_size=4, d=128, n_layers=4, n_heads=4)  # notebook 05's `model` default
 
 
 def _time(fn, repeats: int, sync=lambda: None) -> list[float]:
@@ -82,6 +84,12 @@ def main() -> None:
     t, _ = bench_forward("cpu", mid, 128, args.repeats, bf16=False)
     print(f"mid-size model ({GSLRM(mid).num_parameters() / 1e6:.1f} M params) forward, 6 views at 128², CPU fp32: "
           f"median {statistics.median(t):.3f} s (min {min(t):.3f})")
+
+    full128 = GSLRMConfig(image_size=128)
+    t, _ = bench_forward("cpu", full128, 128, max(1, args.repeats - 1), bf16=False)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB (Linux)
+    print(f"FaceLift size ({GSLRM(full128).num_parameters() / 1e6:.1f} M params) forward, 6 views at 128², CPU fp32: "
+          f"median {statistics.median(t):.2f} s (min {min(t):.2f}); peak RSS of this process {rss:.2f} GiB")
 
     if not torch.cuda.is_available():
         print("FaceLift size (303.6 M params), 6 views at 512², CUDA: skipped (no CUDA device)")

@@ -286,6 +286,27 @@ CAMERA_SPECS: dict[str, dict[str, float]] = {
 
 
 # --- rays ---------------------------------------------------------------------------------
+_STANDARD_BUILDERS = {"mouse_standard_6view": mouse_standard_6view, "facelift_standard": facelift_standard}
+
+
+def standard_cameras(camera_type: str, size: int | None = None) -> Cameras:
+    """The standard camera spec `camera_type` (a key of `CAMERA_SPECS`) at `size`² pixels.
+
+    Intrinsics scale with the image (fx, cx * size / 512), so a 32² image sees exactly what the 512²
+    spec sees; `meta` keeps camera_type and camera_distance for validate_sample.
+    """
+    if camera_type not in _STANDARD_BUILDERS:
+        raise ValueError(f"unknown camera_type {camera_type!r}; known: {sorted(_STANDARD_BUILDERS)}")
+    cams = _STANDARD_BUILDERS[camera_type]()
+    spec = CAMERA_SPECS[camera_type]
+    if size is None or size == cams.width:
+        return cams
+    s = size / float(spec["width"])
+    K = cams.K.clone()
+    K[:, :2] *= s
+    return cams.replace(K=K, width=size, height=size)
+
+
 def pixel_rays(cams: Cameras, height: int | None = None, width: int | None = None,
                dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-pixel world rays with FaceLift's pixel-centre convention.

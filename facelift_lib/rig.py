@@ -8,7 +8,7 @@ The mouse is built in a body frame (x forward, y left, z up, origin on the floor
 deformed (head turn, body bend, rearing), then scaled, turned to its heading and placed at (x, y).
 
 Public API: `MousePose`, `mouse_gaussians`, `mouse_gaussians_with_parts`, `body_center`, `mouse_trajectory`,
-`markerless_mouse_rig`, `make_rig_dataset`, `ensure_rig`, `load_rig`, `load_rig_frame`, `load_ground_truth`,
+`markerless_mouse_rig`, `make_rig_dataset`, `ensure_rig`, `workbook_rig`, `load_rig`, `load_rig_frame`, `load_ground_truth`,
 `load_centers`, `rig_to_facelift`.
 """
 from __future__ import annotations
@@ -580,6 +580,18 @@ def ensure_rig(rig_dir: str | Path, **smoke_kwargs) -> Path:
         if differ:
             raise ValueError(f"{rig_dir / RIG_FILE}: the rig there was built with other parameters "
                              f"(recorded, asked) = {differ}; delete {rig_dir} to rebuild it, or ask for what it has")
+    return rig_dir
+
+
+def workbook_rig(rig_dir: str | Path | None, out_dir: str | Path, **smoke_kwargs) -> Path:
+    """The rig folder a notebook works on: `rig_dir` (a real rig in the DESIGN.md layout) or, when None,
+    the synthetic rig in <out_dir>/rig, built with `smoke_kwargs` if it is not there yet (`ensure_rig`)."""
+    if rig_dir is None:
+        return ensure_rig(Path(out_dir) / "rig", **smoke_kwargs)
+    rig_dir = Path(rig_dir)
+    if not (rig_dir / RIG_FILE).is_file():
+        raise FileNotFoundError(f"rig_dir={str(rig_dir)!r} has no {RIG_FILE}: point rig_dir at a rig folder laid out "
+                                "as in DESIGN.md, or set rig_dir=None to use the synthetic rig")
     return rig_dir
 
 

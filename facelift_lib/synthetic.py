@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from .cameras import CAMERA_SPECS, Cameras
+from .cameras import CAMERA_SPECS, Cameras, standard_cameras
 from .io import load_sample, read_list_file, save_sample, validate_sample, write_list_file
 
 SPLITS = ("train", "val")
@@ -62,7 +62,6 @@ def build_standard_view_dataset(rig_dir: str | Path, lists: dict[str, str | Path
     the mouse turned about the vertical axis by seeded random angles (k = 0 is the unturned mouse), i.e.
     more headings for a small training set. Every sample is validated. Returns {split: list file}.
     """
-    from .mvdiffusion.model import standard_cameras
     from .preprocess import sample_normalization
     from .render import render_gaussians
     from .rig import load_ground_truth
@@ -130,7 +129,6 @@ def generate_dataset(checkpoint: str | Path, inputs: dict[str, str | Path], out_
     the first samples of each list.
     """
     from .metrics import METRIC_COLUMNS, image_metrics
-    from .mvdiffusion.model import standard_cameras
     from .mvdiffusion.pipeline import load_checkpoint_pipeline
     from .mvdiffusion.train import on_white, resize_images
 

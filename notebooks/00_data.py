@@ -20,14 +20,14 @@
 # Everything downstream starts from a **rig folder**: per camera and frame an RGB image and a binary mask,
 # a calibration (`new_cam.pkl`, OpenCV, millimetres, world Z-up) and `rig.json` (layout in `DESIGN.md`).
 #
-# With `data_dir = None` the workbook builds its own: a procedural mouse made of 3D Gaussians, filmed by a
+# With `rig_dir = None` the workbook builds its own: a procedural mouse made of 3D Gaussians, filmed by a
 # virtual copy of the 6-camera markerless_mouse_1 rig, with the ground-truth Gaussians of every frame
-# (`gt/`). Point `data_dir` at a real rig laid out the same way and the rest of the workbook runs on it.
+# (`gt/`). Point `rig_dir` at a real rig laid out the same way and the rest of the workbook runs on it.
 
 # %% tags=["parameters"]
 out_dir = "../outputs/smoke"
 seed = 0
-data_dir = None        # a real rig folder; None builds the synthetic rig in <out_dir>/rig
+rig_dir = None         # a real rig folder; None builds the synthetic rig in <out_dir>/rig
 n_frames = 8           # synthetic rig: frames to film
 rig_scale = 0.25       # synthetic rig: image size = 1152x1024 x rig_scale
 n_gaussians = 4000     # synthetic rig: gaussians per mouse
@@ -42,11 +42,8 @@ import numpy as np
 from facelift_lib import cameras, preprocess, rig, viz
 from facelift_lib.workbook import record, rounded
 
-if data_dir is None:
-    rig_dir = rig.ensure_rig(Path(out_dir) / "rig", n_frames=n_frames, seed=seed, image_scale=rig_scale,
-                             n_gaussians=n_gaussians)
-else:
-    rig_dir = Path(data_dir)
+rig_dir = rig.workbook_rig(rig_dir, out_dir, n_frames=n_frames, seed=seed, image_scale=rig_scale,
+                           n_gaussians=n_gaussians)
 r = rig.load_rig(rig_dir)
 print(f"rig: {len(r.names)} cameras {r.names}, {len(r.frames)} frames, {r.width}x{r.height} px, "
       f"units {r.meta.get('units', '?')}")

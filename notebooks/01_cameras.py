@@ -31,7 +31,7 @@
 # %% tags=["parameters"]
 out_dir = "../outputs/smoke"
 seed = 0
-data_dir = None        # a real rig folder; None uses the synthetic rig in <out_dir>/rig (built if missing)
+rig_dir = None         # a real rig folder; None uses the synthetic rig in <out_dir>/rig (built if missing)
 human_sample_dir = "../../shared/facelift_reference/human_sample"  # FaceLift's sample; skipped if absent
 frame = 0              # the frame whose masks locate the mouse (the centre the rig is normalised about)
 ray_grid = 32          # rays per image side when comparing Plücker rays per view
@@ -47,7 +47,7 @@ import torch
 from facelift_lib import cameras, preprocess, rig, viz
 from facelift_lib.workbook import record, rounded
 
-rig_dir = rig.ensure_rig(Path(out_dir) / "rig") if data_dir is None else Path(data_dir)
+rig_dir = rig.workbook_rig(rig_dir, out_dir)
 r = rig.load_rig(rig_dir)
 standard = cameras.facelift_standard()
 

@@ -269,20 +269,13 @@ def test_missing_alpha(tmp_path):
         io.load_sample(sample)
 
 
-def test_empty_alpha(tmp_path):
+@pytest.mark.parametrize("value,view,message", [(0.0, 1, "alpha is empty"), (1.0, 0, "fully opaque")])
+def test_degenerate_alpha(tmp_path, value, view, message):
     sample = make_sample(tmp_path)
     img = disc_images(1, 64, 64)[0]
-    img[3] = 0
-    io.write_image(sample / "images/cam_001.png", img)
-    assert_one_problem(io.validate_sample(sample), "cam_001.png (view 1)", "alpha is empty")
-
-
-def test_all_opaque_alpha(tmp_path):
-    sample = make_sample(tmp_path)
-    img = disc_images(1, 64, 64)[0]
-    img[3] = 1
-    io.write_image(sample / "images/cam_000.png", img)
-    assert_one_problem(io.validate_sample(sample), "cam_000.png (view 0)", "fully opaque")
+    img[3] = value
+    io.write_image(sample / f"images/cam_{view:03d}.png", img)
+    assert_one_problem(io.validate_sample(sample), f"cam_{view:03d}.png (view {view})", message)
 
 
 def test_principal_point_outside(tmp_path):

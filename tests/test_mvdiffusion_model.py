@@ -6,8 +6,9 @@ import json
 import pytest
 import torch
 
+from facelift_lib.cameras import standard_cameras
 from facelift_lib.mvdiffusion import (FACELIFT_UNET_CONFIG, MultiViewAttnProcessor, PixelModelConfig,
-                                      PixelMVDiffusion, ViewEmbedding, set_multiview_attention, standard_cameras)
+                                      PixelMVDiffusion, ViewEmbedding, set_multiview_attention)
 from facelift_lib.mvdiffusion.model import multiview_attention_mode
 from facelift_lib.mvdiffusion.pipeline import stock_unet_config
 

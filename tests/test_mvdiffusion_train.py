@@ -6,8 +6,9 @@ import math
 import pytest
 import torch
 
+from facelift_lib.cameras import standard_cameras
 from facelift_lib.io import save_sample, write_list_file
-from facelift_lib.mvdiffusion import load_checkpoint_pipeline, standard_cameras
+from facelift_lib.mvdiffusion import load_checkpoint_pipeline
 from facelift_lib.mvdiffusion.pipeline import read_checkpoint, write_tiny_facelift_pipeline
 from facelift_lib.mvdiffusion.train import (TrainParams, identity_mapping_score, min_snr_weights, params_from_yaml,
                                             profile_train_params,

@@ -13,7 +13,7 @@ import torch
 from facelift_lib import rig
 from facelift_lib.rig import (MOUSE_PARTS, MousePose, body_center, ensure_rig, load_centers, load_ground_truth,
                               load_rig, load_rig_frame, make_rig_dataset, markerless_mouse_rig, mouse_gaussians,
-                              mouse_gaussians_with_parts, mouse_trajectory, rig_to_facelift)
+                              mouse_gaussians_with_parts, mouse_trajectory, rig_to_facelift, workbook_rig)
 from facelift_lib.render import render_gaussians
 
 SPEC_AZ = (-144.0, 31.0, 94.0, -22.0, 157.0, -77.0)
@@ -264,6 +264,15 @@ def test_jpeg_rig_frames_read_back_close_to_the_png_rig(smoke_rig: Path, tmp_pat
     assert (img_jpg - img_png).abs().mean() < 0.02  # quality-95 compression noise, nothing moved
     with pytest.raises(ValueError, match="image_ext"):
         make_rig_dataset(tmp_path / "tif", n_frames=1, image_ext=".tif")
+
+
+def test_workbook_rig_uses_a_given_rig_or_the_synthetic_one(smoke_rig: Path, tmp_path: Path):
+    assert workbook_rig(smoke_rig, tmp_path / "unused") == smoke_rig
+    assert not (tmp_path / "unused").exists()
+    with pytest.raises(FileNotFoundError, match="rig_dir=.*no rig.json"):
+        workbook_rig(tmp_path / "empty", tmp_path)
+    built = workbook_rig(None, tmp_path / "out", **{**SMOKE, "n_frames": 1})
+    assert built == tmp_path / "out" / "rig" and load_rig(built).frames == [0]
 
 
 def test_ensure_rig_builds_once_and_refuses_other_parameters(tmp_path: Path):

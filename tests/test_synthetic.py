@@ -6,10 +6,9 @@ import json
 import pytest
 import torch
 
-from facelift_lib.cameras import orbit_cameras
+from facelift_lib.cameras import orbit_cameras, standard_cameras
 from facelift_lib.gaussians import Gaussians
 from facelift_lib.io import load_sample, read_list_file, save_sample, validate_sample, write_list_file
-from facelift_lib.mvdiffusion import standard_cameras
 from facelift_lib.mvdiffusion.train import TrainParams, train
 from facelift_lib.synthetic import build_standard_view_dataset, checklist, generate_dataset, straight_alpha
 

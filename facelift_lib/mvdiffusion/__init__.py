@@ -5,9 +5,9 @@ pipeline.py: load a local FaceLift diffusers folder, DDIM/CFG sampling, checkpoi
 train.py: training (notebook-callable and accelerate/torchrun-launchable).
 """
 from .model import (FACELIFT_UNET_CONFIG, LatentMVDiffusion, MultiViewAttnProcessor, PixelModelConfig,
-                    PixelMVDiffusion, ViewEmbedding, set_multiview_attention, standard_cameras)
+                    PixelMVDiffusion, ViewEmbedding, set_multiview_attention)
 from .pipeline import MVDiffusionPipeline, load_checkpoint_pipeline, load_facelift_pipeline, sample_views
 
 __all__ = ["FACELIFT_UNET_CONFIG", "LatentMVDiffusion", "MultiViewAttnProcessor", "PixelModelConfig",
-           "PixelMVDiffusion", "ViewEmbedding", "set_multiview_attention", "standard_cameras",
+           "PixelMVDiffusion", "ViewEmbedding", "set_multiview_attention",
            "MVDiffusionPipeline", "load_checkpoint_pipeline", "load_facelift_pipeline", "sample_views"]

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..cameras import CAMERA_SPECS, Cameras, facelift_standard, mouse_standard_6view, plucker_rays
+from ..cameras import Cameras, plucker_rays, standard_cameras
 
 MV_MODES = ("sparse", "dense", "none")
 
@@ -135,28 +135,6 @@ def multiview_attention_mode(unet: nn.Module) -> tuple[int, str]:
     if len(found) != 1 or None in found:
         raise ValueError(f"UNet self-attention processors are not one multi-view setting: {found}")
     return found.pop()
-
-
-# --- cameras the models are trained for -------------------------------------------------------------------
-_STANDARD_BUILDERS = {"mouse_standard_6view": mouse_standard_6view, "facelift_standard": facelift_standard}
-
-
-def standard_cameras(camera_type: str, size: int | None = None) -> Cameras:
-    """The standard camera spec `camera_type` (a key of `cameras.CAMERA_SPECS`) at `size`² pixels.
-
-    Intrinsics scale with the image (fx, cx * size / 512), so a 32² image sees exactly what the 512²
-    spec sees; `meta` keeps camera_type and camera_distance for validate_sample.
-    """
-    if camera_type not in _STANDARD_BUILDERS:
-        raise ValueError(f"unknown camera_type {camera_type!r}; known: {sorted(_STANDARD_BUILDERS)}")
-    cams = _STANDARD_BUILDERS[camera_type]()
-    spec = CAMERA_SPECS[camera_type]
-    if size is None or size == cams.width:
-        return cams
-    s = size / float(spec["width"])
-    K = cams.K.clone()
-    K[:, :2] *= s
-    return cams.replace(K=K, width=size, height=size)
 
 
 # --- per-view embeddings (cross-attention context) --------------------------------------------------------
