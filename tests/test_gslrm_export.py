@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from facelift_lib.gaussians import Gaussians, load_ply
-from facelift_lib.gslrm.export import ExportFilters, export_ply, filter_gaussians, save_turntable_gif, turntable_frames
+from facelift_lib.cameras import mouse_standard_6view
+from facelift_lib.gslrm.export import (ExportFilters, export_fidelity, export_ply, filter_gaussians, save_turntable_gif,
+                                       turntable_frames)
 
 
 def cloud(n: int = 400, seed: int = 0) -> Gaussians:
@@ -18,7 +20,7 @@ def cloud(n: int = 400, seed: int = 0) -> Gaussians:
 
 def test_each_filter_removes_what_it_should_and_says_so():
     g = cloud()
-    g.opacities[:10] = 0.01                   # transparent
+    g.opacities[:10] = 0.0005                 # transparent
     g.scales[10:15] = 0.5                     # smeared
     g.means[15:18] = torch.tensor([3.0, 0.0, 0.0])  # outside the crop box
     g.means[18] = torch.tensor([0.0, 0.0, 1.2])     # inside the box but far from everything: a floater
@@ -31,6 +33,17 @@ def test_each_filter_removes_what_it_should_and_says_so():
     assert report["kept"] == 400 - 1 - 10 - 5 - 3 - report["floaters"]
     none = ExportFilters(min_opacity=None, max_scale=None, crop_box=None, floater_k=None)
     assert filter_gaussians(cloud(), none)[1]["kept"] == 400
+
+
+def test_export_fidelity_is_perfect_for_the_same_set_and_drops_with_what_is_removed():
+    g, cams = cloud(), mouse_standard_6view()
+    K = cams.K.float() * torch.tensor([64 / 512, 64 / 512, 1.0])[:, None]
+    w2c = cams.w2c.float()
+    same = export_fidelity(g, g, K, w2c, 64)
+    assert same["mask_iou"] == 1.0 and same["psnr_full"] > 60
+    half, _ = filter_gaussians(g, ExportFilters(crop_box=((-1.0, -1.0, -1.0), (0.0, 1.0, 1.0)), floater_k=None))
+    worse = export_fidelity(g, half, K, w2c, 64)
+    assert worse["mask_iou"] < 0.9 and worse["psnr_full"] < same["psnr_full"] - 10
 
 
 def test_export_ply_round_trip(tmp_path):
