@@ -2,13 +2,15 @@
 PY      := .venv/bin/python
 PIP     := $(PY) -m pip
 PROFILE ?= params/smoke.yaml
+# Optional index for the torch wheel (e.g. PyTorch's CPU index on a machine that only sees PyPI).
+TORCH_INDEX ?=
 
 .PHONY: setup demo test test-lib test-nb notebooks bench clean
 
 # .venv is created once; the stamp file re-installs when the package's dependencies change.
 .venv/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv .venv
-	$(PIP) install -q -c constraints.txt torch==2.13.0
+	$(PIP) install -q -c constraints.txt $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) torch==2.13.0
 	$(PIP) install -q -c constraints.txt -e '.[notebooks,test]'
 	touch $@
 

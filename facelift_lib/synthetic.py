@@ -50,6 +50,28 @@ def _check_samples(dirs: Sequence[Path], expected_views: int) -> None:
 
 
 # --- diffusion targets from the rig's ground truth ------------------------------------------------------------
+def normalised_ground_truth(rig_dir: str | Path, frame: int, scale: float, translation, yaw_deg: float = 0.0) -> Gaussians:
+    """The rig frame's ground-truth gaussians in a sample's FaceLift world: x = scale * (x_rig + translation),
+    then turned by yaw_deg about the vertical axis (Z up)."""
+    from .rig import load_ground_truth
+
+    g = load_ground_truth(rig_dir, int(frame)).to(torch.float32)
+    g = g.transformed(float(scale), torch.as_tensor(translation, dtype=torch.float32))
+    return g.transformed(1.0, torch.zeros(3), rotation=_rot_z(yaw_deg)) if yaw_deg else g
+
+
+def standard_sample_ground_truth(rig_dir: str | Path, sample_dir: str | Path) -> tuple[Gaussians, float]:
+    """(ground-truth gaussians in the sample's world, FaceLift units per rig unit) of a sample written by
+    `build_standard_view_dataset`; divide a distance by the second to get it in rig units (mm)."""
+    meta = Cameras.from_opencv_json(Path(sample_dir) / "opencv_cameras.json").meta
+    missing = [k for k in ("rig_frame", "normalization") if k not in meta]
+    if missing:
+        raise ValueError(f"{Path(sample_dir) / 'opencv_cameras.json'} has no {missing}: not a standard-view sample "
+                         "written by build_standard_view_dataset (03_mvdiffusion), so it has no ground truth")
+    scale, translation = float(meta["normalization"]["scale"]), meta["normalization"]["translation"]
+    return normalised_ground_truth(rig_dir, meta["rig_frame"], scale, translation, meta.get("yaw_deg", 0.0)), scale
+
+
 def build_standard_view_dataset(rig_dir: str | Path, lists: dict[str, str | Path], out_dir: str | Path,
                                 size: int = 64, camera_type: str = "mouse_standard_6view",
                                 yaws_per_frame: int = 1, seed: int = 0, progress: bool = True) -> dict[str, Path]:
@@ -64,7 +86,6 @@ def build_standard_view_dataset(rig_dir: str | Path, lists: dict[str, str | Path
     """
     from .preprocess import sample_normalization
     from .render import render_gaussians
-    from .rig import load_ground_truth
 
     out_dir = Path(out_dir)
     cams = standard_cameras(camera_type, size)
@@ -80,11 +101,9 @@ def build_standard_view_dataset(rig_dir: str | Path, lists: dict[str, str | Path
             if frame is None:
                 raise ValueError(f"{src / 'opencv_cameras.json'}: no preprocess.rig_frame; the standard-view "
                                  "dataset needs samples written by preprocess.preprocess_rig")
-            gt = load_ground_truth(rig_dir, int(frame)).to(torch.float32)
-            g0 = gt.transformed(scale, torch.as_tensor(translation, dtype=torch.float32))
             for k in range(yaws_per_frame):
                 yaw = 0.0 if k == 0 else float(torch.rand((), generator=gen)) * 360.0
-                g = g0.transformed(1.0, torch.zeros(3), rotation=_rot_z(yaw)) if yaw else g0
+                g = normalised_ground_truth(rig_dir, int(frame), scale, translation, yaw)
                 rgb, alpha, _ = render_gaussians(g, cams, background=torch.zeros(3))
                 images = straight_alpha(rgb.permute(0, 3, 1, 2), alpha.permute(0, 3, 1, 2))
                 meta = {**cams.meta, "source_sample": str(src), "rig_frame": int(frame), "yaw_deg": yaw,

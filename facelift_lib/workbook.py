@@ -1,7 +1,7 @@
 """Notebook machinery: record() of key numbers, and the profile runner behind `python -m facelift_lib`.
 
 A profile (params/*.yaml) holds run-level keys (`profile`, `out_dir`, `seed`), shared keys offered to
-every notebook, and optional per-notebook sections keyed by notebook name (`05_gslrm: {steps: 2000}`).
+every notebook, and optional per-notebook sections keyed by notebook name (`05_gslrm: {max_steps: 2000}`).
 The runner syncs the jupytext pairs, executes notebooks/NN_*.ipynb in NN order with papermill
 (kernel cwd = notebooks/), injects only the parameters each notebook declares, and writes
 <out>/<name>.ipynb, <out>/<name>.html and <out>/summary.json (rewritten after every notebook).
@@ -37,14 +37,14 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def record(name: str, value: Any, digits: int = 4) -> Any:
-    """Show `name = value` and mark it for summary.json (the runner reads it from the executed notebook)."""
+def record(name: str, value: Any, digits: int = 4) -> None:
+    """Show `name = value` and mark it for summary.json (the runner reads it from the executed notebook).
+    Returns nothing, so a notebook's last `record(...)` leaves no stray echo of the value."""
     from IPython.display import display
 
     value = _jsonable(value)
     shown = round(value, digits) if isinstance(value, float) else value
     display({"text/plain": f"{name} = {shown}", RECORD_MIMETYPE: {"name": name, "value": value}}, raw=True)
-    return value
 
 
 def rounded(x: Any, digits: int = 2) -> Any:

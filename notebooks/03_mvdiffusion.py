@@ -153,7 +153,7 @@ record("mvdiffusion_identity_score_db", last["identity"]["score_db"])
 record("mvdiffusion_collapse_flagged", any(v["identity"]["collapse"] for v in validations))
 record("mvdiffusion_psnr_masked", float(quality.loc["mean", "psnr_masked"]))
 record("mvdiffusion_mask_iou", float(quality.loc["mean", "mask_iou"]))
-_ = record("mvdiffusion_checkpoint", str(result.last_checkpoint))
+record("mvdiffusion_checkpoint", str(result.last_checkpoint))
 
 # %%
 # NBVAL_CHECK_OUTPUT

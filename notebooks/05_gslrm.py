@@ -47,6 +47,7 @@ batch_size = 1
 views_per_step = 2            # rendered views per step (held-out first); None = all 6
 background_gaussian_fraction = 0.1  # CPU speed-up for training renders; 1.0 on a GPU
 skip_grad_norm = 200.0
+lpips_weights = None          # LOCAL folder with LPIPS backbone weights: adds LPIPS to the metrics (nothing downloads)
 resume = False                # smoke: a fresh, reproducible run every time
 turntable_n_frames = 24       # frames of the turntable GIF
 
@@ -63,20 +64,13 @@ from facelift_lib.gslrm import GSLRM
 from facelift_lib.gslrm.data import ViewsDataset
 from facelift_lib.gslrm.export import (ExportFilters, export_fidelity, export_ply, filter_gaussians, save_turntable_gif,
                                        turntable_frames)
-from facelift_lib.gslrm.train import TrainConfig, train
+from facelift_lib.gslrm.train import TrainConfig, dataset_lists, train
 from facelift_lib.metrics import background_only, evaluate, predict_and_render
 from facelift_lib.workbook import record
 
 out = Path(out_dir)
-sources = {"preprocessed": (out / "data", "02_preprocessing"), "synthetic": (out / "synthetic", "04_synthetic")}
-if data_source not in sources:
-    raise ValueError(f"data_source must be one of {list(sources)}, got {data_source!r}")
-data_dir, producer = sources[data_source]
-lists = {split: data_dir / f"{split}.txt" for split in ("train", "val")}
-missing = [str(p) for p in lists.values() if not p.is_file()]
-if missing:
-    raise FileNotFoundError(f"05_gslrm needs the {data_source} dataset written by {producer}: run {producer} first "
-                            f"(missing {missing})")
+device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # evaluation and turntable
+lists = dataset_lists(out, data_source)  # a missing dataset names the notebook that writes it
 if init_from is None:
     print("No FaceLift checkpoint given (init_from=None): training from scratch.")
 elif not Path(init_from).is_file():
@@ -130,15 +124,17 @@ plt.show()
 
 # %%
 torch.manual_seed(seed)
-untrained = GSLRM(cfg.model_config())
-predictors = {"empty render": background_only, "untrained": untrained, "trained": result.model}
+untrained = GSLRM(cfg.model_config()).eval().to(device)
+trained = result.model.to(device)
+predictors = {"empty render": background_only, "untrained": untrained, "trained": trained}
+metric_kw = dict(views="held_out", num_input_views=cfg.num_input_views, device=device, lpips_weights=lpips_weights)
 tables, rows = {}, {}
 for name, predictor in predictors.items():
-    tables[name], rows[name] = evaluate(predictor, val_set, views="held_out", num_input_views=cfg.num_input_views)
+    tables[name], rows[name] = evaluate(predictor, val_set, **metric_kw)
 # the same trained model on the held-out view of its *training* samples: the gap to the row above is overfitting
-_, rows["trained, on training samples"] = evaluate(result.model, train_set, views="held_out",
-                                                   num_input_views=cfg.num_input_views)
-metrics = pd.DataFrame(rows).T[["psnr_masked", "ssim_masked", "mask_iou", "psnr_full", "ssim_full", "n_samples"]]
+_, rows["trained, on training samples"] = evaluate(trained, train_set, **metric_kw)
+columns = ["psnr_masked", "ssim_masked", "mask_iou", "psnr_full", "ssim_full"] + (["lpips_full"] if lpips_weights else [])
+metrics = pd.DataFrame(rows).T[columns + ["n_samples"]]
 display(metrics.style.format(precision=3).set_caption("held-out view 5 (means); validation samples unless stated"))
 display(tables["trained"].style.format(precision=3).set_caption("trained model, per validation sample"))
 for name, key in (("empty render", "empty"), ("untrained", "untrained"), ("trained", "trained"),
@@ -161,8 +157,8 @@ print("validation samples:", int(metrics.loc["trained", "n_samples"]))
 # %%
 for i in range(min(3, len(val_set))):
     item = dict(val_set[i], background=val_set.background)
-    g, rgb, alpha = predict_and_render(result.model, item, range(5), [5])
-    target = item["images"][5:6]
+    g, rgb, alpha = predict_and_render(trained, item, range(5), [5], device)
+    rgb, alpha, target = rgb.cpu(), alpha.cpu(), item["images"][5:6]
     panels = torch.cat([item["images"][:5, :3], target[:, :3], rgb.clamp(0, 1), alpha.expand(-1, 3, -1, -1)])
     masks = torch.cat([item["images"][:5, 3], target[:, 3], target[:, 3], target[:, 3]])
     viz.image_grid(panels, masks=masks, ncols=8, size=1.6,
@@ -181,10 +177,11 @@ for i in range(min(3, len(val_set))):
 # %%
 item = val_set[0]
 with torch.no_grad():
-    recon = result.model(item["images"][None, :, :3], (item["K"][None], item["w2c"][None]))[0]
+    recon = trained(item["images"][None, :, :3].to(device), (item["K"][None].to(device), item["w2c"][None].to(device)))[0]
 recon_dir = out / "gslrm"
 gif = save_turntable_gif(recon, recon_dir / f"turntable_{item['name']}.gif", n_frames=turntable_n_frames, size=128)
 frames = turntable_frames(recon, n_frames=6, size=128)
+recon = recon.to("cpu")  # export and fidelity on CPU tensors
 fig, axes = plt.subplots(1, 6, figsize=(13, 2.4))
 for ax, frame, az in zip(axes, frames, range(0, 360, 60)):
     ax.imshow(frame)

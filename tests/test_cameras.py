@@ -87,6 +87,21 @@ def test_facelift_standard_is_reordered_file_and_matches_inference_selection(ref
         assert (float(std.fx[i]), float(std.fy[i]), float(std.cx[i]), float(std.cy[i])) == pytest.approx((fx, fy, cx, cy))
 
 
+def test_mouse_standard_6view_is_its_spec_and_both_presets_write_their_type(tmp_path):
+    d = C.describe(C.mouse_standard_6view())
+    np.testing.assert_allclose(d["distance"], 2.7, atol=1e-9)
+    np.testing.assert_allclose(d["elevation_deg"], 20.0, atol=1e-9)
+    np.testing.assert_allclose(d["azimuth_deg"], [0, 60, 120, 180, 240, 300], atol=1e-9)
+    np.testing.assert_allclose(d[["fx", "fy"]], 548.99, atol=1e-9)
+    np.testing.assert_allclose(d[["pp_dx_px", "pp_dy_px"]], 0.0, atol=1e-9)  # cx = cy = 256 at 512²
+    np.testing.assert_allclose(d["lookat_error_deg"], 0.0, atol=1e-6)
+    for preset, name in ((C.mouse_standard_6view(), "mouse_standard_6view"), (C.facelift_standard(), "facelift_standard")):
+        with open(preset.to_opencv_json(tmp_path / f"{name}.json")) as f:
+            written = json.load(f)
+        assert written["camera_type"] == name and written["camera_distance"] == pytest.approx(2.7)
+        assert C.Cameras.from_opencv_json(tmp_path / f"{name}.json").meta["camera_type"] == name
+
+
 @pytest.mark.parametrize("rel", ["standard_cameras/opencv_cameras.json",
                                  "human_sample/gslrm/sample_000/opencv_cameras.json"])
 def test_json_round_trip_keeps_every_key(reference_dir, tmp_path, rel):

@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
-from facelift_lib.gslrm import GSLRM, GSLRMConfig, load_facelift_checkpoint
+from facelift_lib.gslrm import GSLRM, CheckpointError, GSLRMConfig, load_facelift_checkpoint
 from facelift_lib.gslrm.data import ViewsDataset, write_toy_dataset
-from facelift_lib.gslrm.train import (TrainConfig, checkpoint_path, list_checkpoints, load_train_config, read_log,
-                                      skip_reason, train, training_subset)
+from facelift_lib.gslrm.train import (TrainConfig, checkpoint_path, list_checkpoints, load_train_config,
+                                      load_trained_model, read_log, skip_reason, train, training_subset)
 
 TINY_MODEL = dict(image_size=16, patch_size=4, d=32, n_layers=1, n_heads=2)
 
@@ -29,6 +30,16 @@ def tiny_config(toy_list: str, run_dir, **kw) -> TrainConfig:
 
 class Stop(Exception):
     pass
+
+
+@pytest.fixture
+def init_ckpt(tmp_path) -> str:
+    """A FaceLift-structured checkpoint of the tiny model (seeded random weights), for fine-tuning modes."""
+    torch.manual_seed(1)
+    path = tmp_path / "ckpt_init.pt"
+    torch.save({"model": GSLRM(GSLRMConfig(**TINY_MODEL)).state_dict(), "optimizer": {}, "lr_scheduler": {},
+                "fwdbwd_pass_step": 500, "param_update_step": 500}, path)
+    return str(path)
 
 
 def test_killed_run_resumes_and_continues_the_loss_curve(toy_list, tmp_path):
@@ -55,6 +66,46 @@ def test_killed_run_resumes_and_continues_the_loss_curve(toy_list, tmp_path):
         torch.testing.assert_close(a, b)
 
 
+@pytest.mark.slow
+def test_a_sigkilled_run_resumes_from_its_last_checkpoint(toy_list, tmp_path):
+    import subprocess
+    import sys
+
+    cfg = dict(max_steps=4, ckpt_every=2)
+    full = train(tiny_config(toy_list, tmp_path / "full", **cfg))
+    killed = tiny_config(toy_list, tmp_path / "killed", **cfg).to_dict()
+    script = ("import os, signal\nfrom facelift_lib.gslrm.train import TrainConfig, train\n"
+              "def kill(rec):\n    if rec['step'] == 3:\n        os.kill(os.getpid(), signal.SIGKILL)\n"
+              f"train(TrainConfig(**{killed!r}), callback=kill)\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr  # really killed, no Python cleanup ran
+    assert [p.name for p in list_checkpoints(tmp_path / "killed")] == [checkpoint_path(tmp_path, 2).name]
+    resumed = train(TrainConfig(**killed))
+    assert [r["step"] for r in resumed.log] == [1, 2, 3, 4] and resumed.steps == 4
+    assert [r["loss"] for r in resumed.log] == pytest.approx([r["loss"] for r in full.log], rel=1e-4, abs=1e-6)
+
+
+def test_a_crash_while_saving_keeps_the_previous_checkpoint(toy_list, tmp_path, monkeypatch):
+    import facelift_lib.gslrm.train as T
+
+    real_save, saves = torch.save, []
+
+    def disk_full_on_second_save(obj, f, *a, **kw):
+        saves.append(f)
+        if len(saves) == 2:
+            Path(f).write_bytes(b"half a checkpoint")
+            raise OSError("No space left on device")
+        return real_save(obj, f, *a, **kw)
+
+    monkeypatch.setattr(T.torch, "save", disk_full_on_second_save)
+    with pytest.raises(OSError, match="No space"):
+        train(tiny_config(toy_list, tmp_path, max_steps=4, ckpt_every=2))
+    monkeypatch.setattr(T.torch, "save", real_save)
+    assert sorted(p.name for p in tmp_path.iterdir() if "ckpt" in p.name) == [checkpoint_path(tmp_path, 2).name]
+    resumed = train(tiny_config(toy_list, tmp_path, max_steps=4, ckpt_every=2))  # the step-2 file is whole
+    assert resumed.steps == 4 and [r["step"] for r in resumed.log] == [1, 2, 3, 4]
+
+
 def test_checkpoint_is_facelift_structured_and_loadable(toy_list, tmp_path):
     result = train(tiny_config(toy_list, tmp_path, max_steps=3))
     path = result.checkpoint
@@ -71,6 +122,27 @@ def test_checkpoint_is_facelift_structured_and_loadable(toy_list, tmp_path):
         torch.testing.assert_close(a, b)
 
 
+@pytest.mark.parametrize("finetune", ["full", "lora"])
+def test_load_trained_model_predicts_like_the_trained_one(toy_list, tmp_path, finetune, init_ckpt):
+    result = train(tiny_config(toy_list, tmp_path / "run", max_steps=3, finetune=finetune, lora_rank=4,
+                               init_from=init_ckpt if finetune == "lora" else None))
+    item = ViewsDataset(toy_list, 16, validate=False)[0]
+    args = (item["images"][None, :5, :3], (item["K"][None, :5], item["w2c"][None, :5]))
+    with torch.no_grad():
+        expected = result.model.eval()(*args)
+        for source in (tmp_path / "run", result.checkpoint):  # a run folder means its newest checkpoint
+            got = load_trained_model(source)(*args)
+            torch.testing.assert_close(got.means, expected.means, atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(got.colors, expected.colors, atol=1e-5, rtol=1e-4)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no ckpt_.*empty"):
+        load_trained_model(tmp_path / "empty")
+    foreign = tmp_path / "facelift_ckpt.pt"
+    torch.save({"model": GSLRM(GSLRMConfig(**TINY_MODEL)).state_dict()}, foreign)
+    with pytest.raises(CheckpointError, match="no model_config.*load_facelift_checkpoint"):
+        load_trained_model(foreign)
+
+
 def test_steps_over_the_grad_norm_threshold_are_skipped(toy_list, tmp_path):
     torch.manual_seed(0)
     before = GSLRM(GSLRMConfig(**TINY_MODEL)).state_dict()
@@ -80,6 +152,28 @@ def test_steps_over_the_grad_norm_threshold_are_skipped(toy_list, tmp_path):
     assert result.log[-1]["param_update_step"] == 0 and result.skipped == 2
     for k, v in result.model.state_dict().items():
         torch.testing.assert_close(v, before[k])  # nothing applied (init is seeded by cfg.seed = 0)
+
+
+def test_a_nan_loss_is_skipped_not_applied(toy_list, tmp_path, monkeypatch):
+    import facelift_lib.gslrm.train as T
+
+    real = T.reconstruction_losses
+
+    def poisoned(*args, **kw):  # step 2 (and only it) produces a NaN loss, as a bad sample would
+        terms = real(*args, **kw)
+        poisoned.calls += 1
+        if poisoned.calls == 2:
+            terms["loss"] = terms["loss"] * float("nan")
+        return terms
+
+    poisoned.calls = 0
+    monkeypatch.setattr(T, "reconstruction_losses", poisoned)
+    result = train(tiny_config(toy_list, tmp_path / "run", max_steps=3, batch_size=1))
+    assert poisoned.calls == 3  # one loss per step, so step 2 got the NaN
+    assert [r["skipped"] for r in result.log] == [False, True, False]
+    assert result.log[1]["skip_reason"] == "nonfinite_loss"
+    assert [r["param_update_step"] for r in result.log] == [1, 1, 2]  # the NaN step applied nothing
+    assert all(torch.isfinite(p).all() for p in result.model.parameters())
 
 
 def test_skip_reason():
@@ -128,8 +222,8 @@ def test_finetune_modes_train_only_what_they_should(toy_list, tmp_path, mode):
     torch.testing.assert_close(loaded.state_dict()[qkv], after[qkv])
 
 
-def test_lora_run_resumes(toy_list, tmp_path):
-    cfg = dict(finetune="lora", lora_rank=4, max_steps=4, ckpt_every=2)
+def test_lora_run_resumes(toy_list, tmp_path, init_ckpt):
+    cfg = dict(finetune="lora", lora_rank=4, max_steps=4, ckpt_every=2, init_from=init_ckpt)
     full = train(tiny_config(toy_list, tmp_path / "full", **cfg))
 
     def kill_after_3(record):
@@ -160,11 +254,16 @@ def test_config_loading(tmp_path):
     profile = tmp_path / "full.yaml"
     profile.write_text("profile: full\nout_dir: /data/out\nseed: 3\n05_gslrm:\n  max_steps: 9\n  data_source: synthetic\n")
     cfg = load_train_config(profile)
-    assert cfg.train_list == "/data/out/data/train.txt" and cfg.run_dir == "/data/out/gslrm/run"
+    assert cfg.train_list == "/data/out/synthetic/train.txt" and cfg.run_dir == "/data/out/gslrm/run"
     assert cfg.seed == 3 and cfg.max_steps == 9
+    profile.write_text("profile: full\nout_dir: /data/out\n05_gslrm:\n  max_steps: 9\n")
+    assert load_train_config(profile).train_list == "/data/out/data/train.txt"  # preprocessed by default
     flat = tmp_path / "train.yaml"
-    flat.write_text(json.dumps({"max_steps": 5, "finetune": "lora"}))
+    flat.write_text(json.dumps({"max_steps": 5, "finetune": "lora", "init_from": "/models/ckpt.pt"}))
     assert load_train_config(flat).finetune == "lora"
+    for mode in ("lora", "freeze_transformer"):  # adapting random weights is a mistake, not a run
+        with pytest.raises(ValueError, match="init_from is None"):
+            load_train_config({"finetune": mode})
     with pytest.raises(FileNotFoundError):
         load_train_config(tmp_path / "nope.yaml")
 

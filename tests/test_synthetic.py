@@ -9,7 +9,6 @@ import torch
 from facelift_lib.cameras import orbit_cameras, standard_cameras
 from facelift_lib.gaussians import Gaussians
 from facelift_lib.io import load_sample, read_list_file, save_sample, validate_sample, write_list_file
-from facelift_lib.mvdiffusion.train import TrainParams, train
 from facelift_lib.synthetic import build_standard_view_dataset, checklist, generate_dataset, straight_alpha
 
 SIZE = 16
@@ -92,27 +91,8 @@ def test_build_standard_view_dataset(fake_rig, tmp_path):
     assert abs(xs.float().mean() - SIZE / 2) < 3 and abs(ys.float().mean() - SIZE / 2) < 4
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    """A 2-step tiny pixel model checkpoint trained on standard-camera samples."""
-    root = tmp_path_factory.mktemp("synth")
-    cams = standard_cameras("mouse_standard_6view", SIZE)
-    dirs = []
-    for i in range(2):
-        img = torch.rand(6, 4, SIZE, SIZE, generator=torch.Generator().manual_seed(i))
-        img[:, 3] = 0
-        img[:, 3, 4:12, 3:13] = 1
-        dirs.append(save_sample(root / "data" / f"s{i}", img, cams))
-    write_list_file(root / "data" / "train.txt", dirs)
-    result = train(TrainParams(run_dir=str(root / "run"), train_list=str(root / "data" / "train.txt"), val_list=None,
-                               pixel_model={"image_size": SIZE, "block_out_channels": [8, 16],
-                                            "cross_attention_dim": 16, "attention_head_dim": 8},
-                               max_steps=2, batch_size=2, checkpoint_every=2, val_every=0, progress=False))
-    return result.last_checkpoint, root / "data" / "train.txt"
-
-
-def test_generate_dataset_writes_standard_cameras_never_input_ones(checkpoint, tmp_path):
-    ckpt, std_list = checkpoint
+def test_generate_dataset_writes_standard_cameras_never_input_ones(tiny_mv_checkpoint, tmp_path):
+    ckpt, std_list = tiny_mv_checkpoint
     rig_like = orbit_cameras([5, 65, 125, 185, 245, 305], 40.0, distance=4.0, fx=30.0, width=24)
     img = torch.rand(6, 4, 24, 24)
     img[:, 3] = 1

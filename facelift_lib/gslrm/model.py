@@ -343,10 +343,14 @@ def load_facelift_checkpoint(path: str | Path, config: GSLRMConfig | None = None
     FileNotFoundError with the path.
     """
     path = Path(path)
-    ckpt = read_checkpoint(path)
-    state = model_state_from_checkpoint(ckpt, str(path))
+    return model_from_checkpoint(read_checkpoint(path), config or GSLRMConfig(), str(path))
+
+
+def model_from_checkpoint(ckpt: dict, config: GSLRMConfig, source: str) -> GSLRM:
+    """GSLRM(config) holding a read checkpoint's weights, loaded strictly (CheckpointError otherwise)."""
+    state = model_state_from_checkpoint(ckpt, source)
     with torch.device("meta"):  # no 1.2 GB random init that the checkpoint overwrites anyway
-        model = GSLRM(config or GSLRMConfig())
-    check_state_dict(model, state, str(path))
+        model = GSLRM(config)
+    check_state_dict(model, state, source)
     model.load_state_dict(state, strict=True, assign=True)
     return model.float()

@@ -51,7 +51,8 @@ from tqdm import tqdm
 
 from ..metrics import make_lpips, render_views, ssim_map
 from .data import ViewsDataset, collate, split_views
-from .model import GSLRM, CheckpointError, GSLRMConfig, check_state_dict, model_state_from_checkpoint, read_checkpoint
+from .model import (GSLRM, CheckpointError, GSLRMConfig, check_state_dict, model_from_checkpoint,
+                    model_state_from_checkpoint, read_checkpoint)
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +128,10 @@ class TrainConfig:
                              f"got {self.num_input_views}")
         if self.num_input_views == self.num_views and not self.supervise_input_views:
             raise ValueError("TrainConfig: all views are inputs and supervise_input_views=False: nothing to supervise")
+        if self.finetune != "full" and self.init_from is None:
+            raise ValueError(f"TrainConfig: finetune={self.finetune!r} adapts pretrained weights, but init_from is None "
+                             "(the transformer would stay at its random init); give init_from a FaceLift ckpt_*.pt, "
+                             "or train from scratch with finetune='full'")
         if self.lpips_weight > 0 and self.lpips_weights is None:
             raise ValueError("TrainConfig: lpips_weight > 0 needs lpips_weights, a LOCAL folder with the LPIPS "
                              "backbone weights (nothing can be downloaded here); set lpips_weight=0 otherwise")
@@ -140,12 +145,31 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+# Where 05_gslrm's training data comes from: data_source -> (folder under out_dir, the notebook writing it).
+DATA_SOURCES = {"preprocessed": ("data", "02_preprocessing"), "synthetic": ("synthetic", "04_synthetic")}
+
+
+def dataset_lists(out_dir: str | Path, data_source: str = "preprocessed", check: bool = True) -> dict[str, Path]:
+    """{"train", "val"} list files of a run's dataset; with `check`, a missing one is an error naming the
+    notebook that writes it."""
+    if data_source not in DATA_SOURCES:
+        raise ValueError(f"data_source must be one of {list(DATA_SOURCES)}, got {data_source!r}")
+    folder, producer = DATA_SOURCES[data_source]
+    lists = {split: Path(out_dir) / folder / f"{split}.txt" for split in ("train", "val")}
+    missing = [str(p) for p in lists.values() if not p.is_file()]
+    if check and missing:
+        raise FileNotFoundError(f"GS-LRM training needs the {data_source} dataset written by {producer}: "
+                                f"run {producer} first (missing {missing})")
+    return lists
+
+
 def load_train_config(params: TrainConfig | dict | str | Path) -> TrainConfig:
     """TrainConfig from itself, a dict, or a YAML file.
 
     A YAML is either a flat mapping of TrainConfig keys, or a workbook profile (has `profile` or
-    `out_dir`): then train_list/run_dir default to <out_dir>/data/train.txt and <out_dir>/gslrm/run,
-    `seed` is taken from it, and the TrainConfig keys of its `05_gslrm` section apply.
+    `out_dir`): then train_list is the `05_gslrm.data_source` dataset's train list (default
+    <out_dir>/data/train.txt), run_dir <out_dir>/gslrm/run, `seed` is taken from it, and the TrainConfig
+    keys of its `05_gslrm` section apply.
     """
     if isinstance(params, TrainConfig):
         return params
@@ -163,7 +187,8 @@ def load_train_config(params: TrainConfig | dict | str | Path) -> TrainConfig:
             ignored = sorted(k for k in section if k not in names)
             if ignored:
                 log.info("%s: 05_gslrm keys %s are notebook parameters, not TrainConfig fields", path, ignored)
-            data = {"train_list": str(out / "data" / "train.txt"), "run_dir": str(out / "gslrm" / "run"),
+            train_list = dataset_lists(out, section.get("data_source", "preprocessed"), check=False)["train"]
+            data = {"train_list": str(train_list), "run_dir": str(out / "gslrm" / "run"),
                     **({"seed": data["seed"]} if "seed" in data else {}),
                     **{k: v for k, v in section.items() if k in names}}
         params = data
@@ -396,6 +421,24 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
     return sorted(p for p in run_dir.glob("ckpt_*.pt") if CKPT_PATTERN.match(p.name)) if run_dir.is_dir() else []
 
 
+def load_trained_model(path: str | Path) -> GSLRM:
+    """A model trained by `train`, for inference: from one of its checkpoints, or from a run folder (its
+    newest). The architecture comes from the checkpoint's `model_config`, the weights load strictly (LoRA
+    already merged). FaceLift's own checkpoints have no model_config: use `load_facelift_checkpoint`."""
+    path = Path(path)
+    if path.is_dir():
+        found = list_checkpoints(path)
+        if not found:
+            raise FileNotFoundError(f"no ckpt_*.pt in {path}: train first (notebook 05_gslrm, or "
+                                    "python -m facelift_lib.gslrm.train) or give a checkpoint file")
+        path = found[-1]
+    ckpt = read_checkpoint(path)
+    if "model_config" not in ckpt:
+        raise CheckpointError(f"{path} has no model_config: it was not written by facelift_lib.gslrm.train; "
+                              "load a FaceLift checkpoint with load_facelift_checkpoint(path, config)")
+    return model_from_checkpoint(ckpt, GSLRMConfig(**ckpt["model_config"]), str(path)).eval()
+
+
 def rng_state() -> dict[str, Any]:
     """RNG states as tensors and plain types, so checkpoints load with torch.load(weights_only=True)."""
     name, keys, pos, has_gauss, cached = np.random.get_state()
@@ -425,8 +468,11 @@ def save_checkpoint(run_dir: Path, model: nn.Module, optimizer, scheduler, step:
         ckpt["lora_adapter"] = lora_adapter_state(model)
     path = checkpoint_path(run_dir, step)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(ckpt, tmp)
-    os.replace(tmp, path)  # a crash mid-save leaves the previous checkpoints intact
+    try:
+        torch.save(ckpt, tmp)
+        os.replace(tmp, path)  # a crash mid-save leaves the previous checkpoints intact
+    finally:
+        tmp.unlink(missing_ok=True)  # no half-written file left behind when the save failed
     for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
         old.unlink()
     return path

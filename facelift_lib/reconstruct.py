@@ -1,0 +1,110 @@
+"""The whole pipeline on one image: reference view -> multi-view diffusion (6 views at standard cameras)
+-> GS-LRM (3D gaussians). Notebook 06 tells the story; this module holds the steps.
+
+    pipe = mvdiffusion.load_checkpoint_pipeline(ckpt_03)          # stage 1
+    model = gslrm.train.load_trained_model(run_05)                # stage 2
+    rec = reconstruct(reference, pipe, model)                     # rec.views, rec.cams, rec.gaussians
+
+Images are RGBA in [0,1]; the models' convention is RGB composited on white with alpha beside it.
+`reconstruct_from_views` runs stage 2 alone, e.g. on the true views, to separate the error of the
+diffusion from the error of the reconstructor. `rendered_views` + `view_quality` measure a reconstruction
+in images, `center_distances` in 3D against ground-truth gaussians.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from .cameras import Cameras, standard_cameras
+from .gaussians import Gaussians
+from .gslrm.model import GSLRM
+from .metrics import image_metrics, render_views
+from .mvdiffusion.pipeline import MVDiffusionPipeline
+
+
+@dataclass
+class Reconstruction:
+    reference: torch.Tensor  # [4,H,W] the input image (RGBA)
+    views: torch.Tensor      # [V,4,S,S] the views GS-LRM read (RGB on white + alpha), S = its image size
+    cams: Cameras            # the V standard cameras of `views` (S² pixels, FaceLift world, Z up)
+    gaussians: Gaussians     # unbatched, FaceLift world
+
+
+def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
+    """[N,C,H,W] -> [N,C,size,size], antialiased bilinear (unchanged when already that size)."""
+    if images.shape[-2:] == (size, size):
+        return images
+    return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+
+
+@torch.no_grad()
+def reconstruct_from_views(views: torch.Tensor, cams: Cameras, model: GSLRM) -> Reconstruction:
+    """Stage 2 alone: views [V,4,H,W] (RGB on white + alpha) at `cams` -> gaussians, the views resized to the
+    model's image size and the intrinsics scaled with them (exact for pixel centres at +0.5)."""
+    if views.ndim != 4 or views.shape[1] != 4 or len(views) != len(cams):
+        raise ValueError(f"reconstruct_from_views: views must be [V,4,H,W] with V = {len(cams)} cameras, "
+                         f"got {tuple(views.shape)}")
+    size = model.config.image_size
+    scaled = cams.scaled_to(size, size)
+    views = _resize(views.float(), size)
+    K, w2c = scaled.K.float()[None], scaled.w2c.float()[None]
+    g = model.eval()(views[None, :, :3], (K, w2c))[0]
+    return Reconstruction(reference=views[0], views=views, cams=scaled, gaussians=g.detach())
+
+
+@torch.no_grad()
+def reconstruct(reference: torch.Tensor, pipe: MVDiffusionPipeline, model: GSLRM, num_inference_steps: int = 20,
+                guidance_scale: float = 2.0, seed: int = 0) -> Reconstruction:
+    """One RGBA image [4,H,W] (the mouse seen from the front standard camera) -> 6 generated views at the
+    pipeline's standard cameras -> GS-LRM gaussians. Deterministic for a seed."""
+    if reference.ndim != 3 or reference.shape[0] != 4:
+        raise ValueError(f"reconstruct: reference must be one RGBA image [4,H,W], got {tuple(reference.shape)}")
+    ref = _resize(reference[None].float(), pipe.model.image_size)
+    views = pipe(ref, num_inference_steps, guidance_scale, seed=seed, progress=False)[0]  # [V,4,s,s]
+    cams = standard_cameras(pipe.camera_type, views.shape[-1])
+    rec = reconstruct_from_views(views, cams, model)
+    rec.reference = reference
+    return rec
+
+
+# --- measuring a reconstruction ---------------------------------------------------------------------------
+@torch.no_grad()
+def rendered_views(g: Gaussians, cams: Cameras, background: torch.Tensor | None = None) -> torch.Tensor:
+    """Unbatched gaussians rendered at `cams` -> [V,4,H,W]: RGB over `background` (white) + alpha."""
+    bg = torch.ones(3) if background is None else background
+    rgb, alpha = render_views(g.to(torch.float32), cams.K.float(), cams.w2c.float(), cams.width, bg)
+    return torch.cat([rgb.clamp(0, 1), alpha], 1).cpu()
+
+
+@torch.no_grad()
+def view_quality(pred: torch.Tensor, target: torch.Tensor) -> pd.DataFrame:
+    """One row per view of pred vs target [V,4,H,W] (RGB on the same background + alpha): the labelled
+    metrics of `facelift_lib.metrics.image_metrics` (psnr/ssim full and masked, mask_iou)."""
+    if pred.shape != target.shape:
+        raise ValueError(f"view_quality: pred {tuple(pred.shape)} and target {tuple(target.shape)} differ")
+    m = image_metrics(pred[:, :3], pred[:, 3:4], target[:, :3].float(), target[:, 3:4].float())
+    return pd.DataFrame({"view": range(len(pred)), **{k: v.cpu().numpy() for k, v in m.items()}})
+
+
+def _nearest(a: torch.Tensor, b: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+    """[N] distance from each point of a [N,3] to its nearest point of b [M,3] (chunked: bounded memory)."""
+    return torch.cat([torch.cdist(a[i:i + chunk], b).min(dim=1).values for i in range(0, len(a), chunk)])
+
+
+@torch.no_grad()
+def center_distances(pred: Gaussians, gt_means: torch.Tensor, min_opacity: float = 0.05) -> dict[str, float]:
+    """How far the predicted 3D mouse is from the true one, in the units of the inputs.
+
+    Gaussian centres with opacity >= min_opacity are compared with the ground-truth centres gt_means [M,3]:
+    accuracy = mean distance from a predicted centre to the nearest true one (floaters raise it),
+    completeness = mean distance from a true centre to the nearest predicted one (missing parts raise it),
+    chamfer = their mean. n_pred counts the centres kept."""
+    keep = pred.opacities.reshape(-1) >= min_opacity
+    p, t = pred.means.reshape(-1, 3)[keep].float(), gt_means.reshape(-1, 3).float()
+    if len(p) == 0:
+        return {"accuracy": float("inf"), "completeness": float("inf"), "chamfer": float("inf"), "n_pred": 0}
+    acc, comp = float(_nearest(p, t).mean()), float(_nearest(t, p).mean())
+    return {"accuracy": acc, "completeness": comp, "chamfer": (acc + comp) / 2, "n_pred": int(len(p))}
