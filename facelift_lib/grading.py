@@ -11,7 +11,11 @@ and multiplied by 512 / W, so datasets written at 128² and 512² compare direct
   512-equivalent px. `com_offset_px` (graded) is its mean over the non-empty views.
 - clipped: a mask pixel in the first/last row/column of the written image (the mouse runs off the view).
   Empty and near-empty views (area < NEAR_EMPTY_FRACTION of the image) count as clipped too: the mouse is
-  not in them. `clip_rate` (graded) = clipped views / all views.
+  not in them; so do views whose raw rig mask was near-empty (raw_near_empty below), whatever a per-view
+  scale made of them. `clip_rate` (graded) = clipped views / all views, so any such view rules out grade A.
+- raw_near_empty: the raw rig mask had under preprocess.RAW_NEAR_EMPTY_FRACTION (0.05 %) of the raw image's
+  pixels (the sample JSON's `raw_mask_near_empty`, set by preprocess_frame): a speck, not a mouse.
+  `raw_near_empty_views` in the summary counts them.
 - raw_border: the raw rig mask already touched the raw image border (mouse partly outside the camera);
   reported (from the sample JSON), not graded: it is a property of the recording, not of the preprocessing.
 
@@ -83,7 +87,8 @@ def _alpha(path: Path, view: int) -> np.ndarray:
 
 
 def view_rows(sample_dir: str | Path) -> list[dict[str, Any]]:
-    """One row per view of a sample: size, CoM, offset, clipping, emptiness, raw-border flag (see module doc)."""
+    """One row per view of a sample: size, CoM, offset, clipping, emptiness (written and raw), raw-border flag
+    (see the module docstring)."""
     sample_dir = Path(sample_dir)
     cams = Cameras.from_opencv_json(sample_dir / CAMERA_FILE)
     extras = cams.frame_extras or [{} for _ in range(len(cams))]
@@ -98,13 +103,15 @@ def view_rows(sample_dir: str | Path) -> list[dict[str, Any]]:
         com = (mo["m10"] / area + 0.5, mo["m01"] / area + 0.5) if area else (math.nan, math.nan)
         clipped_edge = bool(m[0].any() or m[-1].any() or m[:, 0].any() or m[:, -1].any())
         near_empty = area < NEAR_EMPTY_FRACTION * H * W
+        raw_near_empty = bool(extras[v].get("raw_mask_near_empty", False))
         rows.append({
             "sample": sample_dir.name, "view": v, "camera": extras[v].get("raw_camera", str(v)), "method": method,
             "size_px": W, "area_px": area, "area_fraction": area / (H * W),
             "size_512": math.sqrt(area) * to512,
             "com_x": com[0], "com_y": com[1],
             "com_offset_512": math.hypot(com[0] - W / 2, com[1] - H / 2) * to512,
-            "empty": area == 0, "near_empty": near_empty, "clipped": clipped_edge or near_empty,
+            "empty": area == 0, "near_empty": near_empty, "raw_near_empty": raw_near_empty,
+            "clipped": clipped_edge or near_empty or raw_near_empty,
             "raw_border": bool(extras[v].get("raw_mask_touches_border", False)),
         })
     return rows
@@ -134,6 +141,7 @@ def summarize(views: pd.DataFrame) -> dict[str, Any]:
         "com_offset_px_max": float(ok["com_offset_512"].max()),
         "area_fraction_mean": float(ok["area_fraction"].mean()),
         "empty_views": int(views["empty"].sum()), "near_empty_views": int(views["near_empty"].sum()),
+        "raw_near_empty_views": int(views["raw_near_empty"].sum()),
         "clipped_views": int(views["clipped"].sum()), "raw_border_rate": float(views["raw_border"].mean()),
         "grade_limits": {g: asdict(lim) for g, lim in GRADE_LIMITS.items()},
         "per_sample": per_sample.reset_index().to_dict(orient="records"),

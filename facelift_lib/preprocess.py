@@ -25,6 +25,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -53,6 +55,9 @@ VARIANTS: dict[str, dict[str, str]] = {
     "standard_camera_zoom": {"method": "standard_camera", "distance_mode": "per_view_zoom"},
 }
 ROLL_MODES = ("z_up", "minimal")
+# A raw mask under this fraction of its image's pixels (0.05 %: 590 px at 1152x1024, 9 px at 144x128) is
+# processed but flagged `raw_near_empty`: a speck of segmentation, not a mouse; grading counts such views.
+RAW_NEAR_EMPTY_FRACTION = 0.0005
 
 
 class PreprocessError(ValueError):
@@ -74,7 +79,8 @@ class PreprocessConfig:
       "minimal" (smallest rotation from the real camera; needed for cameras looking straight down).
     antialias: pre-shrink by an integer factor with area averaging when a view is scaled below 1/2
       (an exact affine map, composed into the transform), so bilinear warps do not alias.
-    min_mask_px: a raw mask with fewer pixels is an error (empty/near-empty view).
+    min_mask_px: a raw mask with fewer pixels is an error (empty view); masks of at least this many pixels
+      but under RAW_NEAR_EMPTY_FRACTION of the image are processed and flagged (`raw_near_empty_views`).
     workers: threads for `preprocess_rig` (frames in parallel; 1 = one at a time).
     on_error: "raise" stops at the first bad frame; "skip" writes the others and lists the bad ones
       (with their errors) in out_dir/preprocess_errors.json.
@@ -510,6 +516,7 @@ def preprocess_frame(rf: RigFrame, cfg: PreprocessConfig) -> tuple[np.ndarray, C
     stats = (mask_stats([undistort_mask(m, K[v], dist[v]) for v, m in enumerate(rf.masks)])
              if has_dist else raw_stats)
     raw_border = raw_stats.touches_border
+    raw_near_empty = raw_stats.area < RAW_NEAR_EMPTY_FRACTION * cams.width * cams.height
     plan = plan_frame(cams, stats, cfg)
     shrink = shrink_factors(plan, stats, cfg.antialias)
     rgba = np.empty((len(cams), S, S, 4), np.uint8)
@@ -521,6 +528,7 @@ def preprocess_frame(rf: RigFrame, cfg: PreprocessConfig) -> tuple[np.ndarray, C
     names = cams.names or [str(i) for i in range(len(cams))]
     flags = dict(plan.flags)
     flags["raw_border_views"] = [int(v) for v in np.flatnonzero(raw_border)]
+    flags["raw_near_empty_views"] = [int(v) for v in np.flatnonzero(raw_near_empty)]
     flags["clipped_views"] = [int(v) for v in np.flatnonzero(clipped)]
     extras = []
     for v in range(len(cams)):
@@ -528,7 +536,8 @@ def preprocess_frame(rf: RigFrame, cfg: PreprocessConfig) -> tuple[np.ndarray, C
         ex = {"raw_camera": names[v], "raw_image": Path(*rf.image_files[v].parts[-3:]).as_posix(),
               "raw_K": K[v].tolist(), "raw_w2c": cams.w2c[v].tolist(),
               "raw_to_image": plan.T[v].tolist(), "shrink": shrink[v],
-              "raw_mask_touches_border": bool(raw_border[v]), "clipped": bool(clipped[v])}
+              "raw_mask_px": int(raw_stats.area[v]), "raw_mask_touches_border": bool(raw_border[v]),
+              "raw_mask_near_empty": bool(raw_near_empty[v]), "clipped": bool(clipped[v])}
         if dist is not None:
             ex["raw_dist"] = dist[v].tolist()
         extras.append(ex)
@@ -592,13 +601,40 @@ def sample_name(frame: int) -> str:
     return f"frame_{frame:06d}"
 
 
+SAMPLE_NAME = re.compile(r"frame_\d{6,}")  # what sample_name writes
+
+
 def _one_frame(rig: Rig, frame: int, out_dir: Path, cfg: PreprocessConfig) -> Path:
+    """Read, preprocess and write one frame; every failure becomes a PreprocessError naming the frame
+    (OpenCV's own cv2.error included, so on_error="skip" can skip it like any other bad frame)."""
     try:
         rf = read_rig_frame(rig, frame)
         rgba, out = preprocess_frame(rf, cfg)
+        return write_sample(out_dir / sample_name(frame), rgba, out)
     except PreprocessError as e:
         raise PreprocessError(f"rig frame {frame}: {e}") from e
-    return write_sample(out_dir / sample_name(frame), rgba, out)
+    except cv2.error as e:
+        detail = " ".join(str(e).split())
+        raise PreprocessError(f"rig frame {frame} ({rig.dir}): OpenCV failed: {detail}; check this frame's images "
+                              "and masks (readable, 8-bit, the calibrated size) or leave it out with frames=[...]"
+                              ) from e
+
+
+def own_sample_dirs(out_dir: Path) -> list[Path]:
+    """Folders under out_dir that look like samples preprocess_rig wrote: frame_XXXXXX/ holding opencv_cameras.json."""
+    return sorted(p.parent for p in out_dir.glob("frame_*/opencv_cameras.json") if SAMPLE_NAME.fullmatch(p.parent.name))
+
+
+def remove_samples_except(out_dir: Path, keep: set[str]) -> list[Path]:
+    """Delete this module's sample folders under out_dir whose name is not in `keep` -> the removed folders.
+
+    A rerun with fewer (or failing) frames must not leave older samples behind: grade_dataset and the list
+    files take every sample folder in out_dir as part of the dataset. Other files and folders are left alone.
+    """
+    stale = [d for d in own_sample_dirs(out_dir) if d.name not in keep]
+    for d in stale:
+        shutil.rmtree(d)
+    return stale
 
 
 def preprocess_rig(rig_dir: str | Path, out_dir: str | Path, method: str = "standard_camera",
@@ -611,6 +647,8 @@ def preprocess_rig(rig_dir: str | Path, out_dir: str | Path, method: str = "stan
     `config.workers` threads (OpenCV and torch release the GIL; both are kept single-threaded meanwhile).
     With on_error="skip" bad frames are left out and listed with their errors in
     out_dir/preprocess_errors.json; with "raise" (default) the first bad frame stops the run.
+    out_dir ends up holding this run's samples only: sample folders of an earlier run (frame_XXXXXX/ with
+    opencv_cameras.json) for frames not in `frames` are removed first, those of frames skipped now after.
     """
     if method not in VARIANTS:
         raise ValueError(f"preprocess_rig: unknown method {method!r}; choose from {sorted(VARIANTS)}")
@@ -627,6 +665,7 @@ def preprocess_rig(rig_dir: str | Path, out_dir: str | Path, method: str = "stan
         raise PreprocessError(f"{rig_dir / 'rig.json'}: frames {unknown[:10]} are not in this rig (it has "
                               f"{len(all_frames)} frames, {all_frames[0]}..{all_frames[-1]})")
     out_dir.mkdir(parents=True, exist_ok=True)
+    remove_samples_except(out_dir, {sample_name(f) for f in frames})
     errors_file = out_dir / "preprocess_errors.json"
     errors_file.unlink(missing_ok=True)
     written, errors = [], {}
@@ -635,13 +674,14 @@ def preprocess_rig(rig_dir: str | Path, out_dir: str | Path, method: str = "stan
         for f, fut in tqdm(futures.items(), desc=f"preprocess {cfg.method}", total=len(frames), leave=False):
             try:
                 written.append(fut.result())
-            except (PreprocessError, ValueError, FileNotFoundError) as e:
+            except (PreprocessError, ValueError, FileNotFoundError, cv2.error) as e:
                 if cfg.on_error == "raise":
                     for other in futures.values():
                         other.cancel()
                     raise
                 errors[f] = str(e)
     if errors:
+        remove_samples_except(out_dir, {p.name for p in written})  # an earlier run's copy of a skipped frame
         errors_file.write_text(json.dumps({"n_skipped": len(errors), "errors": {str(k): v for k, v in errors.items()}},
                                           indent=1))
     return written
@@ -664,6 +704,14 @@ def reprojection_error(sample_dir: str | Path, points_world_rig: torch.Tensor | 
     stored image transform `raw_to_image` (-> uv_img, where the warp put those points' pixels).
     Returns {"mean_px", "max_px", "per_view_mean_px" [V], "per_view_max_px" [V]} over the points in front
     of every camera: ~1e-13 px for exact methods, the size of the approximation for per_view_zoom.
+
+    For exact methods this agrees by construction: the written camera K_img [R_rel R | R_rel t] and the
+    stored raw_to_image T = K_img R_rel K^-1 come from the same plan, so the two sides are one algebra and
+    only float rounding separates them. It checks the JSON bookkeeping (normalisation, raw_to_image, written
+    cameras), not the pixels, and cannot see a wrong warp. The pixels are checked by `mask_consistency`
+    (ground-truth silhouette through the written cameras vs the written alpha) and by the marker-blob test in
+    tests/test_preprocess.py (blobs drawn at known 3D points found where the written cameras project them).
+    For per_view_zoom it measures a real gap (cameras moved to the target distance, pixels only zoomed).
     """
     cams = Cameras.from_opencv_json(Path(sample_dir) / "opencv_cameras.json")
     scale, trans = sample_normalization(cams)

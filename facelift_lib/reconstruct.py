@@ -16,13 +16,13 @@ from dataclasses import dataclass
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from .cameras import Cameras, standard_cameras
 from .gaussians import Gaussians
 from .gslrm.model import GSLRM
 from .metrics import image_metrics, render_views
 from .mvdiffusion.pipeline import MVDiffusionPipeline
+from .mvdiffusion.train import on_white, resize_images
 
 
 @dataclass
@@ -33,13 +33,6 @@ class Reconstruction:
     gaussians: Gaussians     # unbatched, FaceLift world
 
 
-def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
-    """[N,C,H,W] -> [N,C,size,size], antialiased bilinear (unchanged when already that size)."""
-    if images.shape[-2:] == (size, size):
-        return images
-    return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
-
-
 @torch.no_grad()
 def reconstruct_from_views(views: torch.Tensor, cams: Cameras, model: GSLRM) -> Reconstruction:
     """Stage 2 alone: views [V,4,H,W] (RGB on white + alpha) at `cams` -> gaussians, the views resized to the
@@ -47,11 +40,11 @@ def reconstruct_from_views(views: torch.Tensor, cams: Cameras, model: GSLRM) -> 
     if views.ndim != 4 or views.shape[1] != 4 or len(views) != len(cams):
         raise ValueError(f"reconstruct_from_views: views must be [V,4,H,W] with V = {len(cams)} cameras, "
                          f"got {tuple(views.shape)}")
-    size = model.config.image_size
+    size, device = model.config.image_size, next(model.parameters()).device
     scaled = cams.scaled_to(size, size)
-    views = _resize(views.float(), size)
-    K, w2c = scaled.K.float()[None], scaled.w2c.float()[None]
-    g = model.eval()(views[None, :, :3], (K, w2c))[0]
+    views = resize_images(views.float(), size).to(device)
+    K, w2c = scaled.K.float()[None].to(device), scaled.w2c.float()[None].to(device)
+    g = model.eval()(views[None, :, :3], (K, w2c))[0]  # on the model's device
     return Reconstruction(reference=views[0], views=views, cams=scaled, gaussians=g.detach())
 
 
@@ -62,7 +55,7 @@ def reconstruct(reference: torch.Tensor, pipe: MVDiffusionPipeline, model: GSLRM
     pipeline's standard cameras -> GS-LRM gaussians. Deterministic for a seed."""
     if reference.ndim != 3 or reference.shape[0] != 4:
         raise ValueError(f"reconstruct: reference must be one RGBA image [4,H,W], got {tuple(reference.shape)}")
-    ref = _resize(reference[None].float(), pipe.model.image_size)
+    ref = resize_images(reference[None].float(), pipe.model.image_size)
     views = pipe(ref, num_inference_steps, guidance_scale, seed=seed, progress=False)[0]  # [V,4,s,s]
     cams = standard_cameras(pipe.camera_type, views.shape[-1])
     rec = reconstruct_from_views(views, cams, model)
@@ -90,8 +83,9 @@ def view_quality(pred: torch.Tensor, target: torch.Tensor) -> pd.DataFrame:
 
 
 def _nearest(a: torch.Tensor, b: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
-    """[N] distance from each point of a [N,3] to its nearest point of b [M,3] (chunked: bounded memory)."""
-    return torch.cat([torch.cdist(a[i:i + chunk], b).min(dim=1).values for i in range(0, len(a), chunk)])
+    """[N] distance from each point of a [N,3] to its nearest point of b [M,3] (chunked: bounded memory;
+    exact differences, not the matmul shortcut whose rounding reads ~1e-5 for coincident points)."""
+    return torch.cat([torch.cdist(a[i:i + chunk], b, compute_mode="donot_use_mm_for_euclid_dist").min(dim=1).values for i in range(0, len(a), chunk)])
 
 
 @torch.no_grad()
@@ -103,8 +97,29 @@ def center_distances(pred: Gaussians, gt_means: torch.Tensor, min_opacity: float
     completeness = mean distance from a true centre to the nearest predicted one (missing parts raise it),
     chamfer = their mean. n_pred counts the centres kept."""
     keep = pred.opacities.reshape(-1) >= min_opacity
-    p, t = pred.means.reshape(-1, 3)[keep].float(), gt_means.reshape(-1, 3).float()
+    p = pred.means.reshape(-1, 3)[keep].float()
+    t = gt_means.reshape(-1, 3).float().to(p.device)
     if len(p) == 0:
         return {"accuracy": float("inf"), "completeness": float("inf"), "chamfer": float("inf"), "n_pred": 0}
     acc, comp = float(_nearest(p, t).mean()), float(_nearest(t, p).mean())
     return {"accuracy": acc, "completeness": comp, "chamfer": (acc + comp) / 2, "n_pred": int(len(p))}
+
+
+def reconstruction_report(rec: Reconstruction, true_views: torch.Tensor, gt_means: torch.Tensor | None = None,
+                          rig_units_per_unit: float = 1.0, min_opacity: float = 0.05) -> tuple[pd.DataFrame, dict]:
+    """A reconstruction against the truth at its own cameras.
+
+    true_views [V,4,H,W] straight RGBA at rec.cams' poses (any size: resized to rec.cams); gt_means [M,3]
+    the true gaussian centres in the same world, if known. Returns (per-view table of `view_quality`,
+    summary: the table's means plus, with gt_means, `center_distances` times rig_units_per_unit, e.g.
+    mm per FaceLift unit, with the unit in the key: accuracy_mm etc. when rig_units_per_unit != 1)."""
+    S = rec.cams.width
+    target = on_white(resize_images(true_views.float(), S))
+    table = view_quality(rendered_views(rec.gaussians, rec.cams), target)
+    summary = {k: float(table[k].mean()) for k in table.columns if k != "view"}
+    if gt_means is not None:
+        unit = "_mm" if rig_units_per_unit != 1.0 else ""
+        d = center_distances(rec.gaussians, gt_means, min_opacity)
+        summary.update({f"{k}{unit}": v * rig_units_per_unit for k, v in d.items() if k != "n_pred"})
+        summary["n_gaussians_used"] = d["n_pred"]
+    return table, summary

@@ -241,6 +241,27 @@ def plot_ray_distributions(cams: Mapping[str, Cameras], size: int = 16) -> Figur
     return fig
 
 
+def plot_point_clouds(clouds: Mapping[str, Any], max_points: int = 4000, title: str | None = None,
+                      size: float = 3.4) -> Figure:
+    """3D point sets {label: points [N,3]} (Z-up world) seen from the top (x-y), the side (x-z) and the
+    front (y-z), overlaid in one colour each with equal axes: where a reconstruction is off shows at a glance."""
+    views = (("top (x, y)", 0, 1), ("side (x, z)", 0, 2), ("front (y, z)", 1, 2))
+    fig, axes = plt.subplots(1, 3, figsize=(3 * size, size))
+    for n, (label, pts) in enumerate(clouds.items()):
+        xyz, _ = _subsample(pts, None, max_points, seed=n)
+        for ax, (name, i, j) in zip(axes, views):
+            ax.scatter(xyz[:, i], xyz[:, j], s=2, alpha=0.5, color=f"C{n}", label=label if ax is axes[0] else None)
+            ax.set_title(name, fontsize=9)
+    for ax in axes:
+        ax.set_aspect("equal", adjustable="datalim")
+        ax.tick_params(labelsize=7)
+    fig.legend(loc="upper right", fontsize=8, markerscale=4)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def plot_matrix(values: Any, row_names: Sequence[str], col_names: Sequence[str], title: str | None = None,
                 fmt: str = "{:.2f}", cmap: str = "viridis") -> Figure:
     """A small annotated heatmap [R,C] (e.g. ray distance of each rig view to each standard view)."""

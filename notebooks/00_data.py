@@ -29,7 +29,7 @@ out_dir = "../outputs/smoke"
 seed = 0
 rig_dir = None         # a real rig folder; None builds the synthetic rig in <out_dir>/rig
 n_frames = 8           # synthetic rig: frames to film
-rig_scale = 0.25       # synthetic rig: image size = 1152x1024 x rig_scale
+rig_scale = 0.25       # synthetic rig: images are the real rig's 1152x1024 times this
 n_gaussians = 4000     # synthetic rig: gaussians per mouse
 frame = 0              # the frame shown below
 

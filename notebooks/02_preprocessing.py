@@ -112,7 +112,8 @@ for name in methods:
 # Size = sqrt(mask area), CoM offset = distance of the mask's centre of mass from the image centre, both in
 # 512-equivalent px (measured at the written size × 512 / size). `size_cv` pools every view of the dataset;
 # the within-sample CV is over the views of one sample, mean over samples. Clipped = mask on the image border
-# (empty views count too). Limits (from `grading.GRADE_LIMITS`; D otherwise):
+# (empty views, and views whose raw rig mask was near-empty, count too). Limits (from `grading.GRADE_LIMITS`;
+# D otherwise):
 
 # %%
 graded = {name: grade_dataset(data_dir / name) for name in methods}
@@ -134,6 +135,9 @@ grades.style.format(precision=2)
 #   the written cameras, against where the warp put their pixels (each view's stored `raw_to_image` transform
 #   applied to their raw projections). Exact variants sit at float precision (~1e-13 px);
 #   `standard_camera_zoom` shows the size of its approximation.
+#   For exact variants this agrees by construction (written camera and stored transform are the same algebra,
+#   `K_img R_rel K⁻¹`), so it checks the bookkeeping, not the pixels: those are checked by the mask IoU below
+#   and by the marker-blob test in `tests/test_preprocess.py`.
 # - Mask IoU: the true mouse rendered through the written cameras vs the written alpha > 0.5. At the smoke
 #   size the mouse is a few dozen pixels wide with a sub-pixel tail, so IoU is limited by resolution
 #   (for `standard_camera` it rises from ~0.78 at 128² to ~0.97 at 512²), not by the cameras.

@@ -32,7 +32,7 @@
 out_dir = "../outputs/smoke"
 seed = 0
 checkpoint = None  # default: the newest checkpoint of out_dir/mvdiffusion/run (notebook 03)
-input_dir = None  # default: out_dir/mvdiffusion/data (train.txt, val.txt; view 0 = reference)
+input_dir = None  # default: out_dir/mvdiffusion/data (train.txt, val.txt; view 0 is the reference)
 num_inference_steps = 20
 guidance_scale = 2.0
 output_size = None  # default: the model's size

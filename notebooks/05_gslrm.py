@@ -37,14 +37,14 @@ out_dir = "../outputs/smoke"
 seed = 0
 data_source = "preprocessed"  # "preprocessed" (02: out_dir/data) or "synthetic" (04: out_dir/synthetic)
 image_size = 64               # views are resized to this square size (intrinsics scaled)
-model = {"image_size": 64, "patch_size": 4, "d": 128, "n_layers": 4, "n_heads": 4}  # {} = FaceLift size
-init_from = None              # FaceLift ckpt_*.pt to fine-tune from (full profile); None = from scratch
+model = {"image_size": 64, "patch_size": 4, "d": 128, "n_layers": 4, "n_heads": 4}  # {} means the FaceLift size
+init_from = None              # FaceLift ckpt_*.pt to fine-tune from (full profile); None trains from scratch
 finetune = "full"             # "full" | "freeze_transformer" | "lora"
 max_steps = 600
 warmup_steps = 30
 lr = 1e-3
 batch_size = 1
-views_per_step = 2            # rendered views per step (held-out first); None = all 6
+views_per_step = 2            # rendered views per step (held-out first); None renders all 6
 background_gaussian_fraction = 0.1  # CPU speed-up for training renders; 1.0 on a GPU
 skip_grad_norm = 200.0
 lpips_weights = None          # LOCAL folder with LPIPS backbone weights: adds LPIPS to the metrics (nothing downloads)

@@ -1,18 +1,22 @@
 """Training: losses, identity-mapping score, checkpoints/resume/errors, both model kinds (tiny sizes)."""
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from facelift_lib.cameras import standard_cameras
 from facelift_lib.io import save_sample, write_list_file
 from facelift_lib.mvdiffusion import load_checkpoint_pipeline
-from facelift_lib.mvdiffusion.pipeline import read_checkpoint, write_tiny_facelift_pipeline
-from facelift_lib.mvdiffusion.train import (TrainParams, identity_mapping_score, min_snr_weights, params_from_yaml,
-                                            profile_train_params,
-                                            read_log, train)
+from facelift_lib.mvdiffusion import train as mvtrain
+from facelift_lib.mvdiffusion.model import to_model_pixels
+from facelift_lib.mvdiffusion.pipeline import model_from_checkpoint, read_checkpoint, write_tiny_facelift_pipeline
+from facelift_lib.mvdiffusion.train import (FACELIFT_FINETUNE, MultiViewDataset, TrainParams, identity_mapping_score,
+                                            min_snr_weights, params_from_yaml, profile_train_params, read_log, train)
 
 SIZE = 16
 TINY = {"image_size": SIZE, "block_out_channels": [8, 16], "cross_attention_dim": 16, "attention_head_dim": 8,
@@ -120,8 +124,6 @@ def test_training_is_deterministic(dataset, tmp_path):
 def test_missing_paths_are_errors(dataset, tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.pt"):
         train(tiny_params(dataset, tmp_path / "r", resume=str(tmp_path / "nope.pt")))
-    with pytest.raises(FileNotFoundError, match="no checkpoints"):
-        train(tiny_params(dataset, tmp_path / "r", resume="latest"))
     with pytest.raises(FileNotFoundError, match="init.pt"):
         train(tiny_params(dataset, tmp_path / "r", init_from=str(tmp_path / "init.pt")))
     with pytest.raises(FileNotFoundError, match="no_pipeline"):
@@ -167,3 +169,143 @@ def test_finetune_facelift_layout_from_local_folder(dataset, tmp_path):
 def test_training_views_smaller_than_the_model_are_an_error(dataset, tmp_path):
     with pytest.raises(ValueError, match="render_size"):
         train(tiny_params(dataset, tmp_path / "big", pixel_model={**TINY, "image_size": 32}))
+
+
+# --- resume ---------------------------------------------------------------------------------------------------
+def test_resume_latest_without_checkpoints_starts_fresh(dataset, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "log.jsonl").write_text(json.dumps({"step": 7, "loss": 1.0}) + "\n")  # a run killed before its 1st checkpoint
+    result = train(tiny_params(dataset, run, max_steps=2, val_every=0, resume="latest"))
+    err = capsys.readouterr().err
+    assert "no checkpoints" in err and "starting fresh" in err
+    assert [h["step"] for h in result.history] == [1, 2]
+    assert [s["step"] for s in read_log(run)[0]] == [1, 2]  # the stale entry went with the fresh start
+    assert read_checkpoint(result.last_checkpoint)["step"] == 2
+
+
+def test_resume_latest_with_a_checkpoint_continues_it(dataset, tmp_path, capsys):
+    run = tmp_path / "run"
+    train(tiny_params(dataset, run, max_steps=2, val_every=0))
+    capsys.readouterr()
+    resumed = train(tiny_params(dataset, run, max_steps=3, val_every=0, resume="latest"))
+    assert "resuming from" in capsys.readouterr().err
+    assert [h["step"] for h in resumed.history] == [3]
+
+
+def test_resume_from_a_missing_explicit_path_is_an_error(dataset, tmp_path):
+    run = tmp_path / "run"
+    train(tiny_params(dataset, run, max_steps=2, val_every=0))  # checkpoints exist, but not the one named
+    with pytest.raises(FileNotFoundError, match="ckpt_00000099.pt"):
+        train(tiny_params(dataset, run, max_steps=3, resume=str(run / "checkpoints" / "ckpt_00000099.pt")))
+
+
+def test_resume_after_a_kill_does_not_log_steps_twice(dataset, tmp_path):
+    """Killed after logging steps 3-4 and validating at 4 but before checkpoint 4: the resumed run redoes them."""
+    run = tmp_path / "run"
+    train(tiny_params(dataset, run, max_steps=4, checkpoint_every=2, val_every=2))
+    (run / "checkpoints" / "ckpt_00000004.pt").unlink()
+    stale_sample = (run / "samples" / "step_00000004.pt").stat().st_mtime_ns
+    resumed = train(tiny_params(dataset, run, max_steps=4, checkpoint_every=2, val_every=2, resume="latest"))
+    assert [h["step"] for h in resumed.history] == [3, 4]
+    steps, vals = read_log(run)
+    assert [s["step"] for s in steps] == [1, 2, 3, 4] and [v["step"] for v in vals] == [2, 4]
+    assert (run / "samples" / "step_00000004.pt").stat().st_mtime_ns != stale_sample  # redone, not kept
+
+
+# --- training behaviours ----------------------------------------------------------------------------------------
+def spy_on_denoiser(monkeypatch) -> list[dict[str, torch.Tensor]]:
+    """Record every call train() makes into the model: the timesteps its UNet gets [B*V] and the reference
+    condition [B,C,S,S] (zeros = dropped)."""
+    calls: list[dict[str, torch.Tensor]] = []
+    build = mvtrain.build_model
+
+    def build_and_spy(params):
+        model, scheduler = build(params)
+        model.register_forward_pre_hook(lambda m, args: calls.append({"reference": args[2]["reference"].clone()}))
+        model.unet.register_forward_pre_hook(lambda m, args: calls[-1].update(unet_t=args[1].clone()))
+        return model, scheduler
+
+    monkeypatch.setattr(mvtrain, "build_model", build_and_spy)
+    return calls
+
+
+def test_all_views_of_a_sample_share_one_timestep(dataset, tmp_path, monkeypatch):
+    calls = spy_on_denoiser(monkeypatch)
+    train(tiny_params(dataset, tmp_path / "run", max_steps=4, val_every=0))
+    assert len(calls) == 4
+    per_sample = torch.stack([c["unet_t"].view(-1, 6) for c in calls]).flatten(0, 1)  # [steps*B, V]
+    assert (per_sample == per_sample[:, :1]).all()  # one timestep across the views of a sample
+    assert per_sample[:, 0].unique().numel() > 1  # ... drawn anew per sample, not one constant
+
+
+@pytest.mark.parametrize("rate", [0.0, 1.0])
+def test_condition_dropout_follows_its_rate(dataset, tmp_path, monkeypatch, rate):
+    calls = spy_on_denoiser(monkeypatch)
+    train(tiny_params(dataset, tmp_path / "run", max_steps=3, val_every=0, cond_drop_prob=rate))
+    dropped = torch.cat([(c["reference"] == 0).flatten(1).all(1) for c in calls])  # [steps*B]
+    assert dropped.numel() == 6
+    assert dropped.float().mean().item() == rate
+
+
+def test_ema_is_the_decayed_average_of_the_live_weights(dataset, tmp_path):
+    """Checkpoints after steps 1 and 2; EMA after step 2 = d * EMA_1 + (1 - d) * live_2 with d = ema_decay
+    (diffusers' EMA warmup would allow 1 - 2**(-2/3) = 0.37 at the 2nd update, so the 0.3 cap rules)."""
+    run = tmp_path / "run"
+    train(tiny_params(dataset, run, max_steps=2, checkpoint_every=1, val_every=0, warmup_steps=0,
+                      lr_schedule="constant", ema_decay=0.3))
+    c1, c2 = (read_checkpoint(run / "checkpoints" / f"ckpt_0000000{k}.pt") for k in (1, 2))
+    ema1, ema2 = (model_from_checkpoint(c, use_ema=True).trainable_parameters() for c in (c1, c2))
+    live2 = model_from_checkpoint(c2, use_ema=False).trainable_parameters()
+    assert any(not torch.equal(e, w) for e, w in zip(ema2, live2))
+    for e1, e2, w2 in zip(ema1, ema2, live2):
+        torch.testing.assert_close(e2, 0.3 * e1 + 0.7 * w2)
+
+
+def test_learning_rate_warms_up_then_holds(dataset, tmp_path):
+    result = train(tiny_params(dataset, tmp_path / "run", max_steps=6, warmup_steps=4, val_every=0, lr=1e-3,
+                               lr_schedule="constant_with_warmup"))
+    lrs = [h["lr"] for h in result.history]  # the rate for the next step, logged after each step
+    assert lrs == pytest.approx([0.25e-3, 0.5e-3, 0.75e-3, 1e-3, 1e-3, 1e-3])
+
+
+def test_random_reference_changes_the_reference_view(dataset):
+    views = MultiViewDataset(dataset / "train.txt", 6, SIZE).views(0)
+    fixed = MultiViewDataset(dataset / "train.txt", 6, SIZE)
+    rand = MultiViewDataset(dataset / "train.txt", 6, SIZE, random_reference=True, seed=1)
+    assert {fixed[0]["ref_idx"] for _ in range(20)} == {0}
+    draws = [rand[0] for _ in range(20)]
+    assert len({d["ref_idx"] for d in draws}) > 1
+    assert all(torch.equal(d["reference"], views[d["ref_idx"]]) for d in draws)
+
+
+def test_random_reference_reaches_the_model(dataset, tmp_path, monkeypatch):
+    calls = spy_on_denoiser(monkeypatch)
+    train(tiny_params(dataset, tmp_path / "run", max_steps=4, val_every=0, cond_drop_prob=0.0, random_reference=True))
+    data = MultiViewDataset(dataset / "train.txt", 6, SIZE)
+    view0 = [to_model_pixels(data.views(i)[0]) for i in range(len(data))]  # as the model sees a reference
+    refs = torch.cat([c["reference"] for c in calls])  # [steps*B,C,S,S]
+    assert refs.shape[0] == 8
+    is_view0 = [any(torch.allclose(r, v, atol=1e-5) for v in view0) for r in refs]
+    assert not all(is_view0)
+
+
+# --- the full profile's settings ---------------------------------------------------------------------------------
+FULL_YAML = Path(__file__).resolve().parents[1] / "params" / "full.yaml"
+
+
+def test_full_profile_trains_the_small_model_at_its_own_rate():
+    p = params_from_yaml(FULL_YAML)
+    default = TrainParams()
+    assert p.model == "pixel" and p.resume == "latest"
+    assert (p.lr, p.warmup_steps, p.lr_schedule) == (default.lr, default.warmup_steps, default.lr_schedule)
+
+
+def test_full_profile_with_a_facelift_pipeline_keeps_the_finetune_recipe(tmp_path):
+    data = yaml.safe_load(FULL_YAML.read_text())
+    data["03_mvdiffusion"]["facelift_pipeline"] = "/models/facelift"
+    (tmp_path / "full.yaml").write_text(yaml.safe_dump(data))
+    p = params_from_yaml(tmp_path / "full.yaml")
+    assert p.model == "facelift" and p.resume == "latest"
+    for key in ("lr", "warmup_steps", "lr_schedule", "max_steps", "batch_size"):
+        assert getattr(p, key) == FACELIFT_FINETUNE[key], key

@@ -18,13 +18,17 @@ import pytest
 import torch
 
 from facelift_lib.cameras import Cameras, intrinsics, look_at_w2c, project_points_opencv, save_mammal_pkl
+from facelift_lib import preprocess
 from facelift_lib.gaussians import Gaussians
+from facelift_lib.grading import grade_dataset
 from facelift_lib.io import load_sample, validate_sample
-from facelift_lib.preprocess import (METHODS, VARIANTS, PreprocessConfig, PreprocessError, RigFrame, apply_homography,
-                                     consistency_table, crop_resize_matrix, load_rig_cameras, mask_consistency,
-                                     mask_stats, opencv_intrinsics, preprocess_frame, preprocess_rig, read_rig_frame,
-                                     reprojection_error, rotation_homography, to_opencv_pixels, train_val_split,
-                                     triangulate_rays, variant_config)
+from facelift_lib.preprocess import (METHODS, RAW_NEAR_EMPTY_FRACTION, VARIANTS, PreprocessConfig, PreprocessError,
+                                     RigFrame, apply_homography, consistency_table, crop_resize_matrix,
+                                     load_rig_cameras, mask_consistency, mask_stats, opencv_intrinsics,
+                                     preprocess_frame, preprocess_rig, read_rig_frame, reprojection_error,
+                                     rotation_homography, to_opencv_pixels, train_val_split, triangulate_rays,
+                                     variant_config)
+from facelift_lib.rig import load_ground_truth, make_rig_dataset
 
 W, H = 320, 240
 CENTER = np.array([12.0, -8.0, 20.0])         # ellipsoid centre, rig mm
@@ -182,7 +186,7 @@ def test_mask_stats_centre_of_mass_and_bbox_in_continuous_pixels():
 
 
 # --- every method: written cameras agree with the written pixels --------------------------------------------
-CASES = [(m, "fixed", False) for m in METHODS] + [("standard_camera", "fixed", True), ("pixel_based", "fixed", True)]
+CASES = [(m, "fixed", dist) for dist in (False, True) for m in METHODS]  # every method, with and without distortion
 
 
 @pytest.mark.parametrize("method,mode,dist", CASES)
@@ -429,20 +433,24 @@ def test_camera_count_differs_from_image_folders(tmp_path):
         preprocess_rig(rig, tmp_path / "out", size=64)
 
 
-def test_non_finite_calibration_names_the_camera(tmp_path):
+@pytest.mark.parametrize("part,index,value", [("w2c", (2, 0, 3), float("nan")), ("K", (1, 0, 2), float("inf")),
+                                               ("dist", (3, 1), float("nan"))])
+def test_non_finite_calibration_names_the_camera(tmp_path, part, index, value):
     rig = write_rig(tmp_path / "rig", n_frames=1)
-    cams = rig_cameras()
-    cams.w2c[2, 0, 3] = float("nan")
+    cams = rig_cameras(dist=part == "dist")
+    getattr(cams, part)[index] = value
     save_mammal_pkl(cams, rig / "new_cam.pkl", pixel_centers="workbook")
-    with pytest.raises(PreprocessError, match=r"new_cam\.pkl.*'cam_2' \(view 2\).*NaN/inf"):
+    v = index[0]
+    with pytest.raises(PreprocessError, match=rf"new_cam\.pkl.*'cam_{v}' \(view {v}\).*NaN/inf in \['{part}'\]"):
         preprocess_rig(rig, tmp_path / "out", size=64)
 
 
-def test_corrupt_png_names_file_and_view(tmp_path):
+@pytest.mark.parametrize("kind,what", [("images", "image"), ("masks", "mask")])
+def test_corrupt_png_names_file_and_view(tmp_path, kind, what):
     rig = write_rig(tmp_path / "rig", n_frames=1)
-    p = rig / "images" / "cam_1" / "000000.png"
+    p = rig / kind / "cam_1" / "000000.png"
     p.write_bytes(p.read_bytes()[:60])
-    with pytest.raises(PreprocessError, match=r"cam_1.*000000\.png.*view 1.*cannot be decoded"):
+    with pytest.raises(PreprocessError, match=rf"{kind}/cam_1/000000\.png: {what} of view 1 \(cam_1\) cannot be decoded"):
         preprocess_rig(rig, tmp_path / "out", size=64)
 
 

@@ -1,13 +1,17 @@
 """The whole pipeline on one image: diffusion views -> GS-LRM gaussians (facelift_lib.reconstruct)."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
 from facelift_lib.cameras import standard_cameras
+from facelift_lib.gaussians import Gaussians
 from facelift_lib.gslrm import GSLRM, GSLRMConfig
 from facelift_lib.mvdiffusion import load_checkpoint_pipeline
-from facelift_lib.reconstruct import reconstruct, reconstruct_from_views
+from facelift_lib.reconstruct import (Reconstruction, center_distances, reconstruct, reconstruct_from_views,
+                                      reconstruction_report, rendered_views, view_quality)
 
 TINY = GSLRMConfig(image_size=32, patch_size=8, d=32, n_layers=1, n_heads=2)
 
@@ -45,3 +49,56 @@ def test_stage_two_alone_matches_a_direct_model_call(models):
         reconstruct_from_views(views[:5], cams, model)
     with pytest.raises(ValueError, match="one RGBA image"):
         reconstruct(views, *models)
+
+
+def test_view_quality_scores_a_perfect_and_an_empty_prediction():
+    target = torch.ones(3, 4, 16, 16)
+    target[:, :3, 4:12, 4:12] = 0.2
+    target[:, 3] = 0
+    target[:, 3, 4:12, 4:12] = 1
+    same = view_quality(target.clone(), target)
+    assert list(same["view"]) == [0, 1, 2] and (same["mask_iou"] == 1.0).all()
+    assert (same["psnr_masked"] > 60).all()
+    empty = torch.ones_like(target)
+    empty[:, 3] = 0
+    worse = view_quality(empty, target)
+    assert (worse["mask_iou"] == 0.0).all() and (worse["psnr_masked"] < same["psnr_masked"]).all()
+    with pytest.raises(ValueError, match="differ"):
+        view_quality(target[:2], target)
+
+
+def _points(xyz: torch.Tensor, opacity: float = 1.0) -> Gaussians:
+    n = len(xyz)
+    return Gaussians(means=xyz, quats=torch.tensor([[1.0, 0, 0, 0]]).repeat(n, 1), scales=torch.full((n, 3), 0.01),
+                     opacities=torch.full((n,), opacity), colors=torch.full((n, 3), 0.5))
+
+
+def test_center_distances_separate_floaters_from_missing_parts():
+    grid = torch.stack(torch.meshgrid(*[torch.arange(4.0)] * 3, indexing="ij"), -1).reshape(-1, 3)  # spacing 1
+    shifted = center_distances(_points(grid + torch.tensor([0.1, 0, 0])), grid)
+    assert shifted["accuracy"] == pytest.approx(0.1, abs=1e-5) and shifted["completeness"] == pytest.approx(0.1, abs=1e-5)
+    assert shifted["n_pred"] == 64
+    floater = center_distances(_points(torch.cat([grid, torch.tensor([[13.0, 0, 0]])])), grid)
+    assert floater["accuracy"] == pytest.approx(10.0 / 65, abs=1e-5) and floater["completeness"] == pytest.approx(0.0)
+    half = center_distances(_points(grid[grid[:, 0] < 2]), grid)  # the x >= 2 half is missing
+    assert half["accuracy"] == pytest.approx(0.0) and half["completeness"] == pytest.approx(0.75, abs=1e-5)
+    faint = center_distances(_points(grid, opacity=0.01), grid, min_opacity=0.05)
+    assert faint["n_pred"] == 0 and faint["chamfer"] == float("inf")
+
+
+def test_report_of_the_true_gaussians_at_their_own_cameras_is_perfect():
+    cams = standard_cameras("mouse_standard_6view", 32)
+    g = Gaussians(means=torch.randn(300, 3, generator=torch.Generator().manual_seed(0)) * 0.15,
+                  quats=torch.tensor([[1.0, 0, 0, 0]]).repeat(300, 1), scales=torch.full((300, 3), 0.04),
+                  opacities=torch.full((300,), 0.9), colors=torch.rand(300, 3, generator=torch.Generator().manual_seed(1)))
+    views = rendered_views(g, cams, torch.zeros(3))  # premultiplied on black -> straight RGBA
+    straight = torch.cat([views[:, :3] / views[:, 3:].clamp(min=1e-4), views[:, 3:]], 1).clamp(0, 1)
+    assert views[:, 3, 16, 16].min() > 0.5 and views[:, 3, 0, 0].max() < 1e-3  # centred at the origin
+    rec = Reconstruction(reference=straight[0], views=straight, cams=cams, gaussians=g)
+    table, summary = reconstruction_report(rec, straight, g.means, rig_units_per_unit=100.0)
+    assert len(table) == 6 and summary["mask_iou"] > 0.99 and summary["psnr_masked"] > 35
+    assert summary["chamfer_mm"] == pytest.approx(0.0, abs=1e-4) and summary["n_gaussians_used"] == 300
+    moved = Reconstruction(reference=straight[0], views=straight, cams=cams,
+                           gaussians=dataclasses.replace(g, means=g.means + torch.tensor([0.0, 0.0, 0.2])))
+    _, off = reconstruction_report(moved, straight, g.means, rig_units_per_unit=100.0)
+    assert off["mask_iou"] < summary["mask_iou"] - 0.1 and off["accuracy_mm"] > 5  # 0.2 units = 20 mm up

@@ -77,3 +77,15 @@ def test_camera_comparison_figures():
     m = viz.plot_matrix(np.arange(6.0).reshape(2, 3), ["a", "b"], ["x", "y", "z"])
     assert [t.get_text() for t in m.axes[0].texts] == ["0.00", "1.00", "2.00", "3.00", "4.00", "5.00"]
     matplotlib.pyplot.close("all")
+
+
+def test_point_clouds_are_drawn_in_three_projections():
+    a = torch.tensor([[0.0, 0.0, 0.0], [1.0, 2.0, 3.0]])
+    b = np.random.default_rng(0).normal(size=(10_000, 3))
+    fig = viz.plot_point_clouds({"true": a, "predicted": b}, max_points=500)
+    top, side, front = fig.axes[:3]
+    for ax, (i, j) in zip((top, side, front), ((0, 1), (0, 2), (1, 2))):
+        first, second = ax.collections
+        np.testing.assert_allclose(first.get_offsets(), a.numpy()[:, [i, j]])
+        assert len(second.get_offsets()) == 500  # subsampled
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["true", "predicted"]

@@ -6,6 +6,7 @@ import os
 import textwrap
 from pathlib import Path
 
+import jupytext
 import nbformat
 import pytest
 
@@ -209,3 +210,17 @@ def test_notebook_parameters_from_the_py_source(notebooks):
         steps: int = 10
     '''))
     assert workbook.notebook_parameters(src) == {"scale": "0.25", "model": '{"d": 128, "layers": 4}', "steps": "10"}
+
+
+def test_shipped_notebooks_parameters_read_the_same_in_papermill(caplog):
+    """papermill's own inspector (`papermill --help-notebook`, and a warning on every run) drops a parameter
+    whose comment holds an '='; the shipped notebooks' comments must not."""
+    from papermill.translators import PythonTranslator
+
+    for source in workbook.discover_notebooks():
+        ours = workbook.notebook_parameters(source)
+        assert ours, f"{source.name} has no parameters cell"
+        cell = next(c for c in jupytext.read(source).cells if "parameters" in c.metadata.get("tags", []))
+        caplog.clear()
+        theirs = {p.name for p in PythonTranslator.inspect(cell)}
+        assert theirs == set(ours) and "Unable to parse" not in caplog.text, (source.name, set(ours) - theirs)

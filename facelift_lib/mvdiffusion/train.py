@@ -15,7 +15,9 @@ What the research taught (and the defaults encode):
   dropped with `cond_drop_prob` so classifier-free guidance works at sampling; EMA; gradient clipping;
   warmup. Fine-tuning the large model exploded at lr 2e-5 and was stable at 5e-6 with 500 warmup steps.
 - A checkpoint or init path that does not exist is an error (a wrong path that only warned once made
-  the research generate human faces from mouse inputs for days).
+  the research generate human faces from mouse inputs for days). `resume="latest"` is not a path: it
+  continues from the newest checkpoint when there is one and starts fresh otherwise. A resumed run cuts
+  log.jsonl and the validation samples back to its checkpoint's step, so redone steps are not logged twice.
 - Every validation step computes an identity-mapping score (is each generated view closer to the input
   than to its own ground truth?) and flags mode collapse in the log.
 """
@@ -80,7 +82,7 @@ class TrainParams:
     # checkpoints, validation, logging
     checkpoint_every: int = 100
     keep_checkpoints: int = 3
-    resume: str | None = None  # None | "latest" | path to a checkpoint .pt
+    resume: str | None = None  # None | "latest" (newest checkpoint if any, else fresh) | path to a checkpoint .pt
     overwrite: bool = False  # fresh start in a run_dir with checkpoints: delete them (else that is an error)
     val_every: int = 50
     val_samples: int = 2
@@ -341,14 +343,49 @@ def _clear_run(run_dir: Path) -> None:
     (run_dir / "log.jsonl").unlink(missing_ok=True)
 
 
+def _rewind_run(run_dir: Path, step: int) -> None:
+    """Drop what a run logged and sampled after `step`, the checkpoint it resumes from: a run killed between
+    checkpoints redoes those steps, and its log must not hold them twice."""
+    log = run_dir / "log.jsonl"
+    if log.is_file():
+        kept = [line for line in log.read_text().splitlines()
+                if line.strip() and _entry_step(json.loads(line)) <= step]
+        tmp = log.with_name(log.name + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        os.replace(tmp, log)  # atomic: a crash here leaves the old log, never half of one
+    for sample in (run_dir / "samples").glob("step_*.*"):
+        if int(sample.stem.removeprefix("step_")) > step:
+            sample.unlink()
+
+
+def _entry_step(entry: dict[str, Any]) -> int:
+    """The step of a log.jsonl entry (training entries carry it at the top, validations inside)."""
+    return int(entry["validation"]["step"] if "validation" in entry else entry["step"])
+
+
+def _note(message: str) -> None:
+    """A line on stderr from the first process only (before the Accelerator exists, so from the launcher's RANK)."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"[mvdiffusion] {message}", file=sys.stderr)
+
+
 def _resolve_resume(params: TrainParams, run_dir: Path) -> Path | None:
+    """The checkpoint to continue from, or None for a fresh start.
+
+    resume="latest" continues from the newest checkpoint when there is one and starts fresh otherwise (so one
+    setting serves a profile's first run and its restarts); an explicit path must exist."""
     if params.resume is None:
         if list_checkpoints(run_dir) and not params.overwrite:
             raise FileExistsError(f"{run_dir / 'checkpoints'} holds checkpoints of an earlier run: continue it with "
                                   "resume='latest', start over with overwrite=True, or use another run_dir")
         return None
     if params.resume == "latest":
-        return latest_checkpoint(run_dir)
+        found = list_checkpoints(run_dir)
+        if found:
+            _note(f"resume='latest': resuming from {found[-1]}")
+            return found[-1]
+        _note(f"resume='latest': no checkpoints in {run_dir / 'checkpoints'}, starting fresh")
+        return None
     path = Path(params.resume)
     if not path.is_file():
         raise FileNotFoundError(f"resume checkpoint not found: {path} (use resume='latest' for the newest in "
@@ -493,6 +530,8 @@ def train(params: TrainParams | dict[str, Any]) -> TrainResult:
     if main:
         if resume_from is None:
             _clear_run(run_dir)  # a fresh run's log, samples and checkpoints start empty
+        else:
+            _rewind_run(run_dir, step)
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "params.json").write_text(json.dumps(asdict(params), indent=1))
 
