@@ -729,8 +729,12 @@ def _cameras_from_opencv(K_cv: Sequence[np.ndarray], R: Sequence[np.ndarray], T:
                          dist: Sequence[np.ndarray] | None, width: int, height: int, names: list[str],
                          source: str, meta: dict[str, Any], pixel_centers: str = "opencv") -> Cameras:
     """Cameras from per-camera OpenCV K (0-based pixels), R, T (x_cam = R X + T) and dist (5)."""
-    K = _shift_pixels(np.stack([np.asarray(k, dtype=np.float64).reshape(3, 3) for k in K_cv]),
-                      _pixel_offset(pixel_centers))
+    K_raw = np.stack([np.asarray(k, dtype=np.float64).reshape(3, 3) for k in K_cv])
+    for name, k, r, t in zip(names, K_raw, R, T):  # before the pixel shift, which would turn inf into NaN
+        bad = [key for key, x in (("K", k), ("R", r), ("T", t)) if not np.isfinite(np.asarray(x, dtype=np.float64)).all()]
+        if bad:
+            raise ValueError(f"{source}: camera {name!r} has NaN/inf in {bad}; fix the calibration file")
+    K = _shift_pixels(K_raw, _pixel_offset(pixel_centers))
     meta = {**meta, "pixel_centers": pixel_centers}
     Rt = torch.as_tensor(np.stack([np.asarray(r, dtype=np.float64).reshape(3, 3) for r in R]))
     _check_calibration(K, Rt, source, names)

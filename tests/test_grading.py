@@ -88,3 +88,19 @@ def test_grade_dataset_errors_name_the_problem(tmp_path):
     (d / "images" / "cam_001.png").write_bytes(b"not a png")
     with pytest.raises(ValueError, match=r"cam_001\.png \(view 1\).*cannot be decoded"):
         grade_dataset(tmp_path)
+
+
+def test_raw_near_empty_view_is_reported_and_costs_grade_a(tmp_path):
+    """Six identical centred discs grade A; the same written pixels with one view flagged raw_mask_near_empty
+    (preprocess_frame's flag: the raw rig mask was a speck) are reported and cannot be A."""
+    discs = [(64, 64, 20)] * 6
+    disc_sample(tmp_path / "clean" / "frame_000000", 128, discs)
+    flagged = [{"raw_mask_near_empty": v == 4} for v in range(6)]
+    disc_sample(tmp_path / "speck" / "frame_000000", 128, discs, extras=flagged)
+    clean_views, clean = grade_dataset(tmp_path / "clean", write_report=False)
+    views, summary = grade_dataset(tmp_path / "speck", write_report=False)
+    assert clean["grade"] == "A" and clean["raw_near_empty_views"] == 0 and not clean_views["raw_near_empty"].any()
+    assert list(views["raw_near_empty"]) == [False] * 4 + [True, False]
+    assert not views["near_empty"].any() and views["clipped"][4]     # written pixels fine; counted via the flag
+    assert summary["raw_near_empty_views"] == 1 and summary["clip_rate"] == pytest.approx(1 / 6)
+    assert summary["grade"] != "A"

@@ -320,3 +320,32 @@ def test_trained_model_beats_both_baselines(tmp_path):
     for base in ("empty", "untrained"):
         for metric in ("mask_iou", "psnr_masked"):
             assert scores["trained"][metric] > scores[base][metric], (metric, base, scores)
+
+
+def test_random_yaw_turns_the_cameras_with_the_world_so_pixels_stay():
+    import math
+
+    from facelift_lib.cameras import standard_cameras
+    from facelift_lib.gaussians import Gaussians
+    from facelift_lib.gslrm.train import yaw_transform
+    from facelift_lib.metrics import render_views
+
+    gen = torch.Generator().manual_seed(0)
+    n = 200
+    means = torch.randn(n, 3, generator=gen) * torch.tensor([0.4, 0.15, 0.1])
+    isotropic = dict(quats=torch.tensor([[1.0, 0, 0, 0]]).repeat(n, 1),  # round blobs: turning needs no quat change
+                     scales=(torch.rand(n, 1, generator=gen) * 0.05 + 0.01).expand(n, 3),
+                     opacities=torch.full((n,), 0.8), colors=torch.rand(n, 3, generator=gen))
+    angle = 1.1
+    c, s = math.cos(angle), math.sin(angle)
+    R = torch.tensor([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+    T = yaw_transform(torch.tensor([angle]))[0, 0]  # [4,4]
+    cams = standard_cameras("mouse_standard_6view", 32)
+    K, w2c = cams.K.float(), cams.w2c.float()
+    rgb_a, alpha_a = render_views(Gaussians(means=means, **isotropic), K, w2c, 32, torch.ones(3))
+    rgb_b, alpha_b = render_views(Gaussians(means=means @ R.T, **isotropic), K, w2c @ T, 32, torch.ones(3))
+    torch.testing.assert_close(rgb_b, rgb_a, atol=1e-3, rtol=0)
+    torch.testing.assert_close(alpha_b, alpha_a, atol=1e-3, rtol=0)
+    centres = torch.linalg.inv(w2c @ T)[:, :3, 3]
+    torch.testing.assert_close(centres, cams.centers.float() @ R.T, atol=1e-5, rtol=0)  # the cameras turned by R
+    assert not torch.allclose(centres, cams.centers.float(), atol=1e-2)

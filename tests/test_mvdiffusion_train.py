@@ -279,15 +279,17 @@ def test_random_reference_changes_the_reference_view(dataset):
     assert all(torch.equal(d["reference"], views[d["ref_idx"]]) for d in draws)
 
 
-def test_random_reference_reaches_the_model(dataset, tmp_path, monkeypatch):
+@pytest.mark.parametrize("random_reference", [False, True])
+def test_random_reference_reaches_the_model(dataset, tmp_path, monkeypatch, random_reference):
     calls = spy_on_denoiser(monkeypatch)
-    train(tiny_params(dataset, tmp_path / "run", max_steps=4, val_every=0, cond_drop_prob=0.0, random_reference=True))
+    train(tiny_params(dataset, tmp_path / "run", max_steps=4, val_every=0, cond_drop_prob=0.0,
+                      random_reference=random_reference))
     data = MultiViewDataset(dataset / "train.txt", 6, SIZE)
     view0 = [to_model_pixels(data.views(i)[0]) for i in range(len(data))]  # as the model sees a reference
     refs = torch.cat([c["reference"] for c in calls])  # [steps*B,C,S,S]
     assert refs.shape[0] == 8
     is_view0 = [any(torch.allclose(r, v, atol=1e-5) for v in view0) for r in refs]
-    assert not all(is_view0)
+    assert all(is_view0) != random_reference
 
 
 # --- the full profile's settings ---------------------------------------------------------------------------------

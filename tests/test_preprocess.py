@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 from pathlib import Path
 
 import cv2
@@ -331,6 +332,39 @@ def test_preprocess_rig_writes_valid_samples_with_measured_consistency(tmp_path,
     assert (table["reproj_max_px"] < 1e-6).all() == (mode == "fixed")
 
 
+@pytest.fixture(scope="module")
+def synthetic_rig(tmp_path_factory) -> Path:
+    """The procedural mouse filmed by the virtual 6-camera rig, tiny: 2 frames at 144x128, 1000 gaussians (~1 s)."""
+    return make_rig_dataset(tmp_path_factory.mktemp("rig") / "tiny", n_frames=2, seed=0, image_scale=0.125,
+                            n_gaussians=1000)
+
+
+# (min, mean) IoU floors of the ground-truth silhouette vs the written alpha at 128². Measured on this rig:
+# min/mean bbox_uniform 0.923/0.958, bbox_centered 0.923/0.941, pixel_based 0.948/0.961, standard_camera
+# 0.855/0.909 (its mouse is ~25 px wide at 128², so boundary pixels weigh more). Cameras 1 px off (principal
+# point) already drop the mean of frame 0 to 0.91/0.92/0.91/0.86, below these floors.
+IOU_FLOORS = {"bbox_uniform": (0.90, 0.92), "bbox_centered": (0.90, 0.92), "pixel_based": (0.90, 0.92),
+              "standard_camera": (0.82, 0.88)}
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_synthetic_rig_ground_truth_agrees_with_the_written_samples(synthetic_rig, tmp_path, method):
+    dirs = preprocess_rig(synthetic_rig, tmp_path / "out", method=method, size=128)
+    assert [d.name for d in dirs] == ["frame_000000", "frame_000001"]
+    table = consistency_table(dirs, lambda f: load_ground_truth(synthetic_rig, f))
+    assert len(table) == 12 and table["reproj_max_px"].max() < 0.5   # bookkeeping (same algebra: ~1e-13 px)
+    min_floor, mean_floor = IOU_FLOORS[method]
+    assert table["iou"].min() > min_floor and table["iou"].mean() > mean_floor, table["iou"].round(3).tolist()
+    # The IoU check can fail: the same sample with every principal point moved 2 px falls below the floor.
+    gt = load_ground_truth(synthetic_rig, 0)
+    cam_file = dirs[0] / "opencv_cameras.json"
+    data = json.loads(cam_file.read_text())
+    for view in data["frames"]:
+        view["cx"] += 2.0
+    cam_file.write_text(json.dumps(data))
+    assert np.mean(mask_consistency(dirs[0], gt)) < mean_floor
+
+
 def test_jpeg_rig_gives_the_same_geometry_and_nearly_the_same_pixels(tmp_path):
     png = preprocess_rig(write_rig(tmp_path / "png", n_frames=1), tmp_path / "out_png", size=128)[0]
     jpg_rig = write_rig(tmp_path / "jpg", n_frames=1, image_ext=".jpg")
@@ -393,6 +427,47 @@ def test_empty_mask_with_skip_writes_the_other_frames_and_lists_the_error(tmp_pa
     assert report["n_skipped"] == 1 and "view 1" in report["errors"]["1"]
 
 
+def test_opencv_error_in_a_frame_names_it_and_skip_skips_it(tmp_path, monkeypatch):
+    rig = write_rig(tmp_path / "rig", n_frames=2)
+    real = preprocess.preprocess_frame
+
+    def opencv_fails_on_frame_1(rf: RigFrame, cfg: PreprocessConfig):
+        if rf.frame == 1:
+            cv2.resize(np.zeros((0, 0), np.uint8), (4, 4))  # a real cv2.error (empty source image)
+        return real(rf, cfg)
+
+    monkeypatch.setattr(preprocess, "preprocess_frame", opencv_fails_on_frame_1)
+    with pytest.raises(PreprocessError, match=r"rig frame 1 .*OpenCV failed"):
+        preprocess_rig(rig, tmp_path / "out", method="pixel_based", size=32)
+    dirs = preprocess_rig(rig, tmp_path / "out", method="pixel_based", size=32, config=PreprocessConfig(on_error="skip"))
+    assert [d.name for d in dirs] == ["frame_000000"]
+    report = json.loads((tmp_path / "out" / "preprocess_errors.json").read_text())
+    assert report["n_skipped"] == 1 and "OpenCV failed" in report["errors"]["1"]
+
+
+def test_rerun_removes_its_own_stale_samples_and_nothing_else(tmp_path):
+    rig = write_rig(tmp_path / "rig", n_frames=3)
+    out = tmp_path / "out"
+    assert len(preprocess_rig(rig, out, method="pixel_based", size=32)) == 3
+    # fewer frames: frame 2 of the first run must not be graded as part of this dataset
+    preprocess_rig(rig, out, method="pixel_based", frames=[0, 1], size=32)
+    assert sorted(p.name for p in out.iterdir()) == ["frame_000000", "frame_000001"]
+    assert grade_dataset(out, write_report=False)[1]["n_samples"] == 2
+    # not ours: a differently named folder with a camera file, one of our names without one, a list file
+    (out / "frame_notes").mkdir()
+    (out / "frame_notes" / "opencv_cameras.json").write_text("{}")
+    (out / "frame_000099").mkdir()
+    (out / "train.txt").write_text("frame_000001\n")
+    # a frame skipped now loses the sample an earlier run wrote for it
+    cv2.imwrite(str(rig / "masks" / "cam_0" / "000001.png"), np.zeros((H, W), np.uint8))
+    dirs = preprocess_rig(rig, out, method="pixel_based", frames=[0, 1], size=32,
+                          config=PreprocessConfig(on_error="skip"))
+    assert [d.name for d in dirs] == ["frame_000000"]
+    assert sorted(p.name for p in out.iterdir()) == ["frame_000000", "frame_000099", "frame_notes",
+                                                     "preprocess_errors.json", "train.txt"]
+    assert (out / "frame_notes" / "opencv_cameras.json").read_text() == "{}"
+
+
 def test_mask_touching_raw_border_is_flagged_not_refused(tmp_path):
     rig = write_rig(tmp_path / "rig", n_frames=1)
     p = rig / "masks" / "cam_3" / "000000.png"
@@ -404,6 +479,27 @@ def test_mask_touching_raw_border_is_flagged_not_refused(tmp_path):
     cams = Cameras.from_opencv_json(d / "opencv_cameras.json")
     assert cams.meta["flags"]["raw_border_views"] == [3]
     assert [e["raw_mask_touches_border"] for e in cams.frame_extras] == [False, False, False, True]
+
+
+def test_near_empty_raw_mask_is_flagged_and_graded(tmp_path):
+    rig = write_rig(tmp_path / "rig", n_frames=1)
+    p = rig / "masks" / "cam_2" / "000000.png"
+    m = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)
+    ys, xs = np.nonzero(m)
+    speck = np.zeros_like(m)
+    speck[int(ys.mean()) - 1:int(ys.mean()) + 2, int(xs.mean()) - 1:int(xs.mean()) + 2] = 255  # 9 px at the mouse
+    cv2.imwrite(str(p), speck)
+    assert 9 < RAW_NEAR_EMPTY_FRACTION * W * H < mask_stats([m]).area[0]   # the speck is below, the mouse above
+    d, = preprocess_rig(rig, tmp_path / "out", method="bbox_centered", size=64)
+    cams = Cameras.from_opencv_json(d / "opencv_cameras.json")
+    assert cams.meta["flags"]["raw_near_empty_views"] == [2]
+    assert [e["raw_mask_near_empty"] for e in cams.frame_extras] == [False, False, True, False]
+    assert cams.frame_extras[2]["raw_mask_px"] == 9
+    # bbox_centered blows the speck up to fill the view; grading still sees it through the flag
+    views, summary = grade_dataset(tmp_path / "out", write_report=False)
+    assert list(views["raw_near_empty"]) == [False, False, True, False] and not views["near_empty"][2]
+    assert views["clipped"][2] and summary["raw_near_empty_views"] == 1
+    assert summary["clip_rate"] >= 0.25 and summary["grade"] != "A"
 
 
 def test_mask_and_image_of_different_sizes(tmp_path):
@@ -433,15 +529,20 @@ def test_camera_count_differs_from_image_folders(tmp_path):
         preprocess_rig(rig, tmp_path / "out", size=64)
 
 
-@pytest.mark.parametrize("part,index,value", [("w2c", (2, 0, 3), float("nan")), ("K", (1, 0, 2), float("inf")),
-                                               ("dist", (3, 1), float("nan"))])
-def test_non_finite_calibration_names_the_camera(tmp_path, part, index, value):
+@pytest.mark.parametrize("key,view,index,value,says", [
+    ("T", 2, 0, float("nan"), r"has NaN/inf in \['T'\]"),      # refused by cameras.load_mammal_pkl already
+    ("dist", 3, 1, float("nan"), r"has NaN/inf in \['dist'\]"),
+    ("K", 1, (0, 0), float("inf"), r"has NaN/inf in \['K'\]"),   # refused by cameras.load_mammal_pkl already
+])
+def test_non_finite_calibration_names_the_camera(tmp_path, key, view, index, value, says):
     rig = write_rig(tmp_path / "rig", n_frames=1)
-    cams = rig_cameras(dist=part == "dist")
-    getattr(cams, part)[index] = value
-    save_mammal_pkl(cams, rig / "new_cam.pkl", pixel_centers="workbook")
-    v = index[0]
-    with pytest.raises(PreprocessError, match=rf"new_cam\.pkl.*'cam_{v}' \(view {v}\).*NaN/inf in \['{part}'\]"):
+    save_mammal_pkl(rig_cameras(dist=key == "dist"), rig / "new_cam.pkl", pixel_centers="workbook")
+    with open(rig / "new_cam.pkl", "rb") as f:
+        calib = pickle.load(f)
+    calib[view][key][index] = value                        # the broken number as it would sit in the file
+    with open(rig / "new_cam.pkl", "wb") as f:
+        pickle.dump(calib, f)
+    with pytest.raises(ValueError, match=rf"new_cam\.pkl: camera 'cam_{view}'.*{says}"):
         preprocess_rig(rig, tmp_path / "out", size=64)
 
 

@@ -124,6 +124,32 @@ def test_generate_dataset_stops_on_a_missing_checkpoint(tmp_path):
         generate_dataset(tmp_path / "ckpt_missing.pt", {"train": tmp_path / "l.txt"}, tmp_path / "o")
 
 
+def test_generate_dataset_stops_at_the_first_invalid_sample_and_names_it(tiny_mv_checkpoint, tmp_path, monkeypatch):
+    """The real validation runs on every sample; one that it (here, made to) reject stops the run."""
+    import facelift_lib.synthetic as synthetic
+
+    ckpt, _ = tiny_mv_checkpoint
+    cams = orbit_cameras([5, 65, 125, 185, 245, 305], 40.0, distance=4.0, fx=30.0, width=SIZE)
+    img = torch.rand(6, 4, SIZE, SIZE)
+    img[:, 3] = 1
+    raw = write_list_file(tmp_path / "raw.txt", [save_sample(tmp_path / "raw" / f"frame_{i:06d}", img, cams)
+                                                 for i in range(3)])
+    validated = []
+
+    def validate_but_reject_frame_1(sample_dir, **kw):
+        validated.append(sample_dir.name)
+        problems = validate_sample(sample_dir, **kw)
+        return problems + ["images/cam_003.png: injected problem"] if sample_dir.name == "frame_000001" else problems
+
+    monkeypatch.setattr(synthetic, "validate_sample", validate_but_reject_frame_1)
+    out = tmp_path / "synthetic"
+    with pytest.raises(ValueError, match=r"sample frame_000001 .*fails validate_sample:\n  - images/cam_003.png"):
+        generate_dataset(ckpt, {"train": raw}, out, num_inference_steps=1, batch_size=1, progress=False)
+    assert validated == ["frame_000000", "frame_000001"]  # checked one by one, as written
+    assert not (out / "train" / "frame_000002").exists()  # nothing after the bad sample
+    assert not (out / "train.txt").exists()  # no list a later notebook could train on
+
+
 def test_checklist_flags_a_sample_at_rig_cameras(tmp_path):
     cams = orbit_cameras([0, 60, 120, 180, 240, 300], 20.0, distance=3.1, fx=30.0, width=SIZE)
     cams.meta = {"camera_type": "mouse_standard_6view", "camera_distance": 2.7}

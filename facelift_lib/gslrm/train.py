@@ -83,6 +83,8 @@ class TrainConfig:
     background_gaussian_fraction: float = 1.0  # <1: render only this random fraction of the gaussians of
                                        # background input pixels (CPU speed; evaluation renders all)
     shuffle_views: bool = False       # augmentation: a random view order per sample and step (default: fixed)
+    random_yaw: bool = False          # augmentation: turn each sample's world by a random angle about Z (up);
+                                      # exact: the cameras turn with it, the pixels do not change
     background: str = "white"
     validate_data: bool = True
     # model
@@ -338,17 +340,28 @@ def reconstruction_losses(pred_rgb: Tensor, pred_alpha: Tensor, target_rgb: Tens
     return terms
 
 
+def yaw_transform(angles: Tensor) -> Tensor:
+    """[B] angles (rad) -> [B,1,4,4] world transforms T with w2c' = w2c @ T: the scene turned by the angle
+    about the world Z axis (the cameras turn with it, so every image stays what it was)."""
+    c, s = torch.cos(angles), torch.sin(angles)
+    T = torch.eye(4).repeat(len(angles), 1, 1)
+    T[:, 0, 0], T[:, 0, 1], T[:, 1, 0], T[:, 1, 1] = c, s, -s, c  # R_z(angle)^T: a turned point maps back
+    return T[:, None]
+
+
 def batch_losses(model: nn.Module, batch: dict, cfg: TrainConfig, device: torch.device, background: Tensor,
                  lpips: Callable | None = None, generator: torch.Generator | None = None) -> dict[str, Tensor]:
     """Predict from the input views, render the supervised views of every sample, average the loss terms.
 
     `generator` draws the random choices of the step (the trainer seeds one per step): the view order when
-    `shuffle_views`, the input views of `views_per_step`, the background subset."""
+    `shuffle_views`, the yaw of `random_yaw`, the input views of `views_per_step`, the background subset."""
     images, K, w2c = batch["images"].to(device), batch["K"].to(device), batch["w2c"].to(device)
     if cfg.shuffle_views:  # GS-LRM has no view embedding: any view can be the held-out one
         order = torch.stack([torch.randperm(images.shape[1], generator=generator) for _ in range(images.shape[0])])
         pick = lambda x: torch.stack([x[b, order[b]] for b in range(x.shape[0])])  # noqa: E731
         images, K, w2c = pick(images), pick(K), pick(w2c)
+    if cfg.random_yaw:
+        w2c = w2c @ yaw_transform(torch.rand(images.shape[0], generator=generator) * 2 * math.pi).to(w2c)
     inp, sup = split_views(images.shape[1], cfg.num_input_views, "all" if cfg.supervise_input_views else "held_out")
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda"):
         g = model(images[:, inp, :3], (K[:, inp], w2c[:, inp]))
