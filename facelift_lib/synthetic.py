@@ -24,6 +24,7 @@ import torch
 from tqdm import tqdm
 
 from .cameras import CAMERA_SPECS, Cameras, standard_cameras
+from .gaussians import Gaussians
 from .io import load_sample, read_list_file, save_sample, validate_sample, write_list_file
 
 SPLITS = ("train", "val")
@@ -50,13 +51,10 @@ def _check_samples(dirs: Sequence[Path], expected_views: int) -> None:
 
 
 # --- diffusion targets from the rig's ground truth ------------------------------------------------------------
-def normalised_ground_truth(rig_dir: str | Path, frame: int, scale: float, translation, yaw_deg: float = 0.0) -> Gaussians:
-    """The rig frame's ground-truth gaussians in a sample's FaceLift world: x = scale * (x_rig + translation),
+def normalised_ground_truth(gt_rig: Gaussians, scale: float, translation, yaw_deg: float = 0.0) -> Gaussians:
+    """Ground-truth gaussians (rig units) in a sample's FaceLift world: x = scale * (x_rig + translation),
     then turned by yaw_deg about the vertical axis (Z up)."""
-    from .rig import load_ground_truth
-
-    g = load_ground_truth(rig_dir, int(frame)).to(torch.float32)
-    g = g.transformed(float(scale), torch.as_tensor(translation, dtype=torch.float32))
+    g = gt_rig.to(torch.float32).transformed(float(scale), torch.as_tensor(translation, dtype=torch.float32))
     return g.transformed(1.0, torch.zeros(3), rotation=_rot_z(yaw_deg)) if yaw_deg else g
 
 
@@ -68,8 +66,11 @@ def standard_sample_ground_truth(rig_dir: str | Path, sample_dir: str | Path) ->
     if missing:
         raise ValueError(f"{Path(sample_dir) / 'opencv_cameras.json'} has no {missing}: not a standard-view sample "
                          "written by build_standard_view_dataset (03_mvdiffusion), so it has no ground truth")
+    from .rig import load_ground_truth
+
     scale, translation = float(meta["normalization"]["scale"]), meta["normalization"]["translation"]
-    return normalised_ground_truth(rig_dir, meta["rig_frame"], scale, translation, meta.get("yaw_deg", 0.0)), scale
+    gt = load_ground_truth(rig_dir, int(meta["rig_frame"]))
+    return normalised_ground_truth(gt, scale, translation, meta.get("yaw_deg", 0.0)), scale
 
 
 def build_standard_view_dataset(rig_dir: str | Path, lists: dict[str, str | Path], out_dir: str | Path,
@@ -86,6 +87,7 @@ def build_standard_view_dataset(rig_dir: str | Path, lists: dict[str, str | Path
     """
     from .preprocess import sample_normalization
     from .render import render_gaussians
+    from .rig import load_ground_truth
 
     out_dir = Path(out_dir)
     cams = standard_cameras(camera_type, size)
@@ -101,9 +103,10 @@ def build_standard_view_dataset(rig_dir: str | Path, lists: dict[str, str | Path
             if frame is None:
                 raise ValueError(f"{src / 'opencv_cameras.json'}: no preprocess.rig_frame; the standard-view "
                                  "dataset needs samples written by preprocess.preprocess_rig")
+            gt = load_ground_truth(rig_dir, int(frame))
             for k in range(yaws_per_frame):
                 yaw = 0.0 if k == 0 else float(torch.rand((), generator=gen)) * 360.0
-                g = normalised_ground_truth(rig_dir, int(frame), scale, translation, yaw)
+                g = normalised_ground_truth(gt, scale, translation, yaw)
                 rgb, alpha, _ = render_gaussians(g, cams, background=torch.zeros(3))
                 images = straight_alpha(rgb.permute(0, 3, 1, 2), alpha.permute(0, 3, 1, 2))
                 meta = {**cams.meta, "source_sample": str(src), "rig_frame": int(frame), "yaw_deg": yaw,

@@ -175,7 +175,8 @@ def test_training_views_smaller_than_the_model_are_an_error(dataset, tmp_path):
 def test_resume_latest_without_checkpoints_starts_fresh(dataset, tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
-    (run / "log.jsonl").write_text(json.dumps({"step": 7, "loss": 1.0}) + "\n")  # a run killed before its 1st checkpoint
+    # a run killed before its first checkpoint leaves a log and nothing to resume from
+    (run / "log.jsonl").write_text(json.dumps({"step": 7, "loss": 1.0}) + "\n")
     result = train(tiny_params(dataset, run, max_steps=2, val_every=0, resume="latest"))
     err = capsys.readouterr().err
     assert "no checkpoints" in err and "starting fresh" in err

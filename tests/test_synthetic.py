@@ -9,7 +9,9 @@ import torch
 from facelift_lib.cameras import orbit_cameras, standard_cameras
 from facelift_lib.gaussians import Gaussians
 from facelift_lib.io import load_sample, read_list_file, save_sample, validate_sample, write_list_file
-from facelift_lib.synthetic import build_standard_view_dataset, checklist, generate_dataset, straight_alpha
+from facelift_lib.render import render_gaussians
+from facelift_lib.synthetic import (build_standard_view_dataset, checklist, generate_dataset, standard_sample_ground_truth,
+                                    straight_alpha)
 
 SIZE = 16
 
@@ -89,6 +91,15 @@ def test_build_standard_view_dataset(fake_rig, tmp_path):
     # the object sits at the origin: its mask is centred in the top-down-ish views
     ys, xs = torch.nonzero(a[0, 3] > 0.5, as_tuple=True)
     assert abs(xs.float().mean() - SIZE / 2) < 3 and abs(ys.float().mean() - SIZE / 2) < 4
+    # each sample's ground truth, in its own world, renders to its own pixels (the turned copy included)
+    for d in train_dirs[:2]:
+        images, cams = load_sample(d, background=None)
+        gt, scale = standard_sample_ground_truth(rig_dir, d)
+        assert scale == pytest.approx(2.7 / 300.0)
+        _, alpha, _ = render_gaussians(gt, cams)
+        torch.testing.assert_close(alpha[..., 0], images[:, 3], atol=2.5 / 255, rtol=0)
+    with pytest.raises(ValueError, match="no .*rig_frame.*not a standard-view sample"):
+        standard_sample_ground_truth(rig_dir, read_list_file(lists["train"])[0])
 
 
 def test_generate_dataset_writes_standard_cameras_never_input_ones(tiny_mv_checkpoint, tmp_path):
