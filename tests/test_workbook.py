@@ -224,3 +224,14 @@ def test_shipped_notebooks_parameters_read_the_same_in_papermill(caplog):
         caplog.clear()
         theirs = {p.name for p in PythonTranslator.inspect(cell)}
         assert theirs == set(ours) and "Unable to parse" not in caplog.text, (source.name, set(ours) - theirs)
+
+
+@pytest.mark.parametrize("profile", ["params/smoke.yaml", "params/full.yaml"])
+def test_shipped_profiles_name_only_parameters_the_notebooks_declare(profile):
+    root = Path(__file__).resolve().parents[1]
+    loaded = workbook.load_profile(root / profile)
+    declared = {p.stem: list(workbook.notebook_parameters(p)) for p in workbook.discover_notebooks()}
+    assert set(loaded.sections) <= set(declared), set(loaded.sections) - set(declared)
+    for name, section in loaded.sections.items():
+        assert set(section) <= set(declared[name]), (name, set(section) - set(declared[name]))
+    assert all(any(k in keys for keys in declared.values()) for k in loaded.shared), loaded.shared
