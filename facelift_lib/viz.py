@@ -255,7 +255,7 @@ def plot_point_clouds(clouds: Mapping[str, Any], max_points: int = 4000, title: 
     for ax in axes:
         ax.set_aspect("equal", adjustable="datalim")
         ax.tick_params(labelsize=7)
-    fig.legend(loc="upper right", fontsize=8, markerscale=4)
+    axes[0].legend(loc="lower left", fontsize=7, markerscale=4)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()

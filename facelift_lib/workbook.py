@@ -265,6 +265,17 @@ def write_summary(summary: dict[str, Any], path: Path) -> None:
 
 
 # --- runs -----------------------------------------------------------------------------------------
+def _earlier_entries(path: Path, profile_name: str, rerun: Sequence[str]) -> dict[str, Any]:
+    """Notebook entries of an earlier summary.json of the same profile, except those about to re-run."""
+    try:
+        earlier = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if earlier.get("profile") != profile_name:
+        return {}
+    return {n: e for n, e in earlier.get("notebooks", {}).items() if n not in rerun}
+
+
 def run_profile(profile: Profile, notebooks_dir: str | Path = DEFAULT_NOTEBOOKS_DIR,
                 only: Sequence[str] | None = None) -> dict[str, Any]:
     """Execute the notebooks for a profile into profile.out_dir; returns the summary (also summary.json).
@@ -282,9 +293,12 @@ def run_profile(profile: Profile, notebooks_dir: str | Path = DEFAULT_NOTEBOOKS_
 
     out = profile.out_dir
     out.mkdir(parents=True, exist_ok=True)
+    # --only re-runs some notebooks of a run: the others' entries (and their numbers) stay in summary.json
+    kept = _earlier_entries(out / "summary.json", profile.name, selected) if only else {}
     summary: dict[str, Any] = {
         "profile": profile.name, "out_dir": str(out), "status": "running", "total_seconds": 0.0,
-        "notebooks": {n: {"status": "pending", "seconds": None, "metrics": {}} for n in selected},
+        "notebooks": dict(sorted({**kept, **{n: {"status": "pending", "seconds": None, "metrics": {}}
+                                             for n in selected}}.items())),
     }
     write_summary(summary, out / "summary.json")
     start = time.perf_counter()

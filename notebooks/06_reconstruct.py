@@ -144,6 +144,8 @@ fig, axes = plt.subplots(1, 2, figsize=(11, 3.2))
 for ax, metric in zip(axes, ("psnr_masked", "mask_iou")):
     table = per_view[per_view["sample"] == name].pivot(index="view", columns="reconstruction", values=metric)
     table.plot.bar(ax=ax, rot=0, title=f"{metric} per view ({name})")
+    ax.set_ylim(0, 1.3 * float(table.max().max()))  # headroom for the legend
+    ax.legend(loc="upper center", ncol=2, fontsize=8)
 axes[0].set_ylabel("dB")
 plt.show()
 

@@ -88,4 +88,4 @@ def test_point_clouds_are_drawn_in_three_projections():
         first, second = ax.collections
         np.testing.assert_allclose(first.get_offsets(), a.numpy()[:, [i, j]])
         assert len(second.get_offsets()) == 500  # subsampled
-    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["true", "predicted"]
+    assert [t.get_text() for t in top.get_legend().get_texts()] == ["true", "predicted"]

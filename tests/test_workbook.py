@@ -134,6 +134,12 @@ def test_run_writes_outputs_injects_declared_parameters_and_filters(tmp_path, no
     printed = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
     assert f"alpha is 3.0, out_dir is {out}" in printed
     assert "alpha_sq" in (out / "00_a.html").read_text()
+    # re-running another notebook alone keeps 00_a's entry and numbers in summary.json
+    with pytest.warns(workbook.UnknownParameterWarning):  # the same profile, the same typo
+        again = workbook.run_profile(workbook.load_profile(profile), notebooks, only=["01_b"])
+    assert list(again["notebooks"]) == ["00_a", "01_b"]
+    assert again["notebooks"]["00_a"] == summary["notebooks"]["00_a"]
+    assert again["notebooks"]["01_b"]["status"] == "ok"
 
 
 def test_failing_cell_stops_the_run_and_keeps_outputs(tmp_path, notebooks, capsys):
