@@ -312,3 +312,30 @@ def test_full_profile_with_a_facelift_pipeline_keeps_the_finetune_recipe(tmp_pat
     assert p.model == "facelift" and p.resume == "latest"
     for key in ("lr", "warmup_steps", "lr_schedule", "max_steps", "batch_size"):
         assert getattr(p, key) == FACELIFT_FINETUNE[key], key
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_same_trainer(dataset, tmp_path):
+    """`torchrun --nproc_per_node 2 -m facelift_lib.mvdiffusion.train profile.yaml` on CPU (gloo): the same
+    train() as the notebook; one log and one set of checkpoints (the main process writes them)."""
+    import subprocess
+    import sys
+
+    from facelift_lib.mvdiffusion.train import list_checkpoints, read_log
+
+    run = tmp_path / "out" / "mvdiffusion" / "run"
+    overrides = dict(train_list=str(dataset / "train.txt"), val_list=None, pixel_model=TINY, max_steps=4,
+                     batch_size=1, warmup_steps=1, checkpoint_every=2, val_every=0, log_every=1, progress=False)
+    profile = tmp_path / "profile.yaml"
+    profile.write_text(yaml.safe_dump({"profile": "t", "out_dir": str(tmp_path / "out"), "seed": 0,
+                                       "03_mvdiffusion": {"train_overrides": overrides}}))
+    env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                          "29519", "-m", "facelift_lib.mvdiffusion.train", str(profile)],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.count("last checkpoint:") == 2  # both ranks finish train() ...
+    steps, _ = read_log(run)
+    assert [s["step"] for s in steps] == [1, 2, 3, 4]  # ... and one of them logs
+    assert len(list_checkpoints(run)) == 2
+    load_checkpoint_pipeline(list_checkpoints(run)[-1])
