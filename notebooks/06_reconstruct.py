@@ -99,8 +99,8 @@ for d in dirs:
     true_views, cams = load_sample(d, background=None)  # straight RGBA at the standard cameras
     if cams.meta.get("camera_type") != pipe.camera_type:
         raise ValueError(f"{d}: cameras {cams.meta.get('camera_type')!r}, but the diffusion model makes {pipe.camera_type!r}")
-    gt, mm_per_unit = standard_sample_ground_truth(rig_dir, d)
-    mm_per_unit = 1.0 / mm_per_unit
+    gt, units_per_mm = standard_sample_ground_truth(rig_dir, d)
+    mm_per_unit = 1.0 / units_per_mm
     recs = {"pipeline": reconstruct(true_views[0], pipe, gslrm, num_inference_steps, guidance_scale, seed=seed),
             "oracle views": reconstruct_from_views(on_white(true_views), cams, gslrm)}
     for name, rec in recs.items():
