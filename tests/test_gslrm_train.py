@@ -198,25 +198,22 @@ def test_training_subset_keeps_foreground_and_global():
 
 
 @pytest.mark.parametrize("mode", ["freeze_transformer", "lora"])
-def test_finetune_modes_train_only_what_they_should(toy_list, tmp_path, mode):
-    start = GSLRM(GSLRMConfig(**TINY_MODEL))
-    init = tmp_path / "ckpt_init.pt"
-    torch.save({"model": start.state_dict(), "optimizer": {}, "lr_scheduler": {}, "fwdbwd_pass_step": 500,
-                "param_update_step": 500}, init)
-    result = train(tiny_config(toy_list, tmp_path / "run", max_steps=3, finetune=mode, init_from=str(init),
+def test_finetune_modes_train_only_what_they_should(toy_list, tmp_path, mode, init_ckpt):
+    start = torch.load(init_ckpt, map_location="cpu", weights_only=True)["model"]
+    result = train(tiny_config(toy_list, tmp_path / "run", max_steps=3, finetune=mode, init_from=init_ckpt,
                                lora_rank=4))
     assert [r["step"] for r in result.log] == [1, 2, 3]  # init_from resets the training state
     after = result.model.state_dict()
     emb = "patch_embedder.1.weight"
-    torch.testing.assert_close(after[emb], start.state_dict()[emb])  # never trained in these modes
+    torch.testing.assert_close(after[emb], start[emb])  # never trained in these modes
     head = "pixel_gaussian_decoder.1.weight"
-    assert not torch.allclose(after[head], start.state_dict()[head])
+    assert not torch.allclose(after[head], start[head])
     qkv = "transformer_layers.0.attn.to_qkv.weight"
-    changed = not torch.allclose(after[qkv], start.state_dict()[qkv])
+    changed = not torch.allclose(after[qkv], start[qkv])
     assert changed == (mode == "lora")  # LoRA's merged delta moves the transformer weights, freezing does not
     # the checkpoint holds plain FaceLift-named weights with LoRA merged in
     ckpt = torch.load(result.checkpoint, map_location="cpu", weights_only=True)
-    assert set(ckpt["model"]) == set(start.state_dict())
+    assert set(ckpt["model"]) == set(start)
     assert ("lora_adapter" in ckpt) == (mode == "lora")
     loaded = load_facelift_checkpoint(result.checkpoint, GSLRMConfig(**TINY_MODEL))
     torch.testing.assert_close(loaded.state_dict()[qkv], after[qkv])

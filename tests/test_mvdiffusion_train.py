@@ -321,8 +321,6 @@ def test_torchrun_two_processes_same_trainer(dataset, tmp_path):
     import subprocess
     import sys
 
-    from facelift_lib.mvdiffusion.train import list_checkpoints, read_log
-
     run = tmp_path / "out" / "mvdiffusion" / "run"
     overrides = dict(train_list=str(dataset / "train.txt"), val_list=None, pixel_model=TINY, max_steps=4,
                      batch_size=1, warmup_steps=1, checkpoint_every=2, val_every=0, log_every=1, progress=False)
@@ -337,5 +335,5 @@ def test_torchrun_two_processes_same_trainer(dataset, tmp_path):
     assert out.stdout.count("last checkpoint:") == 2  # both ranks finish train() ...
     steps, _ = read_log(run)
     assert [s["step"] for s in steps] == [1, 2, 3, 4]  # ... and one of them logs
-    assert len(list_checkpoints(run)) == 2
-    load_checkpoint_pipeline(list_checkpoints(run)[-1])
+    assert len(mvtrain.list_checkpoints(run)) == 2
+    load_checkpoint_pipeline(mvtrain.list_checkpoints(run)[-1])
