@@ -384,6 +384,25 @@ def _shrink(img: np.ndarray, k: int) -> np.ndarray:
     return cv2.resize(img[:h, :w], (w // k, h // k), interpolation=cv2.INTER_AREA)
 
 
+def source_window(T: np.ndarray, size: int, width: int, height: int, pad: int, align: int = 1
+                  ) -> tuple[int, int, int, int]:
+    """The raw-pixel box (x0, y0, x1, y1) that the written square [0,size]² reads through T [3,3] (raw px ->
+    written px), grown by `pad` px, x0/y0 rounded down to multiples of `align`, clipped to the image.
+
+    A homography maps the square's edges to straight lines, so its corners bound the footprint; when a
+    corner maps behind the raw camera the footprint is unbounded and the whole image is returned.
+    """
+    corners = np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], dtype=np.float64)
+    h = corners @ np.linalg.inv(T).T
+    if not (h[:, 2] > 0).all():
+        return 0, 0, width, height
+    uv = h[:, :2] / h[:, 2:]
+    x0, y0 = (max(0, int(math.floor(uv[:, i].min())) - pad) // align * align for i in (0, 1))
+    x1 = min(width, int(math.ceil(uv[:, 0].max())) + pad)
+    y1 = min(height, int(math.ceil(uv[:, 1].max())) + pad)
+    return x0, y0, max(x0, x1), max(y0, y1)
+
+
 def warp_view(image: np.ndarray, mask: np.ndarray, K: np.ndarray, dist: np.ndarray | None, R_rel: np.ndarray,
               K_img: np.ndarray, size: int, shrink: int = 1, out: np.ndarray | None = None) -> np.ndarray:
     """One view -> RGBA uint8 [size,size,4] (RGB order): the image through K_img R_rel K^-1 (bilinear),
@@ -392,27 +411,37 @@ def warp_view(image: np.ndarray, mask: np.ndarray, K: np.ndarray, dist: np.ndarr
     image [H,W,3] uint8 in OpenCV's BGR order, mask [H,W] uint8 (0/255), both of the raw (possibly distorted)
     camera K [3,3] (+ dist [5]); R_rel, K_img from `plan_frame`. `shrink` > 1 first area-averages by that
     factor (exact, composed into the map). Outside the raw image: RGB 0, alpha 0. `out`: where to write.
+    Only the window of the raw image that the output reads is touched (`source_window`: a crop is an integer
+    translation, composed into K exactly), and image + mask go through one 4-channel warp: OpenCV's
+    vectorised path, ~3x faster than warping 3 + 1 channels.
     """
+    distorted = dist is not None and bool(np.any(dist != 0))
+    if not distorted:
+        h, w = mask.shape[:2]
+        x0, y0, x1, y1 = source_window(rotation_homography(K, R_rel, K_img), size, w, h, pad=2 * shrink,
+                                       align=shrink)
+        if x1 - x0 < shrink or y1 - y0 < shrink:  # the output sees none of the raw image
+            out = np.empty((size, size, 4), np.uint8) if out is None else out
+            out[...] = 0
+            return out
+        image, mask = image[y0:y1, x0:x1], mask[y0:y1, x0:x1]
+        K = np.array([[1.0, 0.0, -x0], [0.0, 1.0, -y0], [0.0, 0.0, 1.0]]) @ K
     if shrink > 1:
         image, mask = _shrink(image, shrink), _shrink(mask, shrink)
         K = np.diag([1.0 / shrink, 1.0 / shrink, 1.0]) @ K
+    src = cv2.merge([image, mask])
     flags, border = cv2.INTER_LINEAR, dict(borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    if dist is not None and np.any(dist != 0):
+    if distorted:
         m1, m2 = cv2.initUndistortRectifyMap(opencv_intrinsics(K), np.asarray(dist, np.float64), R_rel,
                                              opencv_intrinsics(K_img), (size, size), cv2.CV_16SC2)
-        rgb, alpha = cv2.remap(image, m1, m2, flags, **border), cv2.remap(mask, m1, m2, flags, **border)
+        warped = cv2.remap(src, m1, m2, flags, **border)
     else:
         T_cv = to_opencv_pixels(rotation_homography(K, R_rel, K_img))
         if np.allclose(R_rel, np.eye(3), atol=0, rtol=0):
-            M = T_cv[:2]
-            rgb = cv2.warpAffine(image, M, (size, size), flags=flags, **border)
-            alpha = cv2.warpAffine(mask, M, (size, size), flags=flags, **border)
+            warped = cv2.warpAffine(src, T_cv[:2], (size, size), flags=flags, **border)
         else:
-            rgb = cv2.warpPerspective(image, T_cv, (size, size), flags=flags, **border)
-            alpha = cv2.warpPerspective(mask, T_cv, (size, size), flags=flags, **border)
-    out = cv2.cvtColor(rgb, cv2.COLOR_BGR2RGBA, dst=out)
-    out[..., 3] = alpha
-    return out
+            warped = cv2.warpPerspective(src, T_cv, (size, size), flags=flags, **border)
+    return cv2.cvtColor(warped, cv2.COLOR_BGRA2RGBA, dst=out)
 
 
 def shrink_factors(plan: FramePlan, stats: MaskStats, antialias: bool) -> list[int]:

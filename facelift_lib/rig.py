@@ -24,7 +24,7 @@ from tqdm import tqdm
 from facelift_lib.cameras import (FACELIFT_DISTANCE, Cameras, intrinsics, load_mammal_pkl, look_at_w2c,
                                   save_mammal_pkl, similarity_normalize)
 from facelift_lib.gaussians import Gaussians, load_ply, matrix_to_quat, save_ply
-from facelift_lib.io import read_image, write_image
+from facelift_lib.io import read_image, write_image, write_mask
 from facelift_lib.render import render_gaussians
 
 # --- the mouse -------------------------------------------------------------------------------------------
@@ -491,7 +491,7 @@ RIG_FILE = "rig.json"
 CALIBRATION_FILE = "new_cam.pkl"
 
 
-IMAGE_EXTS = (".png", ".jpg")  # rig footage; masks are always PNG (lossless 0/255)
+IMAGE_EXTS = (".png", ".jpg")  # rig footage; masks are always PNG (lossless 0/255; 1-bit when we write them)
 
 
 def frame_file(rig_dir: Path, kind: str, cam_name: str, frame: int, image_ext: str = ".png") -> Path:
@@ -527,7 +527,8 @@ def make_rig_dataset(out_dir: str | Path, n_frames: int = 8, seed: int = 0, imag
     Per frame: the posed gaussians are written to gt/frame_*.ply and *that file* is rendered (so the
     images, masks, calibration and ground truth agree to the bit); RGB is composited over a dark arena,
     mask = alpha > 0.5. `image_ext` ".jpg" writes the RGB frames as JPEG (quality 95, like footage extracted
-    from video; 3x faster to decode than noisy PNGs), masks stay PNG. new_cam.pkl holds the intrinsics at the written image size. rig.json is written
+    from video; faster to decode than noisy PNGs); masks are 1-bit PNGs (io.write_mask: 3x faster to decode
+    than 8-bit ones). new_cam.pkl holds the intrinsics at the written image size. rig.json is written
     last, so a folder without it is an interrupted build. Deterministic for a seed. Returns the folder.
     """
     if image_ext not in IMAGE_EXTS:
@@ -550,7 +551,7 @@ def make_rig_dataset(out_dir: str | Path, n_frames: int = 8, seed: int = 0, imag
             bg = _arena_background(H, W, seed=int(seed) * 1_000_003 + t * 101 + v)
             image = rgb[v] + (1 - alpha[v]) * bg
             write_image(frame_file(out, "images", name, t, image_ext), image.permute(2, 0, 1))
-            write_image(frame_file(out, "masks", name, t), (alpha[v] > 0.5).float().permute(2, 0, 1))
+            write_mask(frame_file(out, "masks", name, t), alpha[v][..., 0] > 0.5)
     (out / "gt").mkdir(exist_ok=True)
     with open(out / "gt" / "centers.json", "w") as f:
         json.dump({"centers_mm": centers}, f, indent=1)

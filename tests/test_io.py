@@ -98,6 +98,27 @@ def test_write_image_uint8_path_equals_float_path_and_jpeg_round_trips(tmp_path)
         io.write_image(tmp_path / "a.tif", rgba)
 
 
+def test_write_mask_is_a_1bit_png_that_reads_back_as_0_255(tmp_path):
+    rng = np.random.default_rng(0)
+    mask = rng.random((37, 53)) > 0.6  # odd width: the 1-bit rows end mid-byte
+    as_float, as_u8 = torch.from_numpy(mask).float(), torch.from_numpy(mask.astype(np.uint8) * 255)
+    for name, m in [("b.png", mask), ("f.png", as_float[None]), ("u.png", as_u8)]:
+        io.write_mask(tmp_path / name, m)
+        raw = (tmp_path / name).read_bytes()
+        assert raw[12:16] == b"IHDR" and raw[24] == 1  # bit depth 1 (the byte after width and height)
+        back = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_GRAYSCALE)
+        assert back.dtype == np.uint8 and set(np.unique(back)) == {0, 255}
+        assert ((back > 127) == mask).all()
+        assert (io.read_image(tmp_path / name)[0] > 0.5).numpy().tolist() == mask.tolist()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.png", "f.png", "u.png"]  # no temp left
+    with pytest.raises(ValueError, match="masks are written as .png"):
+        io.write_mask(tmp_path / "m.jpg", mask)
+    with pytest.raises(ValueError, match=r"expected a mask \[H,W\]"):
+        io.write_mask(tmp_path / "m.png", np.zeros((2, 4, 4), bool))
+    with pytest.raises(ValueError, match="NaN"):
+        io.write_mask(tmp_path / "m.png", torch.full((4, 4), float("nan")))
+
+
 def test_read_image_missing_and_corrupt_name_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.png"):
         io.read_image(tmp_path / "nope.png")

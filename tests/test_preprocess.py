@@ -163,6 +163,55 @@ def test_rotation_homography_is_exact_for_a_rotated_camera():
     np.testing.assert_allclose(apply_homography(Hm, uv_old[None])[0], uv_new, atol=1e-9)
 
 
+def _reference_warp(image, mask, K, R_rel, K_img, size, shrink):
+    """The obvious implementation warp_view must match: whole image, 3 + 1 channels warped separately."""
+    if shrink > 1:
+        h, w = image.shape[0] // shrink * shrink, image.shape[1] // shrink * shrink
+        image, mask = (cv2.resize(x[:h, :w], (w // shrink, h // shrink), interpolation=cv2.INTER_AREA)
+                       for x in (image, mask))
+        K = np.diag([1.0 / shrink, 1.0 / shrink, 1.0]) @ K
+    T_cv = to_opencv_pixels(rotation_homography(K, R_rel, K_img))
+    warp = lambda x: cv2.warpPerspective(x, T_cv, (size, size), flags=cv2.INTER_LINEAR,  # noqa: E731
+                                         borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return np.dstack([warp(image)[..., ::-1], warp(mask)])
+
+
+@pytest.mark.parametrize("case", ["crop_inside", "crop_over_the_border", "rotated_shrink_3", "sees_nothing"])
+def test_warp_view_reads_only_its_window_and_matches_the_whole_image_warp(case):
+    rng = np.random.default_rng(3)
+    h, w, size = 203, 251, 96
+    image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    mask = (rng.random((h, w)) > 0.5).astype(np.uint8) * 255
+    K = np.array([[180.0, 0.0, 120.3], [0.0, 180.0, 97.8], [0.0, 0.0, 1.0]])
+    R_rel, shrink = np.eye(3), 1
+    center, scale = {"crop_inside": ((130.2, 95.7), 1.7), "crop_over_the_border": ((230.0, 20.0), 1.3),
+                     "rotated_shrink_3": ((125.0, 100.0), 0.3), "sees_nothing": ((900.0, 900.0), 2.0)}[case]
+    K_img = crop_resize_matrix(np.array([center]), scale, size)[0] @ K
+    if case == "rotated_shrink_3":
+        a = 0.15
+        R_rel = np.array([[math.cos(a), 0, math.sin(a)], [0, 1, 0], [-math.sin(a), 0, math.cos(a)]])
+        shrink = 3
+    x0, y0, x1, y1 = preprocess.source_window(rotation_homography(K, R_rel, K_img), size, w, h, 2 * shrink, shrink)
+    if case == "crop_inside":  # the window is the crop (side size/scale) plus padding, not the image
+        assert 0 < x0 and 0 < y0 and x1 < w and y1 < h and x1 - x0 <= size / scale + 6
+    out = preprocess.warp_view(image, mask, K, None, R_rel, K_img, size, shrink)
+    ref = _reference_warp(image, mask, K, R_rel, K_img, size, shrink)
+    assert out.shape == (size, size, 4) and out.dtype == np.uint8
+    if case == "sees_nothing":
+        assert not out.any()
+    else:
+        if case == "crop_over_the_border":  # part of the output lies outside the raw image: alpha 0 there
+            assert ref[..., 3].any() and (ref[..., 3] == 0).any()
+        assert np.abs(out.astype(int) - ref.astype(int)).max() <= 1  # fixed-point rounding of the map
+
+
+def test_source_window_is_the_whole_image_when_the_output_sees_behind_the_camera():
+    K = np.array([[100.0, 0.0, 50.0], [0.0, 100.0, 50.0], [0.0, 0.0, 1.0]])
+    a = math.radians(100)  # turned past 90 degrees: some output corners look backwards
+    R_rel = np.array([[math.cos(a), 0, math.sin(a)], [0, 1, 0], [-math.sin(a), 0, math.cos(a)]])
+    assert preprocess.source_window(rotation_homography(K, R_rel, K), 100, 100, 100, 2) == (0, 0, 100, 100)
+
+
 def test_triangulate_rays_recovers_the_point_and_is_least_squares():
     rng = np.random.default_rng(0)
     p = np.array([3.0, -2.0, 5.0])
