@@ -1,14 +1,15 @@
 """Preprocessing speed: views/s per method, 1152x1024 rig views -> 512² FaceLift samples.
 
     .venv/bin/python benchmarks/bench_preprocess.py [--frames 24] [--size 512] [--workers 2] [--repeats 3]
-                                                    [--image-ext .png .jpg]
+                                                    [--image-ext .png .jpg] [--mask-bits 1 8]
 
 Synthetic frames: the 6 cameras of rig.markerless_mouse_rig(), camera-like images (smooth colour field +
 Gaussian noise, sigma 8 grey levels, so PNGs compress like real footage) and the filled silhouette of a
 mouse-sized ellipsoid as the mask. Per method, median of `repeats` runs after one warm-up:
 - in memory: `preprocess_frame` on decoded frames (mask stats, plan, warps), frames spread over a thread pool;
-- end to end: `preprocess_rig` on the rig written to disk (decode + warp + RGBA PNG encode + JSON), once with
-  the RGB frames as PNG and once as JPEG (quality 95, rig.json "image_ext"; masks are PNG in both);
+- end to end: `preprocess_rig` on the rig written to disk (decode + warp + RGBA PNG encode + JSON), for each
+  format of the RGB frames (PNG, or JPEG quality 95: rig.json "image_ext") and of the mask PNGs (1-bit as
+  io.write_mask writes them, or 8-bit 0/255 as many segmentation tools do);
 - codec only: decoding the inputs and encoding the outputs alone (the floor of "end to end").
 Each as wall-clock views/s and as CPU ms per view (process CPU time, all threads). On a shared machine the
 wall figure depends on the load; the CPU figure much less, and 1000 * workers / (CPU ms per view) is
@@ -34,7 +35,7 @@ import numpy as np
 from facelift_lib.cameras import save_mammal_pkl
 from facelift_lib.preprocess import (PreprocessConfig, RigFrame, preprocess_frame, preprocess_rig,
                                      single_threaded_libraries)
-from facelift_lib.io import JPEG_QUALITY
+from facelift_lib.io import JPEG_QUALITY, PNG_PARAMS, write_mask
 from facelift_lib.rig import IMAGE_EXTS, frame_file, markerless_mouse_rig
 
 CASES = [("bbox_uniform", "fixed"), ("bbox_centered", "fixed"), ("pixel_based", "fixed"),
@@ -64,15 +65,19 @@ def synthetic_frame(cams, frame: int, rng: np.random.Generator) -> RigFrame:
     return RigFrame(frame, images, masks, cams, files, files)
 
 
-def write_rig(root: Path, cams, frames: list[RigFrame], image_ext: str) -> Path:
+def write_rig(root: Path, cams, frames: list[RigFrame], image_ext: str, mask_bits: int = 1) -> Path:
     save_mammal_pkl(cams, root / "new_cam.pkl")
     for fr in frames:
         for v, name in enumerate(cams.names):
-            for kind in ("images", "masks"):
-                path = frame_file(root, kind, name, fr.frame, image_ext)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                arr = fr.images[v] if kind == "images" else fr.masks[v]
-                cv2.imwrite(str(path), arr, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY] if path.suffix == ".jpg" else [])
+            path = frame_file(root, "images", name, fr.frame, image_ext)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(path), fr.images[v], [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY] if image_ext == ".jpg" else [])
+            mpath = frame_file(root, "masks", name, fr.frame)
+            mpath.parent.mkdir(parents=True, exist_ok=True)
+            if mask_bits == 1:
+                write_mask(mpath, fr.masks[v])
+            else:
+                cv2.imwrite(str(mpath), fr.masks[v])
     (root / "rig.json").write_text(json.dumps({"units": "mm", "width": cams.width, "height": cams.height,
                                                "n_frames": len(frames), "camera_names": cams.names,
                                                "frames": [f.frame for f in frames], "image_ext": image_ext}))
@@ -103,7 +108,7 @@ def codec_only(rig: Path, out: Path, cams, frames: list[RigFrame], size: int, wo
         name, f = args
         cv2.imdecode(np.fromfile(frame_file(rig, "images", name, f, image_ext), np.uint8), cv2.IMREAD_COLOR)
         cv2.imdecode(np.fromfile(frame_file(rig, "masks", name, f), np.uint8), cv2.IMREAD_GRAYSCALE)
-        (out / f"{name}_{f}.png").write_bytes(cv2.imencode(".png", rgba)[1].tobytes())
+        (out / f"{name}_{f}.png").write_bytes(cv2.imencode(".png", rgba, PNG_PARAMS)[1].tobytes())
 
     out.mkdir(parents=True, exist_ok=True)
     with single_threaded_libraries(), ThreadPoolExecutor(workers) as pool:
@@ -119,6 +124,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--image-ext", nargs="+", default=[".png", ".jpg"], choices=IMAGE_EXTS,
                     help="formats of the rig's RGB frames to measure end to end")
+    ap.add_argument("--mask-bits", nargs="+", type=int, default=[1, 8], choices=[1, 8],
+                    help="bit depths of the rig's mask PNGs to measure end to end")
     args = ap.parse_args()
 
     cams = markerless_mouse_rig()
@@ -127,10 +134,11 @@ def main() -> None:
     n_views = args.frames * len(cams)
     tmp = Path(tempfile.mkdtemp(prefix="bench_preprocess_"))
     try:
-        rigs = {ext: write_rig(tmp / f"rig{ext}", cams, frames, ext) for ext in args.image_ext}
+        rigs = {(ext, bits): write_rig(tmp / f"rig{ext}{bits}", cams, frames, ext, bits)
+                for ext in args.image_ext for bits in args.mask_bits}
         print(f"{args.frames} frames x {len(cams)} views, {cams.width}x{cams.height} -> {args.size}², "
               f"{args.workers} worker thread(s); median of {args.repeats} runs")
-        cols = ["in memory"] + [f"end to end, {ext[1:]} in" for ext in rigs]
+        cols = ["in memory"] + [f"{ext[1:]} + {bits}-bit masks" for ext, bits in rigs]
         print(f"{'':34s}" + "".join(f"{c:>22s}" for c in cols))
         print(f"{'method':34s}" + f"{'views/s':>11s}{'CPU ms/v':>11s}" * len(cols))
         for method, mode in CASES:
@@ -147,7 +155,7 @@ def main() -> None:
             name = method if mode == "fixed" else f"{method} ({mode})"
             print(f"{name:34s}" + "".join(f"{r[0]:11.0f}{r[1]:11.1f}" for r in runs), flush=True)
         codec = [measure(lambda: codec_only(rig, tmp / "io", cams, frames, args.size, args.workers, ext),
-                         n_views, args.repeats) for ext, rig in rigs.items()]
+                         n_views, args.repeats) for (ext, _), rig in rigs.items()]
         print(f"{'codec only (decode in, encode out)':34s}{'':22s}" + "".join(f"{r[0]:11.0f}{r[1]:11.1f}" for r in codec))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
