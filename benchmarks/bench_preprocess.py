@@ -10,7 +10,8 @@ mouse-sized ellipsoid as the mask. Per method, median of `repeats` runs after on
 - end to end: `preprocess_rig` on the rig written to disk (decode + warp + RGBA PNG encode + JSON), for each
   format of the RGB frames (PNG, or JPEG quality 95: rig.json "image_ext") and of the mask PNGs (1-bit as
   io.write_mask writes them, or 8-bit 0/255 as many segmentation tools do);
-- codec only: decoding the inputs and encoding the outputs alone (the floor of "end to end").
+- codec only: decoding the inputs and encoding the outputs alone (the floor of "end to end"), and each codec
+  step on one thread, in ms per view (what the floor is made of).
 Each as wall-clock views/s and as CPU ms per view (process CPU time, all threads). On a shared machine the
 wall figure depends on the load; the CPU figure much less, and 1000 * workers / (CPU ms per view) is
 what `workers` idle cores would do.
@@ -115,6 +116,31 @@ def codec_only(rig: Path, out: Path, cams, frames: list[RigFrame], size: int, wo
         list(pool.map(one, [(n, fr.frame) for fr in frames for n in cams.names]))
 
 
+def codec_steps(rig: Path, cams, frames: list[RigFrame], size: int, image_ext: str, repeats: int) -> dict[str, float]:
+    """One thread, ms per view (median over `repeats` passes over the views): decode the RGB frame, decode the
+    mask, encode the 512² RGBA output with io.PNG_PARAMS (a real output of pixel_based)."""
+    files = [(frame_file(rig, "images", n, fr.frame, image_ext), frame_file(rig, "masks", n, fr.frame))
+             for fr in frames for n in cams.names]
+    blobs = [(np.fromfile(i, np.uint8), np.fromfile(m, np.uint8)) for i, m in files]
+    rgba, _ = preprocess_frame(frames[0], PreprocessConfig(method="pixel_based", size=size))
+    outs = [cv2.bitwise_and(v, v, mask=v[..., 3]) for v in rgba]
+    steps = {"decode RGB frame": lambda: [cv2.imdecode(b, cv2.IMREAD_COLOR) for b, _ in blobs],
+             "decode mask": lambda: [cv2.imdecode(m, cv2.IMREAD_GRAYSCALE) for _, m in blobs],
+             "encode RGBA output": lambda: [cv2.imencode(".png", outs[k % len(outs)], PNG_PARAMS)
+                                            for k in range(len(blobs))]}
+    result = {}
+    with single_threaded_libraries():
+        for name, fn in steps.items():
+            fn()
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t0)
+            result[name] = 1000 * statistics.median(times) / len(blobs)
+    return result
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", type=int, default=24)
@@ -157,6 +183,10 @@ def main() -> None:
         codec = [measure(lambda: codec_only(rig, tmp / "io", cams, frames, args.size, args.workers, ext),
                          n_views, args.repeats) for (ext, _), rig in rigs.items()]
         print(f"{'codec only (decode in, encode out)':34s}{'':22s}" + "".join(f"{r[0]:11.0f}{r[1]:11.1f}" for r in codec))
+        print("\ncodec steps, one thread, ms per view:")
+        for (ext, bits), rig in rigs.items():
+            steps = codec_steps(rig, cams, frames, args.size, ext, args.repeats)
+            print(f"  {ext[1:]} + {bits}-bit masks: " + ", ".join(f"{k} {v:.2f}" for k, v in steps.items()))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
