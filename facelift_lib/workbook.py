@@ -236,6 +236,8 @@ def execute_notebook(src: Path, dst: Path, parameters: dict[str, Any] | None, cw
                                    execution_timeout=cell_timeout_s)
     except Exception as exc:  # noqa: BLE001 - re-raised below as NotebookFailed, after writing the HTML
         error = exc
+    if dst.is_file():
+        coalesce_streams(dst)
     if html and dst.is_file():
         write_html(nbformat.read(dst, as_version=4), dst.with_suffix(".html"))
     if error is None:
@@ -248,6 +250,20 @@ def execute_notebook(src: Path, dst: Path, parameters: dict[str, Any] | None, cw
         where, what = "the kernel or the client", f"{type(error).__name__}: {str(error).strip()}"
     raise NotebookFailed(f"notebook {name} failed at {where}: {what}\n"
                          f"  executed copy with the traceback: {dst}") from error
+
+
+def coalesce_streams(notebook: Path) -> None:
+    """Merge consecutive stream outputs of each cell of an executed .ipynb and resolve their carriage returns.
+
+    A progress bar reaches the notebook as one output per refresh (1,200 for 05's training loop); JupyterLab
+    shows only its last state, so that is what the file keeps, and the committed notebooks stay readable.
+    """
+    import nbformat
+    from nbconvert.preprocessors import CoalesceStreamsPreprocessor
+
+    nb = nbformat.read(notebook, as_version=4)
+    CoalesceStreamsPreprocessor().preprocess(nb, {})
+    nbformat.write(nb, notebook)
 
 
 def write_html(nb: Any, path: Path) -> Path:

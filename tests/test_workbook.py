@@ -38,6 +38,14 @@ NB_A = HEADER + textwrap.dedent('''
     from facelift_lib.workbook import record
     record("alpha_sq", alpha ** 2)
     print(f"alpha is {alpha}, out_dir is {out_dir}")
+
+    # %%
+    import sys, time
+    for i in range(5):  # a progress bar: one stream output per refresh while the kernel runs
+        sys.stderr.write(f"\\rstep {i + 1}/5")
+        sys.stderr.flush()
+        time.sleep(0.05)
+    print(file=sys.stderr)
 ''')
 
 NB_B = HEADER + textwrap.dedent('''
@@ -133,6 +141,8 @@ def test_run_writes_outputs_injects_declared_parameters_and_filters(tmp_path, no
     assert "typo_key" not in injected.source and "not_a_parameter" not in injected.source
     printed = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
     assert f"alpha is 3.0, out_dir is {out}" in printed
+    bar = next(c for c in nb.cells if "sys.stderr" in c.source)  # the bar's refreshes kept as its last state
+    assert [(o.output_type, o.get("name"), o.get("text")) for o in bar.outputs] == [("stream", "stderr", "step 5/5\n")]
     assert "alpha_sq" in (out / "00_a.html").read_text()
     # re-running another notebook alone keeps 00_a's entry and numbers in summary.json
     with pytest.warns(workbook.UnknownParameterWarning):  # the same profile, the same typo
