@@ -124,9 +124,9 @@ def write_mask(path: str | Path, mask: torch.Tensor | np.ndarray) -> Path:
     """Write a binary mask [H,W] (bool, or numbers: mouse > 0.5 for floats, > 127 for uint8) atomically as a
     1-bit PNG.
 
-    Why 1 bit: decoding is what bounds preprocessing speed, and a 1152x1024 mask decodes in ~1.3 ms as a
-    1-bit PNG against ~4.5 ms as an 8-bit one (benchmarks/bench_preprocess.py). Readers see 0/255 uint8
-    either way (OpenCV expands the bit depth), so nothing downstream changes.
+    Why 1 bit: decoding is what bounds preprocessing speed, and a 1152x1024 mask decodes ~3x faster as a
+    1-bit PNG than as an 8-bit one (~2 ms against ~5 ms: benchmarks/bench_preprocess.py, BENCHMARKS.md).
+    Readers see 0/255 uint8 either way (OpenCV expands the bit depth), so nothing downstream changes.
     """
     path = Path(path)
     if path.suffix.lower() != ".png":
