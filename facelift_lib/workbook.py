@@ -224,7 +224,6 @@ def execute_notebook(src: Path, dst: Path, parameters: dict[str, Any] | None, cw
     Returns the executed notebook. Raises NotebookFailed naming the notebook and the failing cell;
     the executed copy (with the traceback) and its HTML are written first.
     """
-    import nbformat
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
@@ -236,12 +235,11 @@ def execute_notebook(src: Path, dst: Path, parameters: dict[str, Any] | None, cw
                                    execution_timeout=cell_timeout_s)
     except Exception as exc:  # noqa: BLE001 - re-raised below as NotebookFailed, after writing the HTML
         error = exc
-    if dst.is_file():
-        coalesce_streams(dst)
-    if html and dst.is_file():
-        write_html(nbformat.read(dst, as_version=4), dst.with_suffix(".html"))
+    nb = coalesce_streams(dst) if dst.is_file() else None
+    if html and nb is not None:
+        write_html(nb, dst.with_suffix(".html"))
     if error is None:
-        return nbformat.read(dst, as_version=4)
+        return nb
     if isinstance(error, PapermillExecutionError):
         first = next((ln for ln in error.source.splitlines() if ln.strip()), "<empty>")
         where = f"cell {error.cell_index} of the executed copy (In [{error.exec_count}]: `{first.strip()}`)"
@@ -252,8 +250,9 @@ def execute_notebook(src: Path, dst: Path, parameters: dict[str, Any] | None, cw
                          f"  executed copy with the traceback: {dst}") from error
 
 
-def coalesce_streams(notebook: Path) -> None:
-    """Merge consecutive stream outputs of each cell of an executed .ipynb and resolve their carriage returns.
+def coalesce_streams(notebook: Path) -> Any:
+    """Merge consecutive stream outputs of each cell of an executed .ipynb and resolve their carriage returns;
+    returns the notebook as written.
 
     A progress bar reaches the notebook as one output per refresh (1,200 for 05's training loop); JupyterLab
     shows only its last state, so that is what the file keeps, and the committed notebooks stay readable.
@@ -264,6 +263,7 @@ def coalesce_streams(notebook: Path) -> None:
     nb = nbformat.read(notebook, as_version=4)
     CoalesceStreamsPreprocessor().preprocess(nb, {})
     nbformat.write(nb, notebook)
+    return nb
 
 
 def write_html(nb: Any, path: Path) -> Path:
