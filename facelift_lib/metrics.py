@@ -23,6 +23,7 @@ from torchmetrics.functional.image import peak_signal_noise_ratio, structural_si
 from tqdm import tqdm
 
 from .gaussians import Gaussians
+from .protocol import EvalProtocol
 from .render import render
 
 METRIC_COLUMNS = ("psnr_full", "psnr_masked", "ssim_full", "ssim_masked", "mask_iou")
@@ -169,14 +170,17 @@ def predict_and_render(model: Callable, item: dict, input_views: Sequence[int], 
 @torch.no_grad()
 def evaluate(model: Callable, dataset, views: str = "held_out", num_input_views: int = 5,
              device: torch.device | str | None = None, lpips_weights: str | Path | None = None,
-             max_samples: int | None = None, progress: bool = True) -> tuple[pd.DataFrame, dict[str, float]]:
+             max_samples: int | None = None, progress: bool = True, split: str | None = None,
+             mask_source: str | None = None) -> tuple[pd.DataFrame, dict[str, float]]:
     """Evaluate a predictor on a `gslrm.data.ViewsDataset`-like dataset.
 
     model: GSLRM or any callable (images [B,V,3,H,W], (K, w2c)) -> Gaussians (e.g. `background_only`).
     views: "held_out" (views after the first `num_input_views`), "input" or "all".
     Images are compared at the dataset's resolution over its background. Returns (per-sample
     DataFrame: sample, n_views and the labelled metrics averaged over that sample's evaluated views;
-    means over samples as a dict, plus "n_samples" and "views").
+    means over samples as a dict, plus "n_samples" and "views"). With `split` ("val", "train", ...) and
+    `mask_source` (where the dataset's alpha came from) named, the means also hold "protocol": the
+    `protocol.EvalProtocol` of what was scored (samples, input/scored views, background, resolution).
     """
     from .gslrm.data import split_views  # local import: metrics sits below gslrm in the module map
 
@@ -188,12 +192,16 @@ def evaluate(model: Callable, dataset, views: str = "held_out", num_input_views:
     lpips = make_lpips(lpips_weights) if lpips_weights is not None else None
     background = getattr(dataset, "background", torch.ones(3))
     n = len(dataset) if max_samples is None else min(max_samples, len(dataset))
-    rows = []
+    rows, scored = [], None
     try:
         for i in tqdm(range(n), desc=f"evaluate ({views} views)", disable=not progress, leave=False):
             item = dict(dataset[i], background=background)
             V = item["images"].shape[0]
             inp, ev = split_views(V, num_input_views, views)
+            if split is not None and scored not in (None, (inp, ev)):
+                raise ValueError(f"evaluate: sample {item['name']} has {V} views, earlier samples another count; "
+                                 "one protocol needs the same views in every sample (ViewsDataset(num_views=...))")
+            scored = (inp, ev)
             _, rgb, alpha = predict_and_render(model, item, inp, ev, device)
             target = item["images"][ev].to(device)
             m = image_metrics(rgb, alpha, target[:, :3], target[:, 3:4], lpips)
@@ -204,4 +212,11 @@ def evaluate(model: Callable, dataset, views: str = "held_out", num_input_views:
     table = pd.DataFrame(rows)
     means = {k: float(table[k].mean()) for k in table.columns if k not in ("sample", "n_views")}
     means.update(n_samples=len(table), views=views)
+    if split is not None or mask_source is not None:
+        if split is None or mask_source is None:
+            raise ValueError("evaluate: name both split and mask_source for the protocol, or neither")
+        background_name = getattr(dataset, "background_name", None) or ",".join(f"{c:g}" for c in background.tolist())
+        means["protocol"] = EvalProtocol(split=split, samples=table["sample"].tolist(), input_views=scored[0],
+                                         scored_views=scored[1], mask_source=mask_source, background=background_name,
+                                         resolution=int(item["images"].shape[-1]))
     return table, means

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from .protocol import EvalProtocol, Measured, ProtocolMismatch, mismatch_message
+
 RECORD_MIMETYPE = "application/vnd.facelift.record+json"
 NOTEBOOK_NAME = re.compile(r"^\d{2}_\w+$")  # 00_data, 05_gslrm, ...
 DEFAULT_NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
@@ -37,14 +39,31 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def record(name: str, value: Any, digits: int = 4) -> None:
+def record(name: str, value: Any, digits: int = 4, protocol: EvalProtocol | None = None) -> None:
     """Show `name = value` and mark it for summary.json (the runner reads it from the executed notebook).
+
+    A metric carries its evaluation protocol: pass `protocol=`, or a `protocol.Measured` value (which brings
+    its own). The protocol is shown after the value and travels into summary.json beside the number.
     Returns nothing, so a notebook's last `record(...)` leaves no stray echo of the value."""
     from IPython.display import display
 
+    if isinstance(value, Measured):
+        if protocol is not None and protocol != value.protocol:
+            raise ProtocolMismatch(f"record({name!r}): the Measured value brings its own protocol and protocol= "
+                                   "names another one; pass only one\n" +
+                                   mismatch_message(value.protocol.differences(protocol)))
+        value, protocol = value.value, value.protocol
+    if protocol is not None and not isinstance(protocol, EvalProtocol):
+        raise TypeError(f"record({name!r}): protocol must be a facelift_lib.protocol.EvalProtocol, "
+                        f"got {type(protocol).__name__}")
     value = _jsonable(value)
     shown = round(value, digits) if isinstance(value, float) else value
-    display({"text/plain": f"{name} = {shown}", RECORD_MIMETYPE: {"name": name, "value": value}}, raw=True)
+    payload = {"name": name, "value": value}
+    text = f"{name} = {shown}"
+    if protocol is not None:
+        payload["protocol"] = protocol.to_dict()
+        text += f"  [{protocol.label()}]"
+    display({"text/plain": text, RECORD_MIMETYPE: payload}, raw=True)
 
 
 def rounded(x: Any, digits: int = 2) -> Any:
@@ -187,6 +206,21 @@ def collect_records(nb: Any) -> dict[str, Any]:
             if rec is not None:
                 metrics[rec["name"]] = rec["value"]
     return metrics
+
+
+def collect_protocols(nb: Any) -> dict[str, dict[str, Any]]:
+    """{name: protocol dict} of every record() output that carried a protocol (a later record of a name wins;
+    a later record without a protocol drops the earlier one's). summary.json keeps it beside the metrics."""
+    protocols: dict[str, dict[str, Any]] = {}
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            rec = out.get("data", {}).get(RECORD_MIMETYPE)
+            if rec is None:
+                continue
+            protocols.pop(rec["name"], None)
+            if rec.get("protocol") is not None:
+                protocols[rec["name"]] = rec["protocol"]
+    return protocols
 
 
 def notebook_inputs(profile: Profile, name: str, declared: Sequence[str]) -> dict[str, Any]:
@@ -336,7 +370,8 @@ def run_profile(profile: Profile, notebooks_dir: str | Path = DEFAULT_NOTEBOOKS_
             write_summary(summary, out / "summary.json")
             bar.close()
             raise
-        entry.update(status="ok", seconds=round(time.perf_counter() - t0, 2), metrics=collect_records(nb))
+        entry.update(status="ok", seconds=round(time.perf_counter() - t0, 2), metrics=collect_records(nb),
+                     protocols=collect_protocols(nb))
         summary["total_seconds"] = round(time.perf_counter() - start, 2)
         write_summary(summary, out / "summary.json")
     bar.close()
