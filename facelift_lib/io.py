@@ -12,9 +12,14 @@ size mismatch and `validate_sample` checks everything else before a dataset is u
 """
 from __future__ import annotations
 
+import errno
+import glob
+import json
 import os
 import re
-import tempfile
+import shutil
+import sys
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -25,6 +30,7 @@ import torch
 from tqdm import tqdm
 
 from facelift_lib.cameras import CAMERA_SPECS, Cameras
+from facelift_lib.locks import atomic_write_bytes, pid_alive
 
 CAMERA_FILE = "opencv_cameras.json"
 _BACKGROUNDS = {"white": 1.0, "black": 0.0}
@@ -67,16 +73,9 @@ def read_image(path: str | Path) -> torch.Tensor:
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write to a temp file in the same folder, then rename: readers never see half a file; a failed write
+    (disk full) leaves the old file and names the file (`locks.atomic_write_bytes`, the one implementation)."""
+    atomic_write_bytes(path, data)
 
 
 JPEG_QUALITY = 95  # rig footage only (FaceLift samples are always PNG: alpha, lossless)
@@ -172,7 +171,49 @@ def _load_cameras(sample_dir: Path) -> Cameras:
                     "which has no cameras: those views use the standard cameras (cameras.facelift_standard()).")
         raise FileNotFoundError(f"{cam_file}: camera file missing; a FaceLift GS-LRM sample needs "
                                 f"{CAMERA_FILE} next to images/.{hint}")
-    return Cameras.from_opencv_json(cam_file)
+    try:
+        data = json.loads(cam_file.read_text())
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+        raise ValueError(f"{cam_file}: not valid JSON ({e}); the file is truncated or corrupt (an interrupted "
+                         "copy or write?): re-create the sample (re-run the notebook that wrote it)") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"{cam_file}: expected a JSON object {{'frames': [...]}}, got {type(data).__name__}")
+    for i, fr in enumerate(data.get("frames") or []):
+        shape = _matrix_shape(fr.get("w2c")) if isinstance(fr, dict) else None
+        if isinstance(fr, dict) and "w2c" in fr and shape != (4, 4):
+            fix = " (append the row [0, 0, 0, 1])" if shape == (3, 4) else ""
+            raise ValueError(f"{cam_file}: frame {i}: w2c is {'x'.join(map(str, shape)) if shape else 'not a matrix'}"
+                             f"; FaceLift cameras need a 4x4 world-to-camera matrix [[R, t], [0, 0, 0, 1]]{fix}")
+    return Cameras.from_dict(data, source=str(cam_file))
+
+
+def _matrix_shape(m: object) -> tuple[int, int] | None:
+    """(rows, cols) of a JSON matrix (list of equal-length lists of numbers), else None."""
+    if not isinstance(m, list) or not m or not all(isinstance(r, list) for r in m):
+        return None
+    cols = {len(r) for r in m}
+    return (len(m), cols.pop()) if len(cols) == 1 else None
+
+
+def check_rigid(cams: Cameras, source: str | Path, atol: float = 1e-4) -> None:
+    """Raise ValueError naming `source` and the frames whose K/w2c are not finite or whose w2c is not rigid
+    ([[R, t], [0, 0, 0, 1]] with R orthonormal, det +1, within `atol`)."""
+    bad: list[str] = []
+    finite = torch.isfinite(cams.K).flatten(1).all(1) & torch.isfinite(cams.w2c).flatten(1).all(1)
+    eye = torch.eye(3, dtype=cams.w2c.dtype)
+    for v in range(len(cams)):
+        if not finite[v]:
+            bad.append(f"frame {v}: K or w2c holds NaN/inf")
+            continue
+        w2c = cams.w2c[v]
+        R = w2c[:3, :3]
+        err = max(float((R @ R.T - eye).abs().max()), abs(float(torch.linalg.det(R)) - 1),
+                  float((w2c[3] - torch.tensor([0, 0, 0, 1], dtype=w2c.dtype)).abs().max()))
+        if err > atol:
+            bad.append(f"frame {v}: w2c is not rigid (off by {err:.2e}; need [[R, t], [0, 0, 0, 1]], R a rotation)")
+    if bad:
+        raise ValueError(f"{source}: {'; '.join(bad[:6])}{' ...' if len(bad) > 6 else ''}; fix the cameras "
+                         "(io.validate_sample lists every problem) and re-save the sample")
 
 
 def load_sample(sample_dir: str | Path, background: str | None = "white",
@@ -189,6 +230,7 @@ def load_sample(sample_dir: str | Path, background: str | None = "white",
         raise ValueError(f"load_sample: background must be 'white', 'black' or None, got {background!r}")
     sample_dir = Path(sample_dir)
     cams = _load_cameras(sample_dir)
+    check_rigid(cams, sample_dir / CAMERA_FILE)
     paths = image_paths(sample_dir, cams)
     ids = list(range(len(cams))) if views is None else [int(v) for v in views]
     bad = [v for v in ids if not 0 <= v < len(cams)]
@@ -220,10 +262,14 @@ def save_sample(sample_dir: str | Path, images: torch.Tensor, cams: Cameras,
     opencv_cameras.json.
 
     The JSON keeps `cams.meta` (camera_type, camera_distance, ...) and per-frame extras, sets
-    "id" (`sample_id`, default the folder name) and a `file_path` for every frame. Crash safety:
-    an existing JSON is removed first and the new one written last (atomically), so a JSON on
-    disk never points at images that are missing or from another save. Stale images/cam_NNN.png
-    with NNN >= V from an earlier save are removed. Returns the sample folder.
+    "id" (`sample_id`, default the folder name) and a `file_path` for every frame. Cameras must be
+    finite and rigid (NaN would be written as a bare `NaN` token other tools cannot parse).
+
+    Atomic: the sample is written whole into a hidden folder beside `sample_dir`, then swapped in
+    (Linux renameat2 RENAME_EXCHANGE; elsewhere two renames). A failure (disk full, a crash) leaves
+    the previous sample whole and the error names the file; files in the folder that save_sample does
+    not manage are carried over; images/cam_NNN.png of an earlier save with NNN >= V are dropped.
+    Returns the sample folder.
     """
     sample_dir = Path(sample_dir)
     images = torch.as_tensor(images)
@@ -234,20 +280,112 @@ def save_sample(sample_dir: str | Path, images: torch.Tensor, cams: Cameras,
         raise ValueError(f"save_sample({sample_dir}): {V} images but {len(cams)} cameras")
     if (W, H) != (cams.width, cams.height):
         raise ValueError(f"save_sample({sample_dir}): images are {W}x{H} but cameras say {cams.width}x{cams.height}")
-    (sample_dir / CAMERA_FILE).unlink(missing_ok=True)
+    check_rigid(cams, f"save_sample({sample_dir})")
     rel = [f"images/cam_{i:03d}.png" for i in range(V)]
-    for i in range(V):
-        write_image(sample_dir / rel[i], images[i])
-    for stale in (sample_dir / "images").glob("cam_*.png"):
-        m = _CAM_PNG.fullmatch(stale.name)
-        if m and int(m.group(1)) >= V:
-            stale.unlink()
     extras = cams.frame_extras or [{} for _ in range(V)]
     meta = {k: v for k, v in cams.meta.items() if k != "id"}
     out = cams.replace(meta={"id": sample_id or sample_dir.name, **meta},
                        frame_extras=[{**ex, "file_path": p} for ex, p in zip(extras, rel)])
-    out.to_opencv_json(sample_dir / CAMERA_FILE)
+    try:
+        cam_json = json.dumps(out.to_dict(), indent=1, allow_nan=False).encode()
+    except ValueError as e:  # NaN/inf somewhere in meta or frame extras
+        raise ValueError(f"save_sample({sample_dir}): {CAMERA_FILE} would hold NaN/inf ({e}); JSON has no such "
+                         "numbers: fix the value (meta or per-frame extras) before saving") from e
+    parent = sample_dir.parent
+    _remove_dead_temps(parent, sample_dir.name)
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        staging = _hidden_dir(parent, sample_dir.name, "saving")
+    except OSError as e:
+        raise type(e)(e.errno, f"save_sample({sample_dir}): cannot write in {parent}: {e.strerror or e}") from e
+    try:
+        for i in range(V):
+            write_image(staging / rel[i], images[i])
+        atomic_write_bytes(staging / CAMERA_FILE, cam_json)
+        if sample_dir.is_dir():
+            _carry_unmanaged(sample_dir, staging)
+        _swap_in(staging, sample_dir)
+    except OSError as e:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise type(e)(e.errno, f"save_sample({sample_dir}): {e.strerror or e}; the previous sample there (if "
+                               "any) is unchanged") from e
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     return sample_dir
+
+
+def _carry_unmanaged(old: Path, new: Path) -> None:
+    """Copy files save_sample does not write (anything but opencv_cameras.json and images/cam_NNN.png) from the
+    old sample folder into the new one, so replacing a sample keeps what others stored beside it (copies: the
+    old sample stays whole until the swap)."""
+    for entry in old.iterdir():
+        if entry.name == CAMERA_FILE:
+            continue
+        if entry.name == "images" and entry.is_dir():
+            for img in entry.iterdir():
+                if not _CAM_PNG.fullmatch(img.name) and not (new / "images" / img.name).exists():
+                    _copy_entry(img, new / "images" / img.name)
+            continue
+        if not (new / entry.name).exists():
+            _copy_entry(entry, new / entry.name)
+
+
+def _copy_entry(src: Path, dst: Path) -> None:
+    if src.is_dir():
+        shutil.copytree(src, dst, symlinks=True)
+    else:
+        shutil.copy2(src, dst, follow_symlinks=False)
+
+
+def _rename_exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False where that is unavailable."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    fn = getattr(libc, "renameat2", None)
+    if fn is None:
+        return False
+    AT_FDCWD, RENAME_EXCHANGE = -100, 2
+    if fn(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):  # old kernel / file system without it
+        return False
+    raise OSError(err, f"cannot swap {a} into {b}: {os.strerror(err)}")
+
+
+def _swap_in(staging: Path, sample_dir: Path) -> None:
+    """Put the finished `staging` folder at `sample_dir`; the old sample (if any) is removed afterwards."""
+    if not sample_dir.exists():
+        os.rename(staging, sample_dir)
+        return
+    if _rename_exchange(staging, sample_dir):
+        shutil.rmtree(staging)  # now holds the old sample
+        return
+    old = _hidden_dir(sample_dir.parent, sample_dir.name, "old")
+    os.replace(sample_dir, old / "sample")  # the window without a sample is these two renames
+    os.rename(staging, sample_dir)
+    shutil.rmtree(old)
+
+
+def _hidden_dir(parent: Path, name: str, kind: str) -> Path:
+    """A new folder .<name>.<kind>-<pid>-<random> in parent (mode from the umask, unlike mkdtemp's 0700)."""
+    path = parent / f".{name}.{kind}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+    path.mkdir()
+    return path
+
+
+def _remove_dead_temps(parent: Path, name: str) -> None:
+    """Hidden .<name>.saving-<pid>-* / .<name>.old-<pid>-* folders left by a save whose process died."""
+    if not parent.is_dir():
+        return
+    for tmp in parent.glob(f".{glob.escape(name)}.*-*-*"):
+        m = re.fullmatch(rf"\.{re.escape(name)}\.(saving|old)-(\d+)-\w+", tmp.name)
+        if m and tmp.is_dir() and not pid_alive(int(m.group(2))):
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 # --- list files -------------------------------------------------------------------------------
