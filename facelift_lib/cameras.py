@@ -90,6 +90,11 @@ class Cameras:
         return self.K[:, 1, 1]
 
     @property
+    def skew(self) -> torch.Tensor:
+        """[V] K[0,1] (px): 0 for the workbook's own cameras; real calibrations (DANNCE) may have some."""
+        return self.K[:, 0, 1]
+
+    @property
     def cx(self) -> torch.Tensor:
         return self.K[:, 0, 2]
 
@@ -119,13 +124,13 @@ class Cameras:
         return Cameras(**fields)
 
     def project(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pinhole projection (no distortion) of world points [N,3] -> (uv [V,N,2] px, depth [V,N])."""
+        """Pinhole projection (no distortion; the whole K, skew included) of world points [N,3]
+        -> (uv [V,N,2] px, depth [V,N])."""
         pts = torch.as_tensor(points, dtype=torch.float64)
         cam = pts @ self.w2c[:, :3, :3].transpose(1, 2) + self.w2c[:, None, :3, 3]  # [V,N,3]
         z = cam[..., 2]
-        uv = cam[..., :2] / z[..., None]
-        uv = uv * torch.stack([self.fx, self.fy], -1)[:, None] + torch.stack([self.cx, self.cy], -1)[:, None]
-        return uv, z
+        xy = cam[..., :2] / z[..., None]
+        return xy @ self.K[:, :2, :2].transpose(1, 2) + self.K[:, None, :2, 2], z  # u = fx x + s y + cx
 
     def crop_resize(self, x0: float | Sequence[float] | torch.Tensor, y0: float | Sequence[float] | torch.Tensor,
                     w: int, h: int, out_w: int, out_h: int) -> "Cameras":
@@ -594,6 +599,91 @@ def distort_normalized(xy: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
     return torch.stack([xd, yd], -1)
 
 
+# --- where OpenCV's lens model can be inverted ----------------------------------------------------------------
+# The radial part r_d = r (1 + k1 r² + k2 r⁴ + k3 r⁶) of a strong lens (k3 << 0, as real calibrations fit it)
+# stops growing at some undistorted radius and folds back: beyond it an undistorted ray lands on a raw pixel that
+# a ray inside the fold also lands on. Sampling there paints "ghosts" (bits of the mouse far from it), so every
+# map through the model keeps only points inside the monotonic region and treats the rest as outside the frame.
+def distortion_valid_radius(dist: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Undistorted (normalised) radius where OpenCV's radial model stops being monotonic, per camera.
+
+    dist [5] or [V,5] (k1,k2,p1,p2,k3) -> [V] (or a 0-d array): the smallest positive root of
+    d/dr [r (1 + k1 r² + k2 r⁴ + k3 r⁶)] = 1 + 3 k1 r² + 5 k2 r⁴ + 7 k3 r⁶; inf when there is none.
+    Tangential terms move the fold a little: `distortion_valid` checks their full Jacobian per point as well.
+    """
+    d = np.asarray(dist, dtype=np.float64)
+    out = []
+    for k1, k2, _, _, k3 in d.reshape(-1, 5):
+        roots = np.roots(np.trim_zeros([7 * k3, 5 * k2, 3 * k1, 1.0], "f"))  # in t = r², highest degree first
+        t = [r.real for r in np.atleast_1d(roots) if abs(r.imag) < 1e-12 and r.real > 0]
+        out.append(math.sqrt(min(t)) if t else math.inf)
+    return np.asarray(out).reshape(d.shape[:-1])
+
+
+def distort_normalized_np(xy: np.ndarray, dist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """OpenCV's lens model on normalised points xy [...,2] of one camera (dist [5]) ->
+    (distorted [...,2], Jacobian determinant [...] of the map at xy)."""
+    k1, k2, p1, p2, k3 = (float(c) for c in np.asarray(dist, dtype=np.float64).reshape(5))
+    x, y = xy[..., 0], xy[..., 1]
+    r2 = x * x + y * y
+    R = 1 + r2 * (k1 + r2 * (k2 + r2 * k3))
+    dR = k1 + r2 * (2 * k2 + 3 * k3 * r2)                      # dR / d(r²)
+    xd = x * R + 2 * p1 * x * y + p2 * (r2 + 2 * x * x)
+    yd = y * R + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y
+    cross = 2 * x * y * dR + 2 * p1 * x + 2 * p2 * y          # d xd/dy = d yd/dx
+    det = (R + 2 * x * x * dR + 2 * p1 * y + 6 * p2 * x) * (R + 2 * y * y * dR + 6 * p1 * y + 2 * p2 * x) - cross ** 2
+    return np.stack([xd, yd], -1), det
+
+
+def distortion_valid(xy: np.ndarray, dist: np.ndarray) -> np.ndarray:
+    """bool [...]: normalised undistorted points xy [...,2] of one camera (dist [5]) inside the region where the
+    lens model is one-to-one: radius below `distortion_valid_radius` and a positive Jacobian (tangential terms)."""
+    r_max = float(distortion_valid_radius(dist))
+    _, det = distort_normalized_np(xy, dist)
+    return ((xy ** 2).sum(-1) < r_max ** 2) & (det > 0)
+
+
+def undistort_normalized(xd: np.ndarray, dist: np.ndarray, iterations: int = 8) -> np.ndarray:
+    """Invert OpenCV's lens model for one camera: distorted normalised points xd [...,2] -> undistorted [...,2],
+    NaN where no point of the valid (monotonic) region distorts to xd (beyond the fold: no ray there).
+
+    Radial bisection inside the valid radius gives the start, Newton steps with the full Jacobian add the
+    tangential terms; results that do not reproduce xd to 1e-9 or leave the valid region are NaN.
+    (cv2.undistortPoints iterates a fixed point that may converge beyond the fold or not at all.)
+    """
+    xd = np.asarray(xd, dtype=np.float64)
+    dist = np.asarray(dist, dtype=np.float64).reshape(5)
+    k1, k2, _, _, k3 = dist
+    r_max = float(distortion_valid_radius(dist))
+    radial = lambda r: r * (1 + k1 * r ** 2 + k2 * r ** 4 + k3 * r ** 6)  # noqa: E731
+    rd = np.linalg.norm(xd, axis=-1)
+    hi = np.full(rd.shape, r_max if math.isfinite(r_max) else 1.0)
+    while not math.isfinite(r_max) and (radial(hi) < rd).any():
+        hi = np.where(radial(hi) < rd, 2 * hi, hi)
+    lo = np.zeros_like(rd)
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        below = radial(mid) < rd
+        lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
+    scale = np.divide(lo, rd, out=np.ones_like(rd), where=rd > 0)
+    x = xd * scale[..., None]
+    for _ in range(iterations):
+        f, _ = distort_normalized_np(x, dist)
+        eps = 1e-7
+        fx, _ = distort_normalized_np(x + [eps, 0.0], dist)
+        fy, _ = distort_normalized_np(x + [0.0, eps], dist)
+        J = np.stack([(fx - f) / eps, (fy - f) / eps], -1)          # [...,2(out),2(in)]
+        det = J[..., 0, 0] * J[..., 1, 1] - J[..., 0, 1] * J[..., 1, 0]
+        r = f - xd
+        safe = np.where(np.abs(det) > 1e-12, det, 1e-12)
+        step = np.stack([J[..., 1, 1] * r[..., 0] - J[..., 0, 1] * r[..., 1],
+                         -J[..., 1, 0] * r[..., 0] + J[..., 0, 0] * r[..., 1]], -1) / safe[..., None]
+        x = x - step
+    f, _ = distort_normalized_np(x, dist)
+    ok = (np.linalg.norm(f - xd, axis=-1) < 1e-9 * np.maximum(1.0, rd)) & distortion_valid(x, dist)
+    return np.where(ok[..., None], x, np.nan)
+
+
 def distortion_displacement_px(cams: Cameras, n_per_side: int = 16) -> torch.Tensor:
     """[V] largest pixel shift the lens distortion causes on the image border (0 for pinholes)."""
     if cams.dist is None:
@@ -605,7 +695,10 @@ def distortion_displacement_px(cams: Cameras, n_per_side: int = 16) -> torch.Ten
     f = torch.stack([cams.fx, cams.fy], -1)[:, None]
     c = torch.stack([cams.cx, cams.cy], -1)[:, None]
     xy = (border[None] - c) / f
-    return ((distort_normalized(xy, cams.dist) - xy) * f).norm(dim=-1).amax(-1)
+    shift = ((distort_normalized(xy, cams.dist) - xy) * f).norm(dim=-1)
+    valid = torch.stack([torch.from_numpy(distortion_valid(xy[v].numpy(), cams.dist[v].numpy()))
+                         for v in range(len(cams))])  # beyond the fold the model is no lens: not a shift
+    return torch.where(valid, shift, torch.zeros_like(shift)).amax(-1)
 
 
 def _rig_summary(cams: Cameras, target: Sequence[float]) -> dict[str, float]:
@@ -710,11 +803,9 @@ def workbook_to_opencv_pixels(cams: Cameras) -> Cameras:
 
 
 def _check_calibration(K: torch.Tensor, R: torch.Tensor, source: str, names: list[str]) -> None:
+    # Skew (K[0,1]) is kept as the file has it: preprocessing absorbs it exactly in its warp (written
+    # FaceLift cameras are skew-free); rendering a skewed camera is refused by render.render.
     for v, name in enumerate(names):
-        skew = float(K[v, 0, 1])
-        if abs(skew) > 1e-9 * float(K[v, 0, 0]):
-            raise ValueError(f"{source}: camera {name!r} has skew {skew:g}; the workbook's pinhole model (and "
-                             "gsplat) has none: recalibrate without skew")
         if float(K[v, 1, 0]) != 0 or K[v, 2].tolist() != [0.0, 0.0, 1.0]:
             raise ValueError(f"{source}: camera {name!r} intrinsics are not [[fx,s,cx],[0,fy,cy],[0,0,1]]: "
                              f"{K[v].tolist()}")
@@ -946,7 +1037,7 @@ def project_points_opencv(cams: Cameras, points: torch.Tensor | np.ndarray) -> t
     """Project world points [N,3] with each camera's lens distortion through cv2.projectPoints -> [V,N,2].
 
     Pixel coordinates in the convention of `cams.K` (OpenCV 0-based for imported calibrations, pixel
-    centres at +0.5 for workbook cameras). Points behind a camera are projected too (cv2 does not
+    centres at +0.5 for workbook cameras); skew (K[0,1]) applies after the distortion, as in MATLAB/DANNCE. Points behind a camera are projected too (cv2 does not
     check): mask them with `Cameras.project`'s depth.
     """
     pts = np.ascontiguousarray(np.asarray(points, dtype=np.float64).reshape(-1, 3))
@@ -955,6 +1046,7 @@ def project_points_opencv(cams: Cameras, points: torch.Tensor | np.ndarray) -> t
     out = []
     for v in range(len(cams)):
         rvec = cv2.Rodrigues(cams.w2c[v, :3, :3].numpy())[0]
-        uv, _ = cv2.projectPoints(pts, rvec, cams.w2c[v, :3, 3].numpy().copy(), K[v], dist[v])
-        out.append(uv.reshape(-1, 2))
+        # cv2.projectPoints ignores K[0,1]: distort in normalised coordinates, then apply the whole K (skew too)
+        xd, _ = cv2.projectPoints(pts, rvec, cams.w2c[v, :3, 3].numpy().copy(), np.eye(3), dist[v])
+        out.append(xd.reshape(-1, 2) @ K[v, :2, :2].T + K[v, :2, 2])
     return torch.as_tensor(np.stack(out))

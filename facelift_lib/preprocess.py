@@ -2,8 +2,9 @@
 
 One frame (all its views at once: the mouse centre and the scale are shared) goes through:
 
-1. read images and masks (OpenCV); with lens distortion in the calibration, masks are undistorted
-   before any statistic is taken, so every number below is in pinhole pixels;
+1. read images and masks (OpenCV); with lens distortion or skew in the calibration, masks are undistorted
+   into the skew-free pinhole camera (on a canvas large enough for the whole mask) before any statistic is
+   taken, so every number below is in skew-free pinhole pixels;
 2. per view: mask area, centre of mass (CoM), bounding box, whether the raw mask touches the border;
 3. the mouse centre: least-squares intersection of the rays through the mask centroids;
 4. per view an image transform ``T = K_img R_rel K^-1`` (3x3, raw pinhole px -> written px) and a
@@ -13,8 +14,11 @@ One frame (all its views at once: the mouse centre and the scale are shared) goe
    that differ from the pixels (an approximation, recorded in the JSON);
 5. world normalisation: ``x_facelift = scale * (x_rig - centre)`` (Z-up kept), one scale per sample with
    the mean camera distance 2.7;
-6. one resampling per view (``cv2.warpAffine`` / ``warpPerspective``, or ``remap`` through
-   ``initUndistortRectifyMap`` when there is distortion), RGBA PNG (alpha = warped mask) + opencv_cameras.json.
+6. one resampling per view (``cv2.warpAffine`` / ``warpPerspective``, or ``remap`` through `lens_maps` when
+   there is distortion), RGBA PNG (alpha = warped mask) + opencv_cameras.json. A calibration's skew is
+   absorbed there exactly (T starts from the whole raw K); written cameras have none. Output rays beyond the
+   radius where the lens polynomial folds back are outside the frame (`cameras.distortion_valid`), so a strong
+   lens cannot paint ghost copies of the mouse.
 
 Pixel convention: continuous pixel coordinates with pixel centres at +0.5 (DESIGN.md) everywhere in this
 module; OpenCV's warps put centres at integers, so matrices are conjugated by a half-pixel shift
@@ -40,8 +44,8 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from facelift_lib.cameras import (FACELIFT_DISTANCE, FACELIFT_FOCAL, FACELIFT_SIZE, Cameras, look_at_w2c,
-                                  similarity_normalize)
+from facelift_lib.cameras import (FACELIFT_DISTANCE, FACELIFT_FOCAL, FACELIFT_SIZE, Cameras, distort_normalized_np,
+                                  distortion_valid, distortion_valid_radius, look_at_w2c, similarity_normalize, undistort_normalized)
 from facelift_lib.gaussians import Gaussians
 from facelift_lib.io import load_sample, save_sample
 from facelift_lib.render import render_gaussians
@@ -319,13 +323,18 @@ def standard_camera_rotation(w2c: np.ndarray, centers: np.ndarray, center: np.nd
 def plan_frame(cams: Cameras, stats: MaskStats, cfg: PreprocessConfig) -> FramePlan:
     """Per-view image transforms and written cameras for one frame (see the module docstring).
 
-    cams: the raw rig cameras (pinhole part; distortion is handled by the warp); stats: their undistorted masks.
+    cams: the raw rig cameras (pinhole part; distortion is handled by the warp); stats: their masks in the
+    pixels of the skew-free pinhole camera `skew_free(K)` (`pinhole_mask_stats`; the raw masks themselves when
+    the calibration has neither distortion nor skew). Everything is planned in those pixels; the stored
+    transform T = K_img R_rel K^-1 starts from the whole raw K, so a calibration's skew is absorbed by the warp
+    and the written cameras (K_img: A K0 for crops, FaceLift's for standard_camera) have none.
     """
     V, S = len(cams), cfg.size
     names = cams.names or [f"view {i}" for i in range(V)]
-    K, w2c = cams.K.numpy(), cams.w2c.numpy()
+    K_raw, w2c = cams.K.numpy(), cams.w2c.numpy()
+    K = skew_free(K_raw)
     centers = cams.centers.numpy()
-    center = mouse_center(cams, stats.com)
+    center = triangulate_rays(centers, pixel_ray_dirs(K, w2c, stats.com))
     dists = np.linalg.norm(centers - center, axis=-1)
     flags: dict[str, Any] = {}
     R_rel = np.tile(np.eye(3), (V, 1, 1))
@@ -357,24 +366,108 @@ def plan_frame(cams: Cameras, stats: MaskStats, cfg: PreprocessConfig) -> FrameP
     virtual = Cameras(K=torch.from_numpy((K_img if exact else K_std).copy()), w2c=torch.from_numpy(w2c_new),
                       width=S, height=S, names=list(names))
     out, scale, _ = similarity_normalize(virtual, torch.from_numpy(center), cfg.target_distance)
-    return FramePlan(R_rel=R_rel, K_img=K_img, T=rotation_homography(K, R_rel, K_img), cams=out, center_mm=center,
+    return FramePlan(R_rel=R_rel, K_img=K_img, T=rotation_homography(K_raw, R_rel, K_img), cams=out, center_mm=center,
                      scale=scale, exact=exact, flags=flags)
 
 
 # --- warping ----------------------------------------------------------------------------------------------
+def skew_free(K: np.ndarray) -> np.ndarray:
+    """K [...,3,3] with its skew K[0,1] set to 0: the pinhole camera every plan and every written camera uses."""
+    K0 = np.array(K, dtype=np.float64, copy=True)
+    K0[..., 0, 1] = 0.0
+    return K0
+
+
+_OUTSIDE = -1.0e6  # a map value far outside any image: cv2.remap's constant border (0) fills that pixel
+
+
+def lens_maps(K_src: np.ndarray, dist: np.ndarray | None, R_rel: np.ndarray, K_out: np.ndarray, width: int,
+              height: int, origin: tuple[float, float] = (0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
+    """cv2.remap maps (float32 [height,width] x, y in OpenCV's pixel convention) of an output camera K_out rotated
+    by R_rel about the raw camera (K_src with skew, dist [5] or None): output pixel centre
+    (origin + (j + 0.5, i + 0.5)) -> ray R_rel^T K_out^-1 p -> OpenCV's lens model -> raw pixel K_src [x_d, 1].
+
+    Exact where OpenCV's own maps are not: cv2.initUndistortRectifyMap (like cv2.projectPoints) ignores the
+    skew of K_src. Rays outside the lens model's one-to-one region (`cameras.distortion_valid`: beyond the
+    radius where the radial polynomial folds back) or behind the camera map outside the image, so they are
+    background with no mask, never a "ghost" copy of raw pixels from inside the fold.
+    """
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)
+    p = np.stack([xs + 0.5 + origin[0], ys + 0.5 + origin[1], np.ones_like(xs)], -1)
+    ray = p @ (np.linalg.inv(K_out).T @ R_rel)                        # (R_rel^T K_out^-1 p)^T
+    front = ray[..., 2] > 1e-12
+    xn = ray[..., :2] / np.where(front, ray[..., 2], 1.0)[..., None]
+    if dist is not None and np.any(np.asarray(dist) != 0):
+        ok = front & distortion_valid(xn, dist)
+        xn, _ = distort_normalized_np(xn, dist)
+    else:
+        ok = front
+    uv = xn @ K_src[:2, :2].T + K_src[:2, 2] - 0.5                    # OpenCV: pixel centres at integers
+    uv[~ok] = _OUTSIDE
+    return uv[..., 0].astype(np.float32), uv[..., 1].astype(np.float32)
+
+
+def undistorted_extent(K: np.ndarray, dist: np.ndarray | None, width: int, height: int, n_per_side: int = 256
+                       ) -> tuple[int, int, int, int]:
+    """Pixel box (x0, y0, x1, y1) of the skew-free pinhole camera skew_free(K) that holds the whole raw image
+    [width x height] of camera (K, dist) once undistorted (+2 px), so no undistorted mask pixel falls off it.
+
+    The undistorted frame is bounded by the undistorted raw border and, for a lens that folds, by the valid
+    radius (`cameras.distortion_valid_radius`): both are sampled, the parts that lie in the frame kept.
+    """
+    dist = np.zeros(5) if dist is None else np.asarray(dist, dtype=np.float64)
+    t = (np.arange(n_per_side) + 0.5) / n_per_side
+    W, H = float(width), float(height)
+    border = np.concatenate([np.stack([t * W, 0 * t], -1), np.stack([t * W, 0 * t + H], -1),
+                             np.stack([0 * t, t * H], -1), np.stack([0 * t + W, t * H], -1),
+                             [[0, 0], [W, 0], [0, H], [W, H]]])
+    xd = np.concatenate([border, np.ones_like(border[:, :1])], -1) @ np.linalg.inv(K).T
+    pts = [undistort_normalized(xd[:, :2], dist)]
+    r_max = float(distortion_valid_radius(dist))
+    if math.isfinite(r_max):
+        a = np.linspace(0, 2 * np.pi, 4 * n_per_side, endpoint=False)
+        circle = 0.999 * r_max * np.stack([np.cos(a), np.sin(a)], -1)
+        cd, _ = distort_normalized_np(circle, dist)
+        uv = cd @ K[:2, :2].T + K[:2, 2]
+        inside = (uv[:, 0] >= 0) & (uv[:, 0] <= W) & (uv[:, 1] >= 0) & (uv[:, 1] <= H)
+        pts.append(circle[inside & distortion_valid(circle, dist)])
+    xn = np.concatenate(pts)
+    xn = xn[np.isfinite(xn).all(-1)]
+    uv = xn @ skew_free(K)[:2, :2].T + K[:2, 2]
+    x0, y0 = (int(math.floor(uv[:, i].min())) - 2 for i in (0, 1))
+    x1, y1 = (int(math.ceil(uv[:, i].max())) + 2 for i in (0, 1))
+    return x0, y0, x1, y1
+
+
 @lru_cache(maxsize=64)
-def _undistort_maps(K_cv: tuple, dist: tuple, w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
-    """Full-size undistortion maps of one camera (cached: a rig's cameras do not change between frames)."""
-    K = np.asarray(K_cv).reshape(3, 3)
-    return cv2.initUndistortRectifyMap(K, np.asarray(dist), None, K, (w, h), cv2.CV_16SC2)
+def _pinhole_maps(K: tuple, dist: tuple, w: int, h: int) -> tuple[tuple[int, int], np.ndarray, np.ndarray]:
+    """(origin, map1, map2) of `undistort_mask` for one camera (cached: a rig's cameras do not change)."""
+    K_np, d = np.asarray(K).reshape(3, 3), np.asarray(dist)
+    x0, y0, x1, y1 = undistorted_extent(K_np, d, w, h)
+    mx, my = lens_maps(K_np, d, np.eye(3), skew_free(K_np), x1 - x0, y1 - y0, origin=(x0, y0))
+    m1, m2 = cv2.convertMaps(mx, my, cv2.CV_16SC2)
+    return (x0, y0), m1, m2
 
 
-def undistort_mask(mask: np.ndarray, K: np.ndarray, dist: np.ndarray) -> np.ndarray:
-    """A uint8 mask [H,W] of a distorted camera -> the mask of the pinhole camera with the same K (nearest)."""
+def undistort_mask(mask: np.ndarray, K: np.ndarray, dist: np.ndarray | None) -> tuple[np.ndarray, tuple[int, int]]:
+    """A uint8 mask [H,W] of camera (K, dist; skew allowed) -> (mask of the skew-free pinhole camera
+    skew_free(K), nearest, on a canvas that holds the whole undistorted frame; its origin (x0, y0) in that
+    camera's pixels). The canvas is not clipped to [W,H]: a mask touching the raw border keeps every pixel."""
     h, w = mask.shape[:2]
-    K_cv = opencv_intrinsics(K)
-    m1, m2 = _undistort_maps(tuple(K_cv.ravel().tolist()), tuple(np.asarray(dist, np.float64).tolist()), w, h)
-    return cv2.remap(mask, m1, m2, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    d = tuple(np.zeros(5) if dist is None else np.asarray(dist, np.float64).tolist())
+    origin, m1, m2 = _pinhole_maps(tuple(np.asarray(K, np.float64).ravel().tolist()), d, w, h)
+    return cv2.remap(mask, m1, m2, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0), origin
+
+
+def pinhole_mask_stats(masks: Sequence[np.ndarray], K: np.ndarray, dist: np.ndarray | None) -> MaskStats:
+    """`mask_stats` of raw masks [V] of cameras K [V,3,3] (+ dist [V,5]) measured in the pixels of their
+    skew-free pinhole cameras (`undistort_mask`; whole masks, however far the undistortion moves them);
+    touches_border is left False: whether the raw mask touches the raw border is the raw masks' statistic."""
+    canvases = [undistort_mask(m, K[v], None if dist is None else dist[v]) for v, m in enumerate(masks)]
+    st = mask_stats([c for c, _ in canvases])
+    shift = np.array([o for _, o in canvases], dtype=np.float64)
+    return MaskStats(area=st.area, com=st.com + shift, bbox=st.bbox + np.concatenate([shift, shift], -1),
+                     touches_border=np.zeros(len(masks), dtype=bool))
 
 
 def _shrink(img: np.ndarray, k: int) -> np.ndarray:
@@ -406,7 +499,8 @@ def source_window(T: np.ndarray, size: int, width: int, height: int, pad: int, a
 def warp_view(image: np.ndarray, mask: np.ndarray, K: np.ndarray, dist: np.ndarray | None, R_rel: np.ndarray,
               K_img: np.ndarray, size: int, shrink: int = 1, out: np.ndarray | None = None) -> np.ndarray:
     """One view -> RGBA uint8 [size,size,4] (RGB order): the image through K_img R_rel K^-1 (bilinear),
-    alpha = the warped mask.
+    alpha = the warped mask. K may have skew (absorbed exactly: K^-1 is the whole inverse); K_img has none.
+    With distortion the map goes through `lens_maps` (skew included, nothing sampled beyond the lens fold).
 
     image [H,W,3] uint8 in OpenCV's BGR order, mask [H,W] uint8 (0/255), both of the raw (possibly distorted)
     camera K [3,3] (+ dist [5]); R_rel, K_img from `plan_frame`. `shrink` > 1 first area-averages by that
@@ -431,10 +525,9 @@ def warp_view(image: np.ndarray, mask: np.ndarray, K: np.ndarray, dist: np.ndarr
         K = np.diag([1.0 / shrink, 1.0 / shrink, 1.0]) @ K
     src = cv2.merge([image, mask])
     flags, border = cv2.INTER_LINEAR, dict(borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    if distorted:
-        m1, m2 = cv2.initUndistortRectifyMap(opencv_intrinsics(K), np.asarray(dist, np.float64), R_rel,
-                                             opencv_intrinsics(K_img), (size, size), cv2.CV_16SC2)
-        warped = cv2.remap(src, m1, m2, flags, **border)
+    if distorted:  # our own maps: skew of K included, rays beyond the lens model's fold are outside (no ghosts)
+        mx, my = lens_maps(K, np.asarray(dist, np.float64), R_rel, K_img, size, size)
+        warped = cv2.remap(src, mx, my, flags, **border)
     else:
         T_cv = to_opencv_pixels(rotation_homography(K, R_rel, K_img))
         if np.allclose(R_rel, np.eye(3), atol=0, rtol=0):
@@ -542,8 +635,9 @@ def preprocess_frame(rf: RigFrame, cfg: PreprocessConfig) -> tuple[np.ndarray, C
     has_dist = dist is not None and bool(np.any(dist != 0))
     raw_stats = mask_stats(rf.masks)
     check_masks(rf, raw_stats, cfg.min_mask_px)
-    stats = (mask_stats([undistort_mask(m, K[v], dist[v]) for v, m in enumerate(rf.masks)])
-             if has_dist else raw_stats)
+    # statistics in skew-free pinhole pixels, of whole masks (the undistortion canvas grows past the raw frame)
+    stats = (pinhole_mask_stats(rf.masks, K, dist if has_dist else None)
+             if has_dist or bool(np.any(K[:, 0, 1] != 0)) else raw_stats)
     raw_border = raw_stats.touches_border
     raw_near_empty = raw_stats.area < RAW_NEAR_EMPTY_FRACTION * cams.width * cams.height
     plan = plan_frame(cams, stats, cfg)
@@ -703,7 +797,7 @@ def preprocess_rig(rig_dir: str | Path, out_dir: str | Path, method: str = "stan
         for f, fut in tqdm(futures.items(), desc=f"preprocess {cfg.method}", total=len(frames), leave=False):
             try:
                 written.append(fut.result())
-            except (PreprocessError, ValueError, FileNotFoundError, cv2.error) as e:
+            except (PreprocessError, ValueError, OSError, cv2.error) as e:  # OSError: disk full, unreadable file
                 if cfg.on_error == "raise":
                     for other in futures.values():
                         other.cancel()

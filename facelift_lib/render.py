@@ -341,6 +341,11 @@ def render(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colo
     if tuple(viewmats.shape) != (C, 4, 4) or tuple(Ks.shape) != (C, 3, 3):
         raise ValueError(f"render: viewmats must be [C,4,4] and Ks [C,3,3], got {list(viewmats.shape)} "
                          f"and {list(Ks.shape)}")
+    skewed = (Ks[:, 0, 1].abs() > 1e-9 * Ks[:, 0, 0].abs()).nonzero().flatten().tolist()
+    if skewed:  # gsplat (and this renderer, which matches it) read fx, fy, cx, cy only
+        raise ValueError(f"render: camera(s) {skewed} have skew K[0,1] = {[float(Ks[i, 0, 1]) for i in skewed]}; "
+                         "gsplat has no skew. Render a skew-free camera (K[0,1] = 0) and resample its image "
+                         "exactly (rig.render_raw_views does), or use a preprocessed sample's cameras")
     if background is not None:
         background = torch.as_tensor(background, dtype=means.dtype, device=means.device).reshape(3)
     use_gsplat = backend == "gsplat" or (backend == "auto" and means.is_cuda)

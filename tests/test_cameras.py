@@ -453,13 +453,73 @@ def test_dannce_mat_fixture_round_trip_and_projection(tmp_path, k3):
     assert back.names == cams.names
 
 
-def test_dannce_refuses_skew(tmp_path):
+# skews of the real markerless_mouse_1 DANNCE calibration (px at fx ~1650, 1152x1024)
+REAL_SKEWS = (-5.89, 1.39, -0.91, -5.89, -1.27, -4.93)
+
+
+def test_dannce_keeps_skew_as_the_file_has_it(tmp_path):
+    """A DANNCE .mat whose K carries skew (as the real markerless_mouse_1 calibration does) loads with the skew
+    kept; projection with it matches DANNCE's own (distort, then the whole K); save/load round-trips it."""
     rig = mm_rig()
-    params, _ = dannce_fixture(rig)
-    params[1, 0]["K"][1, 0] = 3.0   # transposed layout: skew sits at (2,1) in MATLAB
+    K = rig.K.clone()
+    K[:, 0, 1] = torch.tensor(REAL_SKEWS[:4], dtype=torch.float64) * K[:, 0, 0] / 1650
+    rig = rig.replace(K=K)
+    params, raw = dannce_fixture(rig)
+    assert params[1, 0]["K"][1, 0] == pytest.approx(float(K[1, 0, 1]))   # transposed layout: skew at (2,1) in MATLAB
     scipy.io.savemat(tmp_path / "s.mat", {"params": params})
-    with pytest.raises(ValueError, match="skew"):
+    cams = C.load_dannce_mat(tmp_path / "s.mat", 1152, 1024)
+    torch.testing.assert_close(cams.skew, K[:, 0, 1], atol=1e-12, rtol=0)
+    X = arena_points()
+    want = np.stack([dannce_project(p, X) for p in raw])
+    np.testing.assert_allclose(C.project_points_opencv(cams, X).numpy(), want, atol=1e-6)
+    pinhole = cams.replace(dist=None)
+    np.testing.assert_allclose(pinhole.project(torch.as_tensor(X))[0].numpy(),
+                               C.project_points_opencv(pinhole, X).numpy(), atol=1e-9)
+    back = C.load_dannce_mat(C.save_dannce_mat(cams, tmp_path / "ours.mat"), 1152, 1024)
+    torch.testing.assert_close(back.K, cams.K, atol=1e-12, rtol=0)
+    # the other importers keep it too
+    mm = C.load_mammal_pkl(C.save_mammal_pkl(cams, tmp_path / "new_cam.pkl"), 1152, 1024)
+    ani = C.load_anipose_toml(C.save_anipose_toml(cams, tmp_path / "calibration.toml"))
+    torch.testing.assert_close(mm.K, cams.K, atol=1e-12, rtol=0)
+    torch.testing.assert_close(ani.K, cams.K, atol=1e-9, rtol=0)
+
+
+def test_dannce_refuses_a_non_upper_triangular_k(tmp_path):
+    params, _ = dannce_fixture(mm_rig())
+    params[1, 0]["K"][0, 1] = 3.0   # transposed layout: K[1,0] of the camera, which no pinhole has
+    scipy.io.savemat(tmp_path / "s.mat", {"params": params})
+    with pytest.raises(ValueError, match="not \\[\\[fx,s,cx\\]"):
         C.load_dannce_mat(tmp_path / "s.mat", 1152, 1024)
+
+
+REAL_LENSES = {  # (k1, k2, p1, p2, k3) of the real calibration and the radius where its radial model folds
+    "Camera1": ((-0.1593, 0.9403, -0.00109, -0.00379, -2.7116), 0.672),
+    "Camera2": ((-0.1511, 0.9001, -0.01099, -0.00148, -3.0223), 0.652),
+    "Camera4": ((-0.1000, 0.0455, 0.0005, -0.00089, -0.9931), 0.712),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REAL_LENSES))
+def test_distortion_valid_radius_of_the_real_lenses(name):
+    dist, limit = REAL_LENSES[name]
+    r_max = float(C.distortion_valid_radius(dist))
+    assert r_max == pytest.approx(limit, abs=0.001)
+    k1, k2, _, _, k3 = dist
+    r = np.array([0.98, 1.0, 1.02]) * r_max
+    radial = r * (1 + k1 * r ** 2 + k2 * r ** 4 + k3 * r ** 6)
+    assert radial[0] < radial[1] > radial[2]                           # the fold: r_d peaks there
+    assert float(C.distortion_valid_radius([0.1, 0.01, 0.0, 0.0, 0.0])) == math.inf
+    xy = np.array([[0.5 * r_max, 0.0], [0.0, 0.99 * r_max], [1.01 * r_max, 0.0]])
+    assert C.distortion_valid(xy, np.array(dist)).tolist() == [True, True, False]
+
+
+def test_undistort_normalized_inverts_inside_the_fold_and_refuses_beyond():
+    dist = np.array(REAL_LENSES["Camera1"][0])
+    x = np.random.default_rng(0).uniform(-0.46, 0.46, (500, 2))
+    xd, _ = C.distort_normalized_np(x, dist)
+    np.testing.assert_allclose(C.undistort_normalized(xd, dist), x, atol=1e-10)
+    beyond = np.array([[0.0, 0.7]])                                  # r_d above the peak (0.585)
+    assert np.isnan(C.undistort_normalized(beyond, dist)).all()
 
 
 def test_anipose_toml_fixture_round_trip_and_projection(tmp_path):
