@@ -45,7 +45,8 @@ import torch
 from tqdm import tqdm
 
 from facelift_lib.cameras import (FACELIFT_DISTANCE, FACELIFT_FOCAL, FACELIFT_SIZE, Cameras, distort_normalized_np,
-                                  distortion_valid, distortion_valid_radius, look_at_w2c, similarity_normalize, undistort_normalized)
+                                  distortion_valid, distortion_valid_radius, look_at_w2c, project_points_opencv,
+                                  similarity_normalize, undistort_normalized)
 from facelift_lib.gaussians import Gaussians
 from facelift_lib.io import load_sample, save_sample
 from facelift_lib.render import render_gaussians
@@ -823,10 +824,12 @@ def reprojection_error(sample_dir: str | Path, points_world_rig: torch.Tensor | 
     """Do the written cameras see 3D points where the written pixels show them?
 
     points_world_rig [N,3] (rig units) go through the sample's normalisation and the written cameras
-    (-> uv_cam), and through the raw cameras (pinhole, i.e. after undistortion) followed by each view's
-    stored image transform `raw_to_image` (-> uv_img, where the warp put those points' pixels).
-    Returns {"mean_px", "max_px", "per_view_mean_px" [V], "per_view_max_px" [V]} over the points in front
-    of every camera: ~1e-13 px for exact methods, the size of the approximation for per_view_zoom.
+    (-> uv_cam), and through the raw cameras as the raw images see them (lens distortion, then the whole K,
+    skew included: `project_points_opencv`), back through the inverse lens model (`undistort_normalized`,
+    the map the warp inverts) and each view's stored image transform `raw_to_image` (-> uv_img, where the
+    warp put those points' pixels). Returns {"mean_px", "max_px", "per_view_mean_px" [V], "per_view_max_px"
+    [V]} over the points in front of every camera (and, with distortion, inside its lens model's valid
+    region): ~1e-10 px for exact methods, the size of the approximation for per_view_zoom.
 
     For exact methods this agrees by construction: the written camera K_img [R_rel R | R_rel t] and the
     stored raw_to_image T = K_img R_rel K^-1 come from the same plan, so the two sides are one algebra and
@@ -841,12 +844,23 @@ def reprojection_error(sample_dir: str | Path, points_world_rig: torch.Tensor | 
     X = np.asarray(points_world_rig, dtype=np.float64).reshape(-1, 3)
     uv_cam, z_cam = cams.project(torch.from_numpy(scale * (X + trans)))
     ex = cams.frame_extras
+    has_dist = all("raw_dist" in e for e in ex)
     raw = Cameras(K=torch.tensor([e["raw_K"] for e in ex], dtype=torch.float64),
-                  w2c=torch.tensor([e["raw_w2c"] for e in ex], dtype=torch.float64), width=1, height=1)
+                  w2c=torch.tensor([e["raw_w2c"] for e in ex], dtype=torch.float64), width=1, height=1,
+                  dist=torch.tensor([e["raw_dist"] for e in ex], dtype=torch.float64) if has_dist else None)
     uv_raw, z_raw = raw.project(torch.from_numpy(X))
-    T = np.asarray([e["raw_to_image"] for e in ex], dtype=np.float64)
-    uv_img = apply_homography(T, uv_raw.numpy())
     front = ((z_cam > 0) & (z_raw > 0)).all(0).numpy()
+    uv_raw = uv_raw.numpy()
+    if has_dist:  # the raw pixels the lens really produced, taken back to the pinhole pixels the warp starts from
+        K_raw = raw.K.numpy()
+        seen = project_points_opencv(raw, X).numpy()
+        for v in range(len(raw)):
+            xd = np.concatenate([seen[v], np.ones_like(seen[v][:, :1])], -1) @ np.linalg.inv(K_raw[v]).T
+            xn = undistort_normalized(xd[:, :2], raw.dist[v].numpy())
+            uv_raw[v] = xn @ K_raw[v, :2, :2].T + K_raw[v, :2, 2]
+        front &= np.isfinite(uv_raw).all(-1).all(0)
+    T = np.asarray([e["raw_to_image"] for e in ex], dtype=np.float64)
+    uv_img = apply_homography(T, uv_raw)
     err = np.linalg.norm(uv_cam.numpy()[:, front] - uv_img[:, front], axis=-1)  # [V,N]
     return {"mean_px": float(err.mean()), "max_px": float(err.max()), "per_view_mean_px": err.mean(1).tolist(),
             "per_view_max_px": err.max(1).tolist()}

@@ -18,14 +18,16 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
+import numpy as np
 import torch
 from tqdm import tqdm
 
 from facelift_lib.cameras import (FACELIFT_DISTANCE, Cameras, intrinsics, load_mammal_pkl, look_at_w2c,
-                                  save_mammal_pkl, similarity_normalize)
+                                  save_mammal_pkl, similarity_normalize, undistort_normalized)
 from facelift_lib.gaussians import Gaussians, load_ply, matrix_to_quat, save_ply
 from facelift_lib.io import read_image, write_image, write_mask
-from facelift_lib.render import render_gaussians
+from facelift_lib.render import render, render_gaussians
 
 # --- the mouse -------------------------------------------------------------------------------------------
 MOUSE_PARTS = ("trunk", "head", "snout", "nose", "ear", "eye", "limb", "foot", "tail")
@@ -34,13 +36,14 @@ FUR_COLORS = {"brown": (0.42, 0.31, 0.21), "black": (0.10, 0.09, 0.085), "white"
 _PINK = (0.86, 0.62, 0.60)
 _EYE = (0.02, 0.02, 0.02)
 
-# Body-frame landmarks at scale 1 (mm). Nose tip to rump ~91 mm, tail ~80 mm.
+# Body-frame landmarks at scale 1 (mm): an adult C57BL/6, nose tip to tail base ~91 mm, tail ~85 mm.
 _TRUNK_CENTER, _TRUNK_RADII = (0.0, 0.0, 17.0), (32.0, 15.0, 13.0)
 _SPINE_REAR, _SPINE_FRONT = -32.0, 26.0   # the stretch of the trunk that bends; beyond it parts are rigid
 _NECK = (26.0, 0.0, 20.0)                 # head turns about this point
 _HIP = (-20.0, 0.0, 8.0)                  # rearing pitches the body up about this point
-_TAIL_LENGTH = 80.0
-_TAIL_BASE_X = -29.0
+_TAIL_LENGTH = 85.0
+_TAIL_BASE_X = -31.0
+_REAR_MAX_DEG = 70.0                      # body pitch at rearing = 1 (a mouse rears to ~60-80°)
 
 
 @dataclass
@@ -55,8 +58,8 @@ class MousePose:
     head_pitch_deg: float = 0.0
     tail_curve_deg: float = 0.0  # total sideways turn of the tail from base to tip
     tail_wave_deg: float = 0.0   # amplitude of an S-shaped sway on top of the curve
-    rearing: float = 0.0         # 0 = on four paws, 1 = fully reared on the hind legs (body pitched ~60° up)
-    scale: float = 1.0           # 1 = adult, ~91 mm nose to rump
+    rearing: float = 0.0         # 0 = on four paws, 1 = fully reared on the hind legs (body pitched 70° up)
+    scale: float = 1.0           # 1 = adult C57BL/6, ~91 mm nose to tail base, tail ~85 mm
     fur: str = "brown"           # 'brown' | 'black' | 'white'
 
 
@@ -319,7 +322,7 @@ def _pose_mouse(c: _Canonical, pose: MousePose) -> tuple[torch.Tensor, torch.Ten
         fixed = tail | (c.part == MOUSE_PARTS.index("foot")) & (c.points[:, 0] < 0) | \
             (c.part == MOUSE_PARTS.index("limb")) & (c.points[:, 0] < 0)
         ramp[fixed] = 0.0
-        angle = ramp * math.radians(60.0) * pose.rearing
+        angle = ramp * math.radians(_REAR_MAX_DEG) * pose.rearing
         pts, frames = _apply(pts, frames, _rot_axis(axis, angle), hip)
 
     # 5. Place: scale about the body origin, turn to the heading, move to (x, y).
@@ -358,14 +361,33 @@ def body_center(g: Gaussians, part: torch.Tensor) -> torch.Tensor:
 # --- motion ----------------------------------------------------------------------------------------------
 @dataclass
 class MotionParams:
-    """How the mouse wanders (per frame; one frame ~0.1 s of real motion, so short clips still move)."""
+    """How the mouse wanders (per frame; one frame ~0.1 s of real motion, so short clips still move).
 
-    speed_mm: float = 6.0          # mean walking speed, mm per frame
+    Where: a real open-field mouse spends much of its time along the walls (thigmotaxis), and real recordings
+    show it near or across the image border in a quarter of the views (markerless_mouse_1: 36 of 144 raw
+    masks touch the border). `max_radius_mm` is the arena: with the default the mouse wanders out to 110 mm
+    from the centre, where the rig's views reach their border (~24 % of views cross it);
+    `arena_params(radius)` scales both radii.
+    """
+
+    speed_mm: float = 7.0          # mean walking speed, mm per frame
     max_turn_deg: float = 8.0      # wandering turn rate, degrees per frame
-    soft_radius_mm: float = 20.0   # beyond this the mouse starts turning back toward the centre
-    max_radius_mm: float = 50.0    # hard limit for the body origin's distance from the arena centre
+    soft_radius_mm: float = 70.0   # beyond this the mouse starts turning back toward the centre
+    max_radius_mm: float = 110.0   # hard limit for the body origin's distance from the arena centre (the wall)
     rear_gap_frames: tuple[int, int] = (12, 40)
     rear_duration_frames: tuple[int, int] = (7, 14)
+
+
+ARENA_RADIUS_MM = MotionParams.max_radius_mm  # the default arena (make_rig_dataset's arena_radius_mm)
+
+
+def arena_params(radius_mm: float) -> MotionParams:
+    """MotionParams for an arena of `radius_mm` (the body origin's largest distance from the centre; the mouse
+    turns back from 0.64 of it). Smaller: the mouse stays near the middle of every view; larger: it leaves views."""
+    if not radius_mm > 0:
+        raise ValueError(f"arena_params: radius_mm must be > 0, got {radius_mm}")
+    return MotionParams(soft_radius_mm=radius_mm * MotionParams.soft_radius_mm / MotionParams.max_radius_mm,
+                        max_radius_mm=float(radius_mm))
 
 
 def _smooth_noise(seed: int, n_frames: int, period: float, n_terms: int = 3) -> torch.Tensor:
@@ -398,8 +420,10 @@ def _rearing_profile(seed: int, n_frames: int, p: MotionParams) -> torch.Tensor:
 
 def mouse_trajectory(n_frames: int, seed: int = 0, fur: str = "brown", scale: float = 1.0,
                      params: MotionParams | None = None) -> list[MousePose]:
-    """Smooth wandering poses: walks and turns within ~60 mm of the arena centre, rears now and then,
-    moves head and tail smoothly. Deterministic for a seed; frame t does not depend on n_frames."""
+    """Smooth wandering poses: walks and turns within `params.max_radius_mm` of the arena centre (default 110 mm:
+    often near the image border, as in real recordings), rears now and then (body up to 70°), bends its spine
+    (±40°), turns and lifts its head (yaw ±45°, pitch), curves and sways its tail. Deterministic for a seed;
+    frame t does not depend on n_frames."""
     p = params or MotionParams()
     base = int(seed) * 1009
     noise = {k: _smooth_noise(base + i, n_frames, period) for i, (k, period) in enumerate(
@@ -407,7 +431,7 @@ def mouse_trajectory(n_frames: int, seed: int = 0, fur: str = "brown", scale: fl
          ("bend", 10.0)])}
     rear = _rearing_profile(base + 100, n_frames, p)
     gen = torch.Generator().manual_seed(base + 200)
-    r0 = 25.0 * float(torch.rand(1, generator=gen, dtype=torch.float64)) ** 0.5
+    r0 = 0.6 * p.max_radius_mm * float(torch.rand(1, generator=gen, dtype=torch.float64)) ** 0.5
     a0 = 2 * math.pi * float(torch.rand(1, generator=gen, dtype=torch.float64))
     x, y = r0 * math.cos(a0), r0 * math.sin(a0)
     heading = 2 * math.pi * float(torch.rand(1, generator=gen, dtype=torch.float64))
@@ -420,12 +444,12 @@ def mouse_trajectory(n_frames: int, seed: int = 0, fur: str = "brown", scale: fl
             err = math.remainder(math.atan2(-y, -x) - heading, 2 * math.pi)
             turn += 0.3 * min((r - p.soft_radius_mm) / (p.max_radius_mm - p.soft_radius_mm), 1.0) * err
         turn = max(-math.radians(25.0), min(math.radians(25.0), turn))
-        bend = max(-35.0, min(35.0, 1.0 * math.degrees(turn) + 8.0 * float(noise["bend"][t])))
+        bend = max(-40.0, min(40.0, 1.2 * math.degrees(turn) + 12.0 * float(noise["bend"][t])))
         poses.append(MousePose(
             x=x, y=y, heading_deg=math.degrees(heading) % 360.0, bend_deg=bend,
-            head_yaw_deg=20.0 * float(noise["head_yaw"][t]) + 0.5 * bend,
-            head_pitch_deg=10.0 * float(noise["head_pitch"][t]) + 20.0 * float(rear[t]),
-            tail_curve_deg=80.0 * float(noise["tail"][t]) - 1.5 * bend,
+            head_yaw_deg=max(-45.0, min(45.0, 28.0 * float(noise["head_yaw"][t]) + 0.5 * bend)),
+            head_pitch_deg=12.0 * float(noise["head_pitch"][t]) + 20.0 * float(rear[t]),
+            tail_curve_deg=100.0 * float(noise["tail"][t]) - 1.5 * bend,
             tail_wave_deg=25.0 * float(noise["wave"][t]),
             rearing=float(rear[t]), scale=scale, fur=fur))
         speed = p.speed_mm * max(0.2, 1.0 + 0.4 * float(noise["speed"][t])) * (1.0 - float(rear[t]))
@@ -451,14 +475,32 @@ RIG_SPECS = (
     dict(az=-77.0, el=18.0, dist=315.0, fx=1660.0, dcx=-61.0, dcy=-7.0),
 )
 RIG_FY_OVER_FX = 1.005
+# Lenses of the virtual rig. "pinhole": none. "real": the skews (px at 1152x1024) and OpenCV distortion
+# (k1, k2, p1, p2, k3) of the real markerless_mouse_1 DANNCE calibration, cam_i = Camera{i+1}. The issue that
+# reported them gives the coefficients of Camera1, 2 and 4; those of cam_2, cam_4, cam_5 are stand-ins of the
+# same kind (strong k3 < 0, so the radial model folds back at r ~0.65-0.75: preprocessing must guard it).
+RIG_LENSES: dict[str, tuple[dict[str, object], ...] | None] = {
+    "pinhole": None,
+    "real": (
+        dict(skew=-5.89, dist=(-0.1593, 0.9403, -0.00109, -0.00379, -2.7116)),   # Camera1
+        dict(skew=1.39, dist=(-0.1511, 0.9001, -0.01099, -0.00148, -3.0223)),    # Camera2
+        dict(skew=-0.91, dist=(-0.1300, 0.5000, 0.00080, -0.00120, -1.6000)),    # Camera3 (stand-in)
+        dict(skew=-5.89, dist=(-0.1000, 0.0455, 0.0005, -0.00089, -0.9931)),     # Camera4
+        dict(skew=-1.27, dist=(-0.1450, 0.7800, -0.00200, 0.00100, -2.4000)),    # Camera5 (stand-in)
+        dict(skew=-4.93, dist=(-0.1150, 0.3000, 0.00150, 0.00060, -1.2000)),     # Camera6 (stand-in)
+    ),
+}
 
 
-def markerless_mouse_rig(scale: float = 1.0) -> Cameras:
+def markerless_mouse_rig(scale: float = 1.0, lens: str = "pinhole") -> Cameras:
     """The 6 rig cameras (cam_0..cam_5) at 1152x1024 x `scale`, world mm, Z-up, OpenCV.
 
     Intrinsics are scaled by the exact size ratio of the rounded image size (pixel centres at +0.5,
-    so u' = u * W'/W holds exactly).
+    so u' = u * W'/W holds exactly). `lens` (RIG_LENSES): "pinhole", or "real" for the real rig's skew
+    (scaled with the image, like fx) and distortion coefficients (normalised coordinates: unchanged).
     """
+    if lens not in RIG_LENSES:
+        raise ValueError(f"markerless_mouse_rig: lens must be one of {sorted(RIG_LENSES)}, got {lens!r}")
     W, H = round(RIG_WIDTH * scale), round(RIG_HEIGHT * scale)
     if W < 16 or H < 16:
         raise ValueError(f"markerless_mouse_rig: scale={scale} gives a {W}x{H} image; use scale >= {16 / RIG_HEIGHT:.3f}")
@@ -471,9 +513,81 @@ def markerless_mouse_rig(scale: float = 1.0) -> Cameras:
     K = intrinsics(fx * sx, fx * RIG_FY_OVER_FX * sy,
                    [(RIG_WIDTH / 2 + s["dcx"]) * sx for s in RIG_SPECS],
                    [(RIG_HEIGHT / 2 + s["dcy"]) * sy for s in RIG_SPECS], len(RIG_SPECS))
-    return Cameras(K=K, w2c=look_at_w2c(pos, target=RIG_TARGET_MM), width=W, height=H,
+    dist = None
+    if RIG_LENSES[lens] is not None:
+        K[:, 0, 1] = torch.tensor([c["skew"] for c in RIG_LENSES[lens]], dtype=torch.float64) * sx
+        dist = torch.tensor([c["dist"] for c in RIG_LENSES[lens]], dtype=torch.float64)
+    return Cameras(K=K, w2c=look_at_w2c(pos, target=RIG_TARGET_MM), width=W, height=H, dist=dist,
                    names=[f"cam_{i}" for i in range(len(RIG_SPECS))],
-                   meta={"camera_type": "markerless_mouse_rig", "units": "mm"})
+                   meta={"camera_type": "markerless_mouse_rig", "units": "mm", "lens": lens})
+
+
+# --- raw views of a camera with skew and distortion ---------------------------------------------------------
+@dataclass
+class RawViewMap:
+    """How to render one raw view of a camera with skew/distortion exactly: render the skew-free pinhole
+    camera K_canvas [3,3] on a (width x height) canvas, then cv2.remap it with map_x/map_y (float32 [H,W],
+    OpenCV pixel convention) to the raw pixels; raw pixels with no ray (beyond the lens fold) map outside."""
+
+    K_canvas: torch.Tensor
+    width: int
+    height: int
+    map_x: np.ndarray
+    map_y: np.ndarray
+
+
+def raw_view_maps(cams: Cameras) -> list[RawViewMap | None]:
+    """Per camera, the RawViewMap of `render_raw_views` (None where the camera is a plain pinhole).
+
+    Each raw pixel centre p goes K^-1 p (the whole K: skew included) -> `cameras.undistort_normalized`
+    (exact inverse inside the lens model's valid region) -> the skew-free pinhole K0 on a canvas that holds
+    every such point."""
+    out: list[RawViewMap | None] = []
+    K_all = cams.K.numpy()
+    for v in range(len(cams)):
+        K = K_all[v]
+        dist = None if cams.dist is None else cams.dist[v].numpy()
+        if K[0, 1] == 0 and (dist is None or not np.any(dist != 0)):
+            out.append(None)
+            continue
+        ys, xs = np.mgrid[0:cams.height, 0:cams.width].astype(np.float64)
+        p = np.stack([xs + 0.5, ys + 0.5, np.ones_like(xs)], -1) @ np.linalg.inv(K).T
+        xn = undistort_normalized(p[..., :2], np.zeros(5) if dist is None else dist)
+        uv = xn * [K[0, 0], K[1, 1]] + K[:2, 2]                       # skew-free pinhole pixels
+        ok = np.isfinite(uv).all(-1)
+        x0, y0 = (int(math.floor(uv[ok][:, i].min())) - 2 for i in (0, 1))
+        x1, y1 = (int(math.ceil(uv[ok][:, i].max())) + 2 for i in (0, 1))
+        K_c = K.copy()
+        K_c[0, 1] = 0.0
+        K_c[:2, 2] -= (x0, y0)
+        uv = uv - (x0, y0) - 0.5                                      # canvas pixels, OpenCV convention
+        uv[~ok] = -1.0e6
+        out.append(RawViewMap(torch.from_numpy(K_c), x1 - x0, y1 - y0, uv[..., 0].astype(np.float32),
+                              uv[..., 1].astype(np.float32)))
+    return out
+
+
+def render_raw_views(g: Gaussians, cams: Cameras, maps: list[RawViewMap | None] | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The gaussians as the raw cameras see them, skew and lens distortion included -> (premultiplied rgb
+    [V,H,W,3], alpha [V,H,W,1]). Pinhole cameras are rendered directly; the others through a skew-free pinhole
+    canvas resampled exactly (bilinear) by `raw_view_maps` (pass `maps` to reuse them across frames):
+    gsplat has no skew or distortion, so `render` refuses skewed cameras."""
+    maps = raw_view_maps(cams) if maps is None else maps
+    rgb_out = torch.zeros(len(cams), cams.height, cams.width, 3)
+    alpha_out = torch.zeros(len(cams), cams.height, cams.width, 1)
+    for v, m in enumerate(maps):
+        cam = cams[v]
+        if m is None:
+            rgb, alpha, _ = render_gaussians(g, cam.replace(dist=None))
+            rgb_out[v], alpha_out[v] = rgb[0], alpha[0]
+            continue
+        rgb, alpha, _ = render(g.means, g.quats, g.scales, g.opacities, g.colors, cam.w2c.to(g.means.dtype),
+                               m.K_canvas[None].to(g.means.dtype), m.width, m.height)
+        canvas = torch.cat([rgb[0], alpha[0]], -1).numpy().astype(np.float32)
+        raw = cv2.remap(canvas, m.map_x, m.map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        rgb_out[v], alpha_out[v] = torch.from_numpy(raw[..., :3]), torch.from_numpy(raw[..., 3:])
+    return rgb_out, alpha_out
 
 
 # --- the dataset on disk (layout in DESIGN.md) -----------------------------------------------------------
@@ -521,7 +635,8 @@ def _clear_synthetic_rig(out: Path) -> None:
 
 
 def make_rig_dataset(out_dir: str | Path, n_frames: int = 8, seed: int = 0, image_scale: float = 0.25,
-                     n_gaussians: int = 4000, fur: str = "brown", image_ext: str = ".png") -> Path:
+                     n_gaussians: int = 4000, fur: str = "brown", image_ext: str = ".png", lens: str = "pinhole",
+                     arena_radius_mm: float = ARENA_RADIUS_MM) -> Path:
     """Film the procedural mouse with the virtual markerless rig and write a rig folder (DESIGN.md layout).
 
     Per frame: the posed gaussians are written to gt/frame_*.ply and *that file* is rendered (so the
@@ -530,23 +645,28 @@ def make_rig_dataset(out_dir: str | Path, n_frames: int = 8, seed: int = 0, imag
     from video; faster to decode than noisy PNGs); masks are 1-bit PNGs (io.write_mask: 3x faster to decode
     than 8-bit ones). new_cam.pkl holds the intrinsics at the written image size. rig.json is written
     last, so a folder without it is an interrupted build. Deterministic for a seed. Returns the folder.
+    `lens` (RIG_LENSES): "real" gives the cameras the real rig's skew and strong distortion (written into
+    new_cam.pkl; views rendered exactly through them by `render_raw_views`). `arena_radius_mm`: how far from
+    the centre the mouse wanders (`arena_params`; the default puts it near the image border in ~1/4 of views).
+    Both are recorded in rig.json's "generator".
     """
     if image_ext not in IMAGE_EXTS:
         raise ValueError(f"make_rig_dataset: image_ext must be one of {IMAGE_EXTS}, got {image_ext!r}")
     out = Path(out_dir)
-    cams = markerless_mouse_rig(image_scale)
+    cams = markerless_mouse_rig(image_scale, lens=lens)
     names, V, H, W = list(cams.names), len(cams), cams.height, cams.width
     _clear_synthetic_rig(out)
     # the file holds OpenCV 0-based pixels like a real MAMMAL calibration; we work in pixel centres at +0.5
     save_mammal_pkl(cams, out / CALIBRATION_FILE, pixel_centers="workbook")
     cams = load_mammal_pkl(out / CALIBRATION_FILE, width=W, height=H, pixel_centers="workbook")  # render what was written
-    poses = mouse_trajectory(n_frames, seed, fur=fur)
+    poses = mouse_trajectory(n_frames, seed, fur=fur, params=arena_params(arena_radius_mm))
+    maps = raw_view_maps(cams)
     centers = []
     for t in tqdm(range(n_frames), desc=f"rig frames ({V} views, {W}x{H})"):
         g, part = mouse_gaussians_with_parts(poses[t], n_gaussians, seed)
         centers.append([round(float(c), 6) for c in body_center(g, part)])
         g = load_ply(save_ply(g, _gt_ply(out, t)))
-        rgb, alpha, _ = render_gaussians(g, cams)  # no background: premultiplied colour
+        rgb, alpha = render_raw_views(g, cams, maps)  # no background: premultiplied colour
         for v, name in enumerate(names):
             bg = _arena_background(H, W, seed=int(seed) * 1_000_003 + t * 101 + v)
             image = rgb[v] + (1 - alpha[v]) * bg
@@ -558,7 +678,8 @@ def make_rig_dataset(out_dir: str | Path, n_frames: int = 8, seed: int = 0, imag
     meta = {"units": "mm", "width": W, "height": H, "n_frames": int(n_frames), "camera_names": names,
             "image_ext": image_ext,
             "seed": int(seed), "frames": list(range(n_frames)), "image_scale": float(image_scale),
-            "generator": {"kind": "procedural_mouse", "n_gaussians": int(n_gaussians), "fur": fur}}
+            "generator": {"kind": "procedural_mouse", "n_gaussians": int(n_gaussians), "fur": fur, "lens": lens,
+                          "arena_radius_mm": float(arena_radius_mm)}}
     with open(out / RIG_FILE, "w") as f:
         json.dump(meta, f, indent=1)
     return out

@@ -18,7 +18,9 @@ import numpy as np
 import pytest
 import torch
 
-from facelift_lib.cameras import Cameras, intrinsics, look_at_w2c, project_points_opencv, save_mammal_pkl
+from facelift_lib.cameras import (Cameras, distortion_valid, distortion_valid_radius, intrinsics, look_at_w2c,
+                                  project_points_opencv, save_mammal_pkl, undistort_normalized)
+from facelift_lib.render import render_gaussians
 from facelift_lib import preprocess
 from facelift_lib.gaussians import Gaussians
 from facelift_lib.grading import grade_dataset
@@ -643,3 +645,131 @@ def test_top_down_camera_needs_minimal_roll_and_then_is_exact():
     ok = isolated(expected[1], 2 * r + 2)
     found = blob_centres(rgba[1, ..., 0], expected[1][ok], r)
     assert ok.sum() >= 3 and np.linalg.norm(found - expected[1][ok], axis=-1).max() < 0.15
+
+
+# --- real rigs: skew, strong lenses that fold back, masks on the raw border (issue 13) -----------------------
+# The real markerless_mouse_1 calibration: skew (px at fx ~1650) and (k1, k2, p1, p2, k3) of Camera1, 2, 4.
+REAL_SKEW_1650 = (-5.89, 1.39, -0.91, -5.89)
+REAL_DIST = ((-0.1593, 0.9403, -0.00109, -0.00379, -2.7116), (-0.1511, 0.9001, -0.01099, -0.00148, -3.0223),
+             (-0.1000, 0.0455, 0.0005, -0.00089, -0.9931), (-0.1593, 0.9403, -0.00109, -0.00379, -2.7116))
+
+
+def real_lens_cameras() -> Cameras:
+    """rig_cameras() with the real calibration's skews (scaled to these focal lengths) and strong lenses."""
+    cams = rig_cameras()
+    K = cams.K.clone()
+    K[:, 0, 1] = torch.tensor(REAL_SKEW_1650, dtype=torch.float64) * K[:, 0, 0] / 1650
+    return cams.replace(K=K, dist=torch.tensor(REAL_DIST, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_markers_land_where_written_cameras_project_them_with_real_skew_and_lenses(method, monkeypatch):
+    """Blobs drawn at known 3D points through skewed, strongly distorted cameras are found where the written
+    (skew-free) cameras project them: the skew is absorbed exactly by the warp (< 0.15 px)."""
+    cams = real_lens_cameras()
+
+    def dirs(c: Cameras, v: int) -> np.ndarray:  # silhouettes through the whole K (skew) and the exact inverse lens
+        xs, ys = np.meshgrid(np.arange(W) + 0.5, np.arange(H) + 0.5)
+        xd = np.stack([xs, ys, np.ones_like(xs)], -1) @ np.linalg.inv(c.K[v].numpy()).T
+        xn = undistort_normalized(xd[..., :2], c.dist[v].numpy())
+        return np.concatenate([np.nan_to_num(xn, nan=1e3), np.ones((H, W, 1))], -1)
+
+    monkeypatch.setitem(globals(), "pinhole_dirs", dirs)
+    size = 512 if method == "standard_camera" else 192
+    rgba, out = preprocess_frame(draw_frame(cams), PreprocessConfig(method=method, size=size))
+    assert np.abs(out.K[:, 0, 1].numpy()).max() == 0                  # written cameras: no skew
+    expected = written_marker_px(out)
+    for v in range(4):
+        r = window(out, cams, v)
+        ok = isolated(expected[v], 2 * r + 2)
+        found = blob_centres(rgba[v, ..., 0], expected[v][ok], r)
+        err = np.linalg.norm(found - expected[v][ok], axis=-1)
+        assert ok.sum() >= 3 and err.max() < 0.15, f"{method} view {v}: blobs off by {err.round(3)} px"
+
+
+def _ghost_setup():
+    """A Camera1-like lens at 288x256 with a small 'mouse' disc at normalised (0.33, 0.12), and a standard
+    camera (FaceLift focal, 128²) turned to look at it: its corners reach beyond the lens's fold (r 0.672)."""
+    d = np.array(REAL_DIST[0])
+    f = 412.5
+    K = np.array([[f, -5.89 / 4, 154.0], [0.0, 1.005 * f, 123.0], [0.0, 0.0, 1.0]])
+    xn = np.array([0.33, 0.12])
+    xd, _ = preprocess.distort_normalized_np(xn, d)
+    u = K @ np.array([*xd, 1.0])
+    image = np.full((256, 288, 3), 40, np.uint8)
+    mask = np.zeros((256, 288), np.uint8)
+    cv2.circle(mask, (int(u[0]), int(u[1])), 12, 255, -1)
+    image[mask > 0] = (200, 150, 100)
+    z = np.array([*xn, 1.0]) / np.linalg.norm([*xn, 1.0])
+    x = np.cross([0.0, 1.0, 0.0], z)
+    x /= np.linalg.norm(x)
+    R_rel = np.stack([x, np.cross(z, x), z])
+    S = 128
+    fs = 548.9937744140625 * S / 512
+    K_img = np.array([[fs, 0.0, S / 2], [0.0, fs, S / 2], [0.0, 0.0, 1.0]])
+    return image, mask, K, d, R_rel, K_img, S
+
+
+def test_standard_camera_paints_no_ghost_beyond_the_lens_fold(monkeypatch):
+    image, mask, K, d, R_rel, K_img, S = _ghost_setup()
+    corners = np.array([[0.5, 0.5, 1.0], [S - 0.5, 0.5, 1.0], [0.5, S - 0.5, 1.0], [S - 0.5, S - 0.5, 1.0]])
+    rays = corners @ (np.linalg.inv(K_img).T @ R_rel)
+    assert (np.linalg.norm(rays[:, :2] / rays[:, 2:], axis=-1) > distortion_valid_radius(d)).any()  # reaches it
+    out = preprocess.warp_view(image, mask, K, d, R_rel, K_img, S)
+    n, _ = cv2.connectedComponents((out[..., 3] > 127).astype(np.uint8))
+    assert n - 1 == 1                                                   # the mouse, nothing else
+    # every written mouse pixel's ray lies inside the lens model's valid region
+    ys, xs = np.nonzero(out[..., 3] > 127)
+    rays = np.stack([xs + 0.5, ys + 0.5, np.ones_like(xs, dtype=float)], -1) @ (np.linalg.inv(K_img).T @ R_rel)
+    assert distortion_valid(rays[:, :2] / rays[:, 2:], d).all()
+    # the test can fail: without the guard the fold paints ghost copies of the disc
+    monkeypatch.setattr(preprocess, "distortion_valid", lambda xy, dist: np.ones(xy.shape[:-1], bool))
+    ghost = preprocess.warp_view(image, mask, K, d, R_rel, K_img, S)
+    assert cv2.connectedComponents((ghost[..., 3] > 127).astype(np.uint8))[0] - 1 > 1
+
+
+def test_undistorted_mask_stats_keep_a_border_mask_whole():
+    """A mask running off the raw border under barrel distortion: undistortion moves its border pixels out of
+    the raw frame; the statistics still see every one of them (the canvas grows), and pixel_based fits them."""
+    cams = rig_cameras(dist=True)
+    K, dist = cams.K[0].numpy(), cams.dist[0].numpy()
+    mask = np.zeros((H, W), np.uint8)
+    mask[20:60, 0:30] = 255                                             # across the left edge
+    st = preprocess.pinhole_mask_stats([mask], K[None], dist[None])
+    ys, xs = np.nonzero(mask)
+    xd = np.stack([xs + 0.5, ys + 0.5, np.ones(len(xs))], -1) @ np.linalg.inv(K).T
+    uv = undistort_normalized(xd[:, :2], dist) * [K[0, 0], K[1, 1]] + K[:2, 2]
+    assert uv[:, 0].min() < -0.5                                        # the undistorted mask leaves [0, W]
+    assert st.bbox[0, 0] <= uv[:, 0].min() + 1 and st.bbox[0, 2] >= uv[:, 0].max() - 1
+    assert st.area[0] == pytest.approx(preprocess.mask_stats([mask]).area[0], rel=0.1)
+    clipped_canvas = cv2.remap(mask, *cv2.initUndistortRectifyMap(opencv_intrinsics(K), dist, None,
+                                                                   opencv_intrinsics(K), (W, H), cv2.CV_32FC1),
+                               cv2.INTER_NEAREST)                       # what a same-size canvas keeps
+    assert (clipped_canvas > 127).sum() < st.area[0] - 10
+
+
+@pytest.fixture(scope="module")
+def real_lens_rig(tmp_path_factory) -> Path:
+    """The procedural mouse through the real calibration's skews and strong lenses, near the border: 3 frames."""
+    return make_rig_dataset(tmp_path_factory.mktemp("rig") / "real", n_frames=3, seed=1, image_scale=0.125,
+                            n_gaussians=1000, lens="real")
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_real_lens_rig_through_every_method_exact_and_ghost_free(real_lens_rig, tmp_path, method):
+    """Every method on the strong rig: ground-truth centres reproject < 0.5 px (skew absorbed, lens inverted);
+    the written alpha has no pixel away from the ground-truth silhouette (no ghosts); border masks are whole."""
+    dirs = preprocess_rig(real_lens_rig, tmp_path / "out", method=method, size=128)
+    table = consistency_table(dirs, lambda f: load_ground_truth(real_lens_rig, f))
+    assert table["reproj_max_px"].max() < 0.5
+    assert table["iou"].mean() > IOU_FLOORS[method][1] - 0.05, table["iou"].round(3).tolist()
+    for d in dirs:
+        images, cams = load_sample(d, background=None)
+        assert float(cams.K[:, 0, 1].abs().max()) == 0.0
+        scale, trans = preprocess.sample_normalization(cams)
+        g = load_ground_truth(real_lens_rig, int(cams.meta["preprocess"]["rig_frame"]))
+        _, alpha, _ = render_gaussians(g.transformed(scale, torch.from_numpy(trans).float()), cams)
+        near = cv2.dilate((alpha[..., 0] > 0.05).numpy().astype(np.uint8).transpose(1, 2, 0), np.ones((5, 5)))
+        near = near.reshape(*near.shape[:2], -1).transpose(2, 0, 1)
+        ghosts = ((images[:, 3] > 0.5).numpy() & (near == 0)).sum()
+        assert ghosts == 0, f"{d.name}: {ghosts} written mask pixels far from the true mouse"
