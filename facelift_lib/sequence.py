@@ -1,0 +1,549 @@
+"""4D: a rig sequence -> per-frame GS-LRM gaussians, held-out-camera scores, behaviour readouts, files.
+
+    cfg = SequenceConfig(rig_dir=..., out_dir=".../sequence", checkpoint=".../gslrm/run")
+    run_sequence(cfg, workers=2)          # streaming, resumable, sharded by frame range
+    result = finish_sequence(cfg)         # CSV, manifest, video, summary tables (reads the per-frame files)
+
+Per frame (`process_frame`; nothing of other frames is held, so memory does not grow with the sequence):
+  1. preprocessing: the rig frame's images + masks -> FaceLift sample in memory (`preprocess.read_rig_frame`,
+     `preprocess_frame`, the method and size GS-LRM was trained on), resized to the model's size over white;
+  2. held-out camera: GS-LRM reads the 5 other cameras, renders camera h = frame mod 6 (rotating with the
+     frame), scored against that camera's preprocessed view (masked PSNR / SSIM, Mask IoU; the mask is the
+     rig mask carried through preprocessing);
+  3. reconstruction: GS-LRM reads all 6 cameras (as at inference); the gaussians go back from the sample's
+     FaceLift units to rig mm with its stored normalisation (x_rig = x_facelift / scale - translation),
+     are cleaned with 05's export filters and written as frame PLY;
+  4. readouts (`behaviour.frame_readouts`) of those gaussians and, on a synthetic rig (gt/), of the true ones;
+  5. a video panel: an input view | the held-out camera's target | GS-LRM's render there | a view turning
+     around the mouse.
+Each frame's files are written to temporary names and renamed, the frame JSON last: a frame counts as done
+when its JSON exists, so an interrupted run resumes where it stopped and keeps nothing half-written.
+
+Output folder (`SequenceConfig.out_dir`):
+  config.json                 what the frames were made with (a resume with another config is an error)
+  frames/frame_XXXXXX.json    per frame: held-out camera and metrics, readouts, true readouts, file names
+  ply/frame_XXXXXX.ply        gaussians in rig mm (world Z up), 05's export filters applied
+  panels/frame_XXXXXX.png     the video frame
+  readouts.csv, manifest.json (frame -> PLY, timestamp), sequence.mp4 (or .gif)   by `finish_sequence`
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import multiprocessing as mp
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .behaviour import (CENTROID, READOUT_COLUMNS, ReadoutConfig, cloud_step, frame_readouts,
+                        heading_continuity, jitter, readout_errors, smooth_readouts)
+from .cameras import FACELIFT_DISTANCE, FACELIFT_FOCAL, orbit_cameras
+from .gaussians import Gaussians, load_ply, save_ply
+from .gslrm.data import background_rgb, resize_views
+from .gslrm.export import ExportFilters, filter_gaussians
+from .gslrm.model import GSLRM
+from .gslrm.train import load_trained_model
+from .io import write_image
+from .metrics import image_metrics, render_views
+from .preprocess import preprocess_frame, read_rig_frame, variant_config
+from .rig import Rig, load_centers, load_ground_truth, load_rig
+
+FRAME_NAME = "frame_{:06d}"
+DEFAULT_FPS = 10.0  # the synthetic rig's motion is ~0.1 s per frame (rig.MotionParams); rig.json "fps" wins
+
+
+@dataclass(frozen=True)
+class SequenceConfig:
+    """Everything the per-frame outputs depend on (stored as out_dir/config.json).
+
+    rig_dir: a rig folder (DESIGN.md layout; synthetic or real). out_dir: the sequence output folder.
+    checkpoint: a GS-LRM checkpoint file or run folder (`gslrm.train.load_trained_model`; its newest checkpoint).
+    frames: rig frame ids to process (None: all of rig.json's). method / preprocess_size: the preprocessing
+      GS-LRM was trained on (02's variant and written size; the views are then resized to the model's size).
+    readout: `behaviour.ReadoutConfig`. export: 05's `ExportFilters` (FaceLift units) for the PLYs and readouts.
+    fps: frame rate for timestamps when rig.json has no "fps". panel_size: video tile side (px).
+    turn_frames: frames per full turn of the turning view. threads: torch threads per worker (1 makes a run
+      bit-identical whatever the number of workers).
+    """
+
+    rig_dir: str
+    out_dir: str
+    checkpoint: str
+    frames: tuple[int, ...] | None = None
+    method: str = "standard_camera"
+    preprocess_size: int = 128
+    readout: ReadoutConfig = field(default_factory=ReadoutConfig)
+    export: ExportFilters = field(default_factory=ExportFilters)
+    fps: float = DEFAULT_FPS
+    panel_size: int = 96
+    turn_frames: int = 48
+    turn_elevation_deg: float = 20.0
+    threads: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["frames"] = None if self.frames is None else list(self.frames)
+        d["checkpoint_file"] = str(resolve_checkpoint(self.checkpoint))
+        return json.loads(json.dumps(d))  # tuples -> lists, as the JSON holds them
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or a run folder's newest ckpt_*.pt; a missing one names the notebook that writes it."""
+    from .gslrm.train import list_checkpoints
+
+    path = Path(path)
+    if path.is_file():
+        return path
+    found = list_checkpoints(path)
+    if not found:
+        raise FileNotFoundError(f"no GS-LRM checkpoint at {path}: run notebook 05_gslrm first (it trains one into "
+                                "<out_dir>/gslrm/run), or pass a ckpt_*.pt file")
+    return found[-1]
+
+
+def frame_name(frame: int) -> str:
+    return FRAME_NAME.format(int(frame))
+
+
+def _atomic_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+def _remove_temp_files(out: Path) -> list[Path]:
+    """Leftovers of an interrupted write (ours: .NAME.PID.tmp, save_ply's NAME.tmp, io's temp files)."""
+    stale = [p for sub in ("frames", "ply", "panels") for p in (out / sub).glob("*tmp*") if p.is_file()]
+    for p in stale:
+        p.unlink()
+    return stale
+
+
+# --- one frame -------------------------------------------------------------------------------------------
+@dataclass
+class FrameContext:
+    """What every frame of a run shares: the rig, the model, the configs (built once per worker)."""
+
+    cfg: SequenceConfig
+    rig: Rig
+    model: GSLRM
+    has_gt: bool
+    background: torch.Tensor
+
+
+def make_context(cfg: SequenceConfig) -> FrameContext:
+    rig = load_rig(cfg.rig_dir)
+    model = load_trained_model(resolve_checkpoint(cfg.checkpoint)).eval()
+    return FrameContext(cfg=cfg, rig=rig, model=model, has_gt=(rig.dir / "gt").is_dir(),
+                        background=background_rgb("white"))
+
+
+def held_out_camera(frame: int, n_views: int) -> int:
+    """The camera scored at this frame: frame mod n_views, so every camera is held out in turn."""
+    return int(frame) % n_views
+
+
+def to_rig_mm(g: Gaussians, normalization: dict) -> Gaussians:
+    """Gaussians in a sample's FaceLift units -> rig mm (x_rig = x_facelift / scale - translation)."""
+    scale = float(normalization["scale"])
+    translation = torch.as_tensor(normalization["translation"], dtype=g.means.dtype)
+    return g.transformed(1.0 / scale, -scale * translation)
+
+
+@torch.no_grad()
+def turning_view(g: Gaussians, frame: int, cfg: SequenceConfig, background: torch.Tensor) -> torch.Tensor:
+    """[3,S,S] render of FaceLift-unit gaussians (mouse at the origin) from an orbit camera whose azimuth turns
+    360° every `turn_frames` frames, at `turn_elevation_deg`."""
+    S = cfg.panel_size
+    az = 360.0 * (int(frame) % cfg.turn_frames) / cfg.turn_frames
+    cams = orbit_cameras([az], cfg.turn_elevation_deg, distance=FACELIFT_DISTANCE, fx=FACELIFT_FOCAL * S / 512,
+                         width=S)
+    rgb, _ = render_views(g.to(torch.float32), cams.K.float(), cams.w2c.float(), S, background)
+    return rgb[0].clamp(0, 1)
+
+
+def _tile(img: torch.Tensor, size: int) -> torch.Tensor:
+    """[3,h,w] -> [3,size,size] (nearest for upscaling: the model's pixels stay visible)."""
+    if img.shape[-1] == size:
+        return img
+    mode = "nearest" if img.shape[-1] < size else "area"
+    return F.interpolate(img[None], size=(size, size), mode=mode)[0]
+
+
+@torch.no_grad()
+def process_frame(ctx: FrameContext, frame: int) -> dict[str, Any]:
+    """One rig frame -> its files (PLY, panel) and its record (returned and written as frames/<name>.json, last)."""
+    cfg, model, bg = ctx.cfg, ctx.model, ctx.background
+    out, name = Path(cfg.out_dir), frame_name(frame)
+    pcfg = variant_config(cfg.method, size=cfg.preprocess_size, workers=1)
+    rgba, cams = preprocess_frame(read_rig_frame(ctx.rig, frame), pcfg)
+    rgba_t = torch.from_numpy(rgba).permute(0, 3, 1, 2).float() / 255.0
+    S = model.config.image_size
+    images, K, w2c = resize_views(rgba_t, cams, S, bg)  # [V,4,S,S] over white, K/w2c for S²
+    V = len(images)
+    h = held_out_camera(frame, V)
+    inputs = [v for v in range(V) if v != h]
+    g5 = model(images[None, inputs, :3], (K[None, inputs], w2c[None, inputs]))[0].to(torch.float32)
+    rgb_h, alpha_h = render_views(g5, K[[h]], w2c[[h]], S, bg)
+    m = {k: float(v[0]) for k, v in image_metrics(rgb_h, alpha_h, images[[h], :3], images[[h], 3:4]).items()}
+
+    g6 = model(images[None, :, :3], (K[None], w2c[None]))[0].to(torch.float32)
+    kept, filtered = filter_gaussians(g6, cfg.export)
+    norm = cams.meta["normalization"]
+    g_mm = to_rig_mm(kept, norm)
+    ply = save_ply(g_mm, out / "ply" / f"{name}.ply")
+    readouts = frame_readouts(g_mm.means, g_mm.opacities, cfg.readout)
+    truth = None
+    if ctx.has_gt:
+        gt = load_ground_truth(ctx.rig.dir, frame)
+        truth = frame_readouts(gt.means, gt.opacities, cfg.readout)
+
+    first_input = inputs[0]
+    panel = torch.cat([_tile(images[first_input, :3], cfg.panel_size), _tile(images[h, :3], cfg.panel_size),
+                       _tile(rgb_h[0].clamp(0, 1), cfg.panel_size), turning_view(kept, frame, cfg, bg)], 2)
+    panel_path = write_image(out / "panels" / f"{name}.png", panel)
+    names = ctx.rig.names
+    record = {"frame": int(frame), "timestamp_s": frame_timestamp(ctx.rig, frame, cfg.fps),
+              "held_out_view": h, "held_out_camera": names[h], "input_cameras": [names[v] for v in inputs],
+              "panel_input_camera": names[first_input], **{f"heldout_{k}": v for k, v in m.items()},
+              "readouts": readouts, "truth": truth, "n_gaussians_predicted": int(len(g6)),
+              "n_gaussians_kept": int(len(kept)), "filters": filtered,
+              "ply": ply.relative_to(out).as_posix(), "panel": panel_path.relative_to(out).as_posix(),
+              "normalization": {"scale": float(norm["scale"]), "translation": list(norm["translation"])}}
+    _atomic_json(out / "frames" / f"{name}.json", record)
+    return record
+
+
+def frame_timestamp(rig: Rig, frame: int, fps: float) -> float:
+    """Seconds since frame 0: rig.json "fps" if it has one, else `fps`."""
+    return round(int(frame) / float(rig.meta.get("fps", fps)), 6)
+
+
+# --- the loop -----------------------------------------------------------------------------------------------
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    old = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def prepare_output(cfg: SequenceConfig) -> Path:
+    """Create out_dir and its config.json, or check that an existing one matches (a resume must not mix two
+    configurations' frames); temporary leftovers of an interrupted run are removed."""
+    out = Path(cfg.out_dir)
+    for sub in ("frames", "ply", "panels"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    path, now = out / "config.json", cfg.to_dict()
+    if path.is_file():
+        before = json.loads(path.read_text())
+        differ = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+        if differ:
+            raise ValueError(f"{path}: this folder holds frames made with another configuration (differs in "
+                             f"{differ}); delete {out} to start over, or choose another out_dir")
+    else:
+        _atomic_json(path, now)
+    _remove_temp_files(out)
+    return out
+
+
+def sequence_frames(cfg: SequenceConfig) -> list[int]:
+    rig_frames = load_rig(cfg.rig_dir).frames
+    if cfg.frames is None:
+        return rig_frames
+    unknown = sorted(set(cfg.frames) - set(rig_frames))
+    if unknown:
+        raise ValueError(f"{Path(cfg.rig_dir) / 'rig.json'}: frames {unknown[:10]} are not in this rig")
+    return [int(f) for f in cfg.frames]
+
+
+def done_frames(cfg: SequenceConfig) -> set[int]:
+    """Frames whose JSON exists (written last, so their PLY and panel are complete)."""
+    return {int(p.stem.split("_")[1]) for p in (Path(cfg.out_dir) / "frames").glob("frame_*.json")}
+
+
+def process_frames(cfg: SequenceConfig, frames: Sequence[int], progress: bool = False) -> int:
+    """Process `frames` one after the other (skipping done ones) in this process -> how many were processed."""
+    todo = [f for f in frames if f not in done_frames(cfg)]
+    if not todo:
+        return 0
+    with torch_threads(cfg.threads):
+        ctx = make_context(cfg)
+        for f in tqdm(todo, desc="sequence frames", disable=not progress):
+            process_frame(ctx, f)
+    return len(todo)
+
+
+def shard(frames: Sequence[int], workers: int) -> list[list[int]]:
+    """Contiguous frame ranges, one per worker, sizes differing by at most one (empty ones dropped)."""
+    n, k = len(frames), max(1, int(workers))
+    bounds = [round(i * n / k) for i in range(k + 1)]
+    return [list(frames[a:b]) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+
+
+def _worker(cfg_dict: dict, frames: list[int]) -> None:
+    process_frames(config_from_dict(cfg_dict), frames)
+
+
+def config_from_dict(d: dict) -> SequenceConfig:
+    """Inverse of `SequenceConfig.to_dict` (nested configs rebuilt, derived keys dropped)."""
+    d = {k: v for k, v in d.items() if k in {f.name for f in dataclasses.fields(SequenceConfig)}}
+    exp = dict(d.get("export", {}))
+    if exp.get("crop_box") is not None:
+        exp["crop_box"] = tuple(tuple(x) for x in exp["crop_box"])
+    ro = dict(d.get("readout", {}))
+    if "length_quantiles" in ro:
+        ro["length_quantiles"] = tuple(ro["length_quantiles"])
+    return SequenceConfig(**{**d, "frames": None if d.get("frames") is None else tuple(d["frames"]),
+                             "readout": ReadoutConfig(**ro), "export": ExportFilters(**exp)})
+
+
+@dataclass
+class RunStats:
+    frames: int          # frames of the sequence
+    processed: int       # processed by this call (the others were done already)
+    seconds: float       # wall time of this call
+    workers: int
+
+    @property
+    def fps(self) -> float:
+        """Frames per second of this call's loop (processed frames / wall time, start-up included)."""
+        return self.processed / self.seconds if self.seconds > 0 else float("nan")
+
+
+def run_sequence(cfg: SequenceConfig, workers: int = 1, progress: bool = True) -> RunStats:
+    """Every frame of the sequence not done yet -> its files. workers > 1: contiguous frame ranges in that many
+    spawned processes (each loads the model once), one progress bar counting finished frames; same files as
+    one worker. Returns what this call did (for frames per second)."""
+    t0 = time.perf_counter()
+    prepare_output(cfg)
+    frames = sequence_frames(cfg)
+    done = done_frames(cfg)
+    todo = [f for f in frames if f not in done]
+    if workers <= 1 or len(todo) <= 1:
+        processed = process_frames(cfg, todo, progress=progress)
+    else:
+        ctx = mp.get_context("spawn")
+        procs = [ctx.Process(target=_worker, args=(cfg.to_dict(), part)) for part in shard(todo, workers)]
+        for p in procs:
+            p.start()
+        with tqdm(total=len(todo), desc=f"sequence frames ({len(procs)} workers)", disable=not progress) as bar:
+            while any(p.is_alive() for p in procs):
+                time.sleep(0.5)
+                bar.update(len(done_frames(cfg) - done) - bar.n)
+            bar.update(len(done_frames(cfg) - done) - bar.n)
+        failed = [i for i, p in enumerate(procs) if p.exitcode != 0]
+        if failed:
+            raise RuntimeError(f"sequence workers {failed} failed (exit codes {[procs[i].exitcode for i in failed]}); "
+                               f"their finished frames are kept in {cfg.out_dir}: rerun to resume")
+        processed = len(done_frames(cfg) - done)
+    return RunStats(frames=len(frames), processed=processed, seconds=time.perf_counter() - t0, workers=workers)
+
+
+# --- after the loop: tables and files ----------------------------------------------------------------------
+def read_frame_records(cfg: SequenceConfig) -> list[dict]:
+    """The per-frame JSONs of the sequence, in frame order; a missing frame is an error naming it."""
+    out = Path(cfg.out_dir)
+    frames = sequence_frames(cfg)
+    missing = [f for f in frames if not (out / "frames" / f"{frame_name(f)}.json").is_file()]
+    if missing:
+        raise FileNotFoundError(f"{out / 'frames'}: frames {missing[:10]} ({len(missing)} in all) are not done; "
+                                "run run_sequence(cfg) first (it resumes)")
+    return [json.loads((out / "frames" / f"{frame_name(f)}.json").read_text()) for f in frames]
+
+
+def readout_table(records: list[dict], key: str = "readouts") -> pd.DataFrame:
+    """[frames x (frame, timestamp_s, readouts)] from the frame records (`key` "readouts" or "truth")."""
+    rows = [{"frame": r["frame"], "timestamp_s": r["timestamp_s"], **r[key]} for r in records]
+    return pd.DataFrame(rows).set_index("frame")
+
+
+def heldout_table(records: list[dict]) -> pd.DataFrame:
+    cols = ["held_out_camera", "heldout_psnr_masked", "heldout_ssim_masked", "heldout_mask_iou", "heldout_psnr_full"]
+    return pd.DataFrame([{"frame": r["frame"], **{c: r[c] for c in cols}} for r in records]).set_index("frame")
+
+
+def trunk_truth(rig: Rig, frames: Sequence[int]) -> pd.DataFrame | None:
+    """The generator's body centre of a synthetic rig (the mean of the trunk gaussians, gt/centers.json) per frame,
+    as trunk_{x,y,z}_mm; None for a rig without gt/centers.json (a real rig)."""
+    if not (rig.dir / "gt" / "centers.json").is_file():
+        return None
+    c = load_centers(rig.dir).numpy()[list(frames)]
+    return pd.DataFrame({"frame": list(frames), "trunk_x_mm": c[:, 0], "trunk_y_mm": c[:, 1],
+                         "trunk_z_mm": c[:, 2]}).set_index("frame")
+
+
+def cloud_steps(cfg: SequenceConfig, records: list[dict], max_points: int = 3000) -> pd.DataFrame:
+    """Per consecutive frame pair: how far the predicted cloud moved (`behaviour.cloud_step`, mm, centres with
+    opacity >= readout.min_opacity, at most max_points of them, evenly strided) and, on a synthetic rig, how far
+    the true cloud moved. Two frames in memory at a time."""
+    out = Path(cfg.out_dir)
+    rig = load_rig(cfg.rig_dir)
+
+    def cloud(g: Gaussians) -> torch.Tensor:
+        pts = g.means[g.opacities >= cfg.readout.min_opacity]
+        return pts[:: max(1, math.ceil(len(pts) / max_points))]
+
+    rows, prev, prev_gt = [], None, None
+    for r in records:
+        cur = cloud(load_ply(out / r["ply"]))
+        cur_gt = cloud(load_ground_truth(rig.dir, r["frame"])) if r["truth"] is not None else None
+        if prev is not None:
+            row = {"frame": r["frame"], "cloud_step_mm": cloud_step(prev, cur)}
+            if cur_gt is not None and prev_gt is not None:
+                row["true_cloud_step_mm"] = cloud_step(prev_gt, cur_gt)
+            rows.append(row)
+        prev, prev_gt = cur, cur_gt
+    return pd.DataFrame(rows).set_index("frame") if rows else pd.DataFrame()
+
+
+def write_manifest(cfg: SequenceConfig, records: list[dict]) -> Path:
+    out = Path(cfg.out_dir)
+    rig = load_rig(cfg.rig_dir)
+    manifest = {"rig_dir": str(cfg.rig_dir), "units": "mm", "world": "rig world, Z up, floor z = 0",
+                "fps": float(rig.meta.get("fps", cfg.fps)), "checkpoint": cfg.to_dict()["checkpoint_file"],
+                "frames": [{"frame": r["frame"], "timestamp_s": r["timestamp_s"], "ply": r["ply"],
+                            "n_gaussians": r["n_gaussians_kept"]} for r in records]}
+    path = out / "manifest.json"
+    _atomic_json(path, manifest)
+    return path
+
+
+def write_video(cfg: SequenceConfig, records: list[dict], fmt: str = "mp4") -> Path:
+    """The panels as a video, one frame at a time (streaming): MP4 (H.264 through imageio's ffmpeg plugin,
+    imageio-ffmpeg) or GIF. fmt="mp4" without imageio-ffmpeg installed is an error that says how to install it
+    or to ask for fmt="gif"."""
+    import imageio.v2 as imageio
+
+    from .io import read_image
+
+    out = Path(cfg.out_dir)
+    fps = float(load_rig(cfg.rig_dir).meta.get("fps", cfg.fps))
+    if fmt == "mp4":
+        try:
+            import imageio_ffmpeg  # noqa: F401
+        except ImportError as e:
+            raise ImportError("write_video(fmt='mp4') needs imageio-ffmpeg: .venv/bin/pip install -c constraints.txt "
+                              "imageio-ffmpeg, or pass fmt='gif'") from e
+        kw = dict(fps=fps, codec="libx264", quality=8, macro_block_size=16, ffmpeg_log_level="error")
+    elif fmt == "gif":
+        kw = dict(duration=1000.0 / fps, loop=0)
+    else:
+        raise ValueError(f"write_video: fmt must be 'mp4' or 'gif', got {fmt!r}")
+    path = out / f"sequence.{fmt}"
+    tmp = out / f".sequence.{os.getpid()}.tmp.{fmt}"
+    with imageio.get_writer(tmp, **kw) as writer:
+        for r in records:
+            img = read_image(out / r["panel"])[:3]
+            writer.append_data((img.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+    os.replace(tmp, path)
+    return path
+
+
+@dataclass
+class SequenceResult:
+    """The sequence as tables (one row per frame) and the files written by `finish_sequence`."""
+
+    readouts: pd.DataFrame               # predicted readouts (heading sign by continuity), frame index
+    smoothed: pd.DataFrame               # the same after `smooth_readouts`
+    heldout: pd.DataFrame                # held-out camera and its metrics per frame
+    truth: pd.DataFrame | None           # readouts of the true gaussians (synthetic rig)
+    trunk: pd.DataFrame | None           # the generator's body (trunk) centre (synthetic rig)
+    clouds: pd.DataFrame                 # cloud_step_mm (and true_cloud_step_mm) per frame pair
+    files: dict[str, Path]
+    protocols: dict[str, dict]           # how each summary number was measured
+    summary: dict[str, float]            # the headline numbers (see `finish_sequence`)
+
+
+def heldout_protocol(records: list[dict], cfg: SequenceConfig, model_size: int) -> dict[str, Any]:
+    """The held-out-camera protocol as a plain dict (fields of issue 14's EvalProtocol)."""
+    return {"split": "sequence", "samples": f"{len(records)} frames {records[0]['frame']}..{records[-1]['frame']}",
+            "input_views": "the 5 other rig cameras", "scored_views": "held-out rig camera = frame mod 6 (rotating)",
+            "mask_source": f"rig masks through preprocessing ({cfg.method}, {cfg.preprocess_size}²)",
+            "background": "white", "resolution": model_size, "n": len(records)}
+
+
+def finish_sequence(cfg: SequenceConfig, smooth_window: int = 7, smooth_polyorder: int = 2,
+              write_files: bool = True, video_format: str = "mp4") -> SequenceResult:
+    """Read the done frames -> tables, headline numbers with their protocols, and (write_files) readouts.csv,
+    manifest.json and the video. Streaming: per-frame numbers only; PLYs and panels are read one or two at a time."""
+    records = read_frame_records(cfg)
+    frames = [r["frame"] for r in records]
+    rig = load_rig(cfg.rig_dir)
+    raw = readout_table(records)
+    readouts = raw.copy()
+    readouts["heading_deg"] = heading_continuity(raw["heading_deg"])
+    smoothed = smooth_readouts(readouts, smooth_window, smooth_polyorder)
+    heldout = heldout_table(records)
+    has_truth = all(r["truth"] is not None for r in records)
+    truth = None
+    if has_truth:
+        truth = readout_table(records, "truth")
+        truth["heading_deg"] = heading_continuity(truth["heading_deg"])
+    trunk = trunk_truth(rig, frames)
+    clouds = cloud_steps(cfg, records)
+    model_size = int(torch.load(resolve_checkpoint(cfg.checkpoint), map_location="cpu", weights_only=True)
+                     ["model_config"]["image_size"])
+    heldout_p = heldout_protocol(records, cfg, model_size)
+    gt_p = {"split": "sequence", "samples": heldout_p["samples"], "input_views": "all 6 rig cameras",
+            "scored_views": "none (3D)", "mask_source": "none", "background": "none", "resolution": "rig mm",
+            "n": len(records), "extra": {"truth": "the same readouts of the true gaussians (gt/frame_*.ply)",
+                                         "min_opacity": cfg.readout.min_opacity}}
+    s: dict[str, float] = {"heldout_psnr_masked": float(heldout["heldout_psnr_masked"].mean()),
+                           "heldout_ssim_masked": float(heldout["heldout_ssim_masked"].mean()),
+                           "heldout_mask_iou": float(heldout["heldout_mask_iou"].mean())}
+    protocols = {k: heldout_p for k in s}
+    acc = jitter(readouts)
+    s.update({f"{k}": v for k, v in acc.items()})
+    if truth is not None:
+        err, err_s = readout_errors(readouts, truth), readout_errors(smoothed, truth)
+        for k in ("centroid_err_mm", "heading_err_deg"):
+            s[k], s[f"{k}_smoothed"] = float(err[k].mean()), float(err_s[k].mean())
+        s["length_err_mm"] = float(err["length_err_mm"].abs().mean())
+        s["height_err_mm"] = float(err["height_err_mm"].abs().mean())
+        for name, df in (("", readouts), ("_smoothed", smoothed)):
+            s.update({f"{k}{name}": v for k, v in jitter(df, truth).items()})
+        if len(clouds) and "true_cloud_step_mm" in clouds:
+            s["cloud_jitter_mm"] = float(np.sqrt(np.mean((clouds["cloud_step_mm"] - clouds["true_cloud_step_mm"]) ** 2)))
+        for k in s:
+            protocols.setdefault(k, gt_p)
+    if trunk is not None:  # the estimator's own offset: opacity-weighted centroid of the whole mouse vs its trunk
+        tc = trunk[["trunk_x_mm", "trunk_y_mm", "trunk_z_mm"]].to_numpy()
+        s["centroid_err_vs_trunk_mm"] = float(np.linalg.norm(readouts[CENTROID].to_numpy() - tc, axis=1).mean())
+        protocols["centroid_err_vs_trunk_mm"] = {**gt_p, "extra": {
+            "truth": "generator body centre: mean of the trunk gaussians (gt/centers.json)",
+            "min_opacity": cfg.readout.min_opacity}}
+        if truth is not None:
+            s["truth_centroid_vs_trunk_mm"] = float(np.linalg.norm(truth[CENTROID].to_numpy() - tc, axis=1).mean())
+            protocols["truth_centroid_vs_trunk_mm"] = protocols["centroid_err_vs_trunk_mm"]
+    jit_p = {**gt_p, "extra": {**gt_p["extra"], "what": "RMS over consecutive frames of (predicted step - true step)"}} \
+        if truth is not None else {**gt_p, "extra": {"what": "RMS second difference (no truth: jitter + real acceleration)"}}
+    for k in s:
+        if "jitter" in k:
+            protocols[k] = jit_p
+    files: dict[str, Path] = {}
+    if write_files:
+        out = Path(cfg.out_dir)
+        table = readouts.join(heldout).join(clouds, how="left")
+        if truth is not None:
+            table = table.join(truth[list(READOUT_COLUMNS)].add_prefix("true_"))
+        csv = out / "readouts.csv"
+        tmp = out / f".readouts.{os.getpid()}.tmp.csv"
+        table.to_csv(tmp, float_format="%.4f")
+        os.replace(tmp, csv)
+        files = {"csv": csv, "manifest": write_manifest(cfg, records), "video": write_video(cfg, records, video_format)}
+    return SequenceResult(readouts=readouts, smoothed=smoothed, heldout=heldout, truth=truth, trunk=trunk,
+                          clouds=clouds, files=files, protocols=protocols, summary=s)
+
