@@ -30,7 +30,7 @@ import torch
 from tqdm import tqdm
 
 from facelift_lib.cameras import CAMERA_SPECS, Cameras
-from facelift_lib.locks import atomic_write_bytes, pid_alive
+from facelift_lib.locks import atomic_write_bytes, os_error_hint, pid_alive
 
 CAMERA_FILE = "opencv_cameras.json"
 _BACKGROUNDS = {"white": 1.0, "black": 0.0}
@@ -76,6 +76,33 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temp file in the same folder, then rename: readers never see half a file; a failed write
     (disk full) leaves the old file and names the file (`locks.atomic_write_bytes`, the one implementation)."""
     atomic_write_bytes(path, data)
+
+
+def save_torch_atomic(obj: object, path: str | Path, what: str = "checkpoint") -> Path:
+    """torch.save `obj` to a unique temp file beside `path`, then rename it over `path`.
+
+    A crash or a full disk leaves the previous file (and every other checkpoint) whole and no temp file; the
+    error is an OSError naming `what`, the file, the free space and what to do (torch's own message for a
+    full disk is `enforce fail at inline_container.cc`, which names nothing).
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:
+        tmp.unlink(missing_ok=True)
+        try:
+            free = f"{shutil.disk_usage(path.parent).free / 2**30:.2f} GiB free"
+        except OSError:
+            free = "free space unknown"
+        code = e.errno if isinstance(e, OSError) and e.errno else errno.EIO
+        hint = os_error_hint(e) if isinstance(e, OSError) and e.errno else (
+            "a full disk is the usual cause: free space (or point the run elsewhere) and resume")
+        raise OSError(code, f"cannot write {what} {path} ({free}): {type(e).__name__}: "
+                            f"{' '.join(str(e).split())[:300]}; earlier checkpoints are unchanged; {hint}") from e
+    return path
 
 
 JPEG_QUALITY = 95  # rig footage only (FaceLift samples are always PNG: alpha, lossless)

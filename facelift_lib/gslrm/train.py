@@ -28,6 +28,7 @@ What it does, and why (the mouse domain broke FaceLift's defaults):
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -49,6 +50,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
+from ..io import save_torch_atomic
+from ..locks import FolderLock, die_with_parent, launched_worker
 from ..metrics import make_lpips, render_views, ssim_map
 from .data import ViewsDataset, collate, split_views
 from .model import (GSLRM, CheckpointError, GSLRMConfig, check_state_dict, model_from_checkpoint,
@@ -165,13 +168,53 @@ def dataset_lists(out_dir: str | Path, data_source: str = "preprocessed", check:
     return lists
 
 
+NOTEBOOK_SECTION = "05_gslrm"
+SMOKE_MODEL = {"image_size": 64, "patch_size": 4, "d": 128, "n_layers": 4, "n_heads": 4}  # 0.8 M parameters
+
+
+def profile_train_config(out_dir: str | Path, seed: int = 0, data_source: str = "preprocessed", image_size: int = 64,
+                         model: dict | None = None, init_from: str | None = None, finetune: str = "full",
+                         max_steps: int = 600, warmup_steps: int = 30, lr: float = 1e-3, batch_size: int = 1,
+                         views_per_step: int | None = 2, background_gaussian_fraction: float = 0.1,
+                         skip_grad_norm: float = 200.0, resume: bool = False, ckpt_every: int | None = None
+                         ) -> TrainConfig:
+    """The TrainConfig of a workbook profile: the one route from a profile to a GS-LRM run.
+
+    Notebook 05 calls it with its parameters; the torchrun CLI (`load_train_config(profile.yaml)`) calls
+    it with the profile's `05_gslrm` section, so both train the same thing into <out_dir>/gslrm/run.
+    The defaults are the smoke recipe (= notebook 05's parameters cell; tests/test_gslrm_train.py checks
+    that both routes agree for params/smoke.yaml and params/full.yaml). model SMOKE_MODEL when None ({} is
+    the FaceLift size); ckpt_every None = every max_steps // 4 steps.
+    """
+    train_list = dataset_lists(out_dir, data_source, check=False)["train"]
+    return TrainConfig(train_list=str(train_list), run_dir=str(Path(out_dir) / "gslrm" / "run"),
+                       image_size=image_size, model=dict(SMOKE_MODEL if model is None else model),
+                       init_from=init_from, finetune=finetune, max_steps=max_steps, warmup_steps=warmup_steps,
+                       lr=lr, batch_size=batch_size, views_per_step=views_per_step,
+                       background_gaussian_fraction=background_gaussian_fraction, skip_grad_norm=skip_grad_norm,
+                       resume=resume, seed=seed, ckpt_every=max(1, max_steps // 4) if ckpt_every is None else ckpt_every)
+
+
+def profile_config_from_yaml(path: str | Path, data: dict) -> TrainConfig:
+    """`profile_train_config` of a profile YAML's contents: its out_dir (resolved against the working
+    directory, as the workbook runner does), seed, and the `05_gslrm` keys that are its arguments; the
+    section's other keys are notebook 05's own (plots, metrics) and are logged."""
+    import inspect
+
+    out = Path(data.get("out_dir", f"outputs/{data.get('profile', Path(path).stem)}")).resolve()
+    section = dict(data.get(NOTEBOOK_SECTION) or {})
+    args = set(inspect.signature(profile_train_config).parameters) - {"out_dir", "seed"}
+    ignored = sorted(k for k in section if k not in args)
+    if ignored:
+        log.info("%s: %s keys %s are notebook parameters, not training ones", path, NOTEBOOK_SECTION, ignored)
+    return profile_train_config(out, seed=int(data.get("seed", 0)), **{k: v for k, v in section.items() if k in args})
+
+
 def load_train_config(params: TrainConfig | dict | str | Path) -> TrainConfig:
     """TrainConfig from itself, a dict, or a YAML file.
 
     A YAML is either a flat mapping of TrainConfig keys, or a workbook profile (has `profile` or
-    `out_dir`): then train_list is the `05_gslrm.data_source` dataset's train list (default
-    <out_dir>/data/train.txt), run_dir <out_dir>/gslrm/run, `seed` is taken from it, and the TrainConfig
-    keys of its `05_gslrm` section apply.
+    `out_dir`): then `profile_config_from_yaml`, the route notebook 05 takes too.
     """
     if isinstance(params, TrainConfig):
         return params
@@ -183,16 +226,7 @@ def load_train_config(params: TrainConfig | dict | str | Path) -> TrainConfig:
             raise FileNotFoundError(f"training parameters not found: {path}")
         data = yaml.safe_load(path.read_text()) or {}
         if "profile" in data or "out_dir" in data:
-            out = Path(data.get("out_dir", f"outputs/{data.get('profile', path.stem)}"))
-            section = data.get("05_gslrm", {}) or {}
-            names = {f.name for f in dataclasses.fields(TrainConfig)}
-            ignored = sorted(k for k in section if k not in names)
-            if ignored:
-                log.info("%s: 05_gslrm keys %s are notebook parameters, not TrainConfig fields", path, ignored)
-            train_list = dataset_lists(out, section.get("data_source", "preprocessed"), check=False)["train"]
-            data = {"train_list": str(train_list), "run_dir": str(out / "gslrm" / "run"),
-                    **({"seed": data["seed"]} if "seed" in data else {}),
-                    **{k: v for k, v in section.items() if k in names}}
+            return profile_config_from_yaml(path, data)
         params = data
     if not isinstance(params, dict):
         raise TypeError(f"train params must be a TrainConfig, a dict or a YAML path, got {type(params).__name__}")
@@ -479,13 +513,8 @@ def save_checkpoint(run_dir: Path, model: nn.Module, optimizer, scheduler, step:
             "rng": rng_state(), "train_config": cfg.to_dict(), "model_config": cfg.model_config().to_dict()}
     if cfg.finetune == "lora":
         ckpt["lora_adapter"] = lora_adapter_state(model)
-    path = checkpoint_path(run_dir, step)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        torch.save(ckpt, tmp)
-        os.replace(tmp, path)  # a crash mid-save leaves the previous checkpoints intact
-    finally:
-        tmp.unlink(missing_ok=True)  # no half-written file left behind when the save failed
+    # a crash or a full disk mid-save leaves the previous checkpoints intact, and the error names the file
+    path = save_torch_atomic(ckpt, checkpoint_path(run_dir, step), "GS-LRM checkpoint")
     for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
         old.unlink()
     return path
@@ -565,10 +594,14 @@ def train(params: TrainConfig | dict | str | Path, callback: Callable[[dict], No
     """Train (or resume, or fine-tune) GS-LRM; see the module doc. `callback(record)` runs on rank 0 after
     every step with the step's log record (for live plots; an exception from it stops the run)."""
     cfg = load_train_config(params)
+    if launched_worker():
+        die_with_parent()  # killing torchrun (even kill -9) must not leave its workers training as orphans
     ddp, device = init_distributed(cfg.device)
     run_dir = Path(cfg.run_dir)
     try:
-        return _train(cfg, ddp, device, run_dir, callback)
+        # one writer per run_dir: a second training into it fails at once, naming the PID that holds it
+        with FolderLock(run_dir, "GS-LRM training") if ddp.main else contextlib.nullcontext():
+            return _train(cfg, ddp, device, run_dir, callback)
     finally:
         if ddp.world > 1 and dist.is_initialized():
             dist.destroy_process_group()
@@ -598,8 +631,8 @@ def _train(cfg: TrainConfig, ddp: Dist, device: torch.device, run_dir: Path,
     existing = list_checkpoints(run_dir)
     if existing:
         step, updates = load_training_checkpoint(existing[-1], model, optimizer, scheduler, cfg)
-        if ddp.main:
-            log.info("resuming from %s at step %d", existing[-1], step)
+        if ddp.main:  # print, not only log: the notebook shows stdout
+            print(f"[gslrm] resumed from {existing[-1]} at step {step} (of max_steps {cfg.max_steps})")
     if ddp.main:
         truncate_log(run_dir, step)  # drop steps logged after the checkpoint we continue from
 

@@ -1,9 +1,15 @@
 """Sampling (DDIM + classifier-free guidance), loading a local FaceLift diffusers folder, and turning a
 training checkpoint back into a pipeline. Nothing here downloads anything: every path is local and a
-missing one is an error that names it."""
+missing one is an error that names it.
+
+Sampler defaults are FaceLift's inference settings (its inference.py / gradio_app.py): DDIM with eta 1.0
+(stochastic, every draw from the one seeded generator: embedding noise, initial latents, then one variance
+noise per step), 50 steps, guidance 3.0, and classifier-free guidance whenever guidance != 1.
+"""
 from __future__ import annotations
 
 import json
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +19,10 @@ from tqdm import tqdm
 
 from .model import LatentMVDiffusion, PixelModelConfig, PixelMVDiffusion, set_multiview_attention
 
+# FaceLift's inference sampler settings (pinned by tests/test_facelift_parity.py and the fixtures' README).
+FACELIFT_NUM_INFERENCE_STEPS = 50
+FACELIFT_GUIDANCE_SCALE = 3.0
+FACELIFT_ETA = 1.0
 # Subfolders of a FaceLift multi-view diffusion pipeline folder (diffusers save_pretrained layout).
 FACELIFT_COMPONENTS = ("unet", "vae", "image_encoder", "feature_extractor", "image_normalizer",
                        "image_noising_scheduler", "scheduler")
@@ -31,9 +41,11 @@ class MVDiffusionPipeline:
     camera_type: str = "mouse_standard_6view"
 
     @torch.no_grad()
-    def __call__(self, reference: torch.Tensor, num_inference_steps: int = 50, guidance_scale: float = 2.0,
-                 seed: int = 0, progress: bool = True) -> torch.Tensor:
-        return sample_views(self.model, self.scheduler, reference, num_inference_steps, guidance_scale, seed, progress)
+    def __call__(self, reference: torch.Tensor, num_inference_steps: int = FACELIFT_NUM_INFERENCE_STEPS,
+                 guidance_scale: float = FACELIFT_GUIDANCE_SCALE, seed: int = 0, progress: bool = True,
+                 eta: float = FACELIFT_ETA) -> torch.Tensor:
+        return sample_views(self.model, self.scheduler, reference, num_inference_steps, guidance_scale, seed, progress,
+                            eta=eta)
 
 
 def sample_shape(model: PixelMVDiffusion | LatentMVDiffusion, batch: int) -> tuple[int, ...]:
@@ -46,35 +58,67 @@ def _cat_cond(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> dict[st
     return {k: torch.cat([a[k], b[k]]) for k in a}
 
 
+def guided_prediction(uncond: torch.Tensor, cond: torch.Tensor, guidance_scale: float) -> torch.Tensor:
+    """Classifier-free guidance, FaceLift's formula: uncond + w (cond - uncond)."""
+    return uncond + guidance_scale * (cond - uncond)
+
+
+def uses_guidance(guidance_scale: float) -> bool:
+    """FaceLift runs the unconditional branch whenever the guidance scale is not 1 (w < 1 included)."""
+    return guidance_scale != 1.0
+
+
+def with_null_condition(model: PixelMVDiffusion | LatentMVDiffusion, cond: dict[str, torch.Tensor]
+                        ) -> dict[str, torch.Tensor]:
+    """The CFG batch's condition: [null condition of each sample; its condition] (FaceLift's [uncond; cond])."""
+    return _cat_cond(model.null_condition(cond), cond)
+
+
+def denoiser_output(model: PixelMVDiffusion | LatentMVDiffusion, x: torch.Tensor, t: torch.Tensor,
+                    cond: dict[str, torch.Tensor], guidance_scale: float) -> torch.Tensor:
+    """The model output the sampler steps with: x [B,V,C,h,w], t [B]; with guidance (`uses_guidance`),
+    `cond` is `with_null_condition(...)` (2B rows) and the result is the guided prediction."""
+    if not uses_guidance(guidance_scale):
+        return model(x, t, cond)
+    out_u, out_c = model(torch.cat([x, x]), torch.cat([t, t]), cond).chunk(2)
+    return guided_prediction(out_u, out_c, guidance_scale)
+
+
+def ddim_step(scheduler: Any, model_output: torch.Tensor, t: torch.Tensor | int, x: torch.Tensor, eta: float,
+              generator: torch.Generator | None = None, variance_noise: torch.Tensor | None = None) -> torch.Tensor:
+    """One DDIM step x_t -> x_prev with diffusers' DDIMScheduler: eta 0 is deterministic, eta 1 (FaceLift)
+    adds σ_t·noise, the noise drawn from `generator` (on the CPU, then moved) unless `variance_noise` is given.
+    Tensors [B,V,C,h,w] or [N,C,h,w]."""
+    if eta > 0 and variance_noise is None:
+        variance_noise = torch.randn(model_output.shape, generator=generator).to(model_output)
+    return scheduler.step(model_output, t, x, eta=eta, variance_noise=variance_noise).prev_sample
+
+
 @torch.no_grad()
 def sample_views(model: PixelMVDiffusion | LatentMVDiffusion, scheduler: Any, reference: torch.Tensor,
-                 num_inference_steps: int = 50, guidance_scale: float = 2.0, seed: int = 0,
-                 progress: bool = True) -> torch.Tensor:
+                 num_inference_steps: int = FACELIFT_NUM_INFERENCE_STEPS,
+                 guidance_scale: float = FACELIFT_GUIDANCE_SCALE, seed: int = 0, progress: bool = True,
+                 eta: float = FACELIFT_ETA) -> torch.Tensor:
     """Generate V views from reference RGBA images [B,4,H,W] in [0,1] -> RGBA [B,V,4,S,S] in [0,1].
 
     All views of a sample share the timestep (the UNet denoises them jointly through multi-view
-    attention). guidance_scale > 1 runs classifier-free guidance against the dropped-reference branch.
-    Deterministic for a given seed (noise is drawn on CPU, then moved).
+    attention). guidance_scale != 1 runs classifier-free guidance against the null condition (FaceLift's:
+    zero reference, all-zero class label). One CPU generator seeded with `seed` draws, in FaceLift's order,
+    the embedding noise, the initial noise and (eta > 0) each step's variance noise: deterministic per seed.
     """
     device = next(model.unet.parameters()).device
     gen = torch.Generator("cpu").manual_seed(int(seed))
     reference = reference.to(device)
     cond = model.condition(reference, generator=gen)
-    use_cfg = guidance_scale > 1.0
-    if use_cfg:
-        cond = _cat_cond(model.null_condition(cond, generator=gen), cond)
+    if uses_guidance(guidance_scale):
+        cond = with_null_condition(model, cond)
     B = reference.shape[0]
     x = torch.randn(sample_shape(model, B), generator=gen).to(device) * scheduler.init_noise_sigma
     scheduler.set_timesteps(num_inference_steps, device=device)
     for t in tqdm(scheduler.timesteps, desc="DDIM", leave=False, disable=not progress):
         inp = scheduler.scale_model_input(x, t)
-        tt = t.reshape(1).expand(B).to(device)
-        if use_cfg:
-            out_u, out_c = model(torch.cat([inp, inp]), torch.cat([tt, tt]), cond).chunk(2)
-            out = out_u + guidance_scale * (out_c - out_u)
-        else:
-            out = model(inp, tt, cond)
-        x = scheduler.step(out, t, x).prev_sample
+        out = denoiser_output(model, inp, t.reshape(1).expand(B).to(device), cond, guidance_scale)
+        x = ddim_step(scheduler, out, t, x, eta, generator=gen)
     return model.decode_views(x)
 
 
@@ -128,7 +172,9 @@ def load_facelift_pipeline(local_dir: str | Path, num_views: int = 6, mode: str 
     """
     from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler
     from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import StableUnCLIPImageNormalizer
-    from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
+    # the PIL processor: what FaceLift's transformers (4.44) ran; pinned, so a torchvision install cannot
+    # swap in the torchvision backend (whose resize differs slightly)
+    from transformers import CLIPImageProcessorPil, CLIPVisionModelWithProjection
 
     local_dir = Path(local_dir)
     _check_component_dirs(local_dir)
@@ -140,7 +186,7 @@ def load_facelift_pipeline(local_dir: str | Path, num_views: int = 6, mode: str 
                          f"{unet.config.out_channels}; a FaceLift multi-view UNet takes noisy + reference latents "
                          f"({2 * latent_ch}) and predicts {latent_ch} (is this a stock sd-2-1-unclip UNet?)")
     image_encoder = CLIPVisionModelWithProjection.from_pretrained(local_dir / "image_encoder", torch_dtype=torch_dtype)
-    feature_extractor = CLIPImageProcessor.from_pretrained(local_dir / "feature_extractor")
+    feature_extractor = CLIPImageProcessorPil.from_pretrained(local_dir / "feature_extractor")
     image_normalizer = StableUnCLIPImageNormalizer.from_pretrained(local_dir / "image_normalizer",
                                                                    torch_dtype=torch_dtype)
     noising = DDPMScheduler.from_pretrained(local_dir / "image_noising_scheduler")
@@ -162,26 +208,53 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"multi-view diffusion checkpoint not found: {path} (train one with "
                                 "facelift_lib.mvdiffusion.train / notebook 03_mvdiffusion, or fix the path)")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    # weights_only: tensors and plain types only, so a crafted file cannot run code (train.py stores configs as
+    # plain dicts and RNG state as tensors for this).
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ValueError(f"{path}: refused: the checkpoint holds objects other than tensors and plain types "
+                         f"({str(e).splitlines()[0][:200]}); loading it could run code. Only load checkpoints "
+                         "written by facelift_lib.mvdiffusion.train; re-train or re-save it") from e
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise ValueError(f"{path}: cannot read the checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                         "the file is truncated or corrupt (an interrupted copy?): copy it again or use another "
+                         "checkpoint of the run") from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: not a {CHECKPOINT_FORMAT} checkpoint (keys: "
-                         f"{sorted(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__})")
+                         f"{sorted(map(str, ckpt))[:8] if isinstance(ckpt, dict) else type(ckpt).__name__})")
     return ckpt
 
 
-def model_from_checkpoint(ckpt: dict[str, Any], use_ema: bool = True) -> PixelMVDiffusion | LatentMVDiffusion:
-    """Rebuild the model a checkpoint was trained as and load its (EMA by default) weights."""
+def load_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str | Path, fix: str) -> None:
+    """module.load_state_dict(state), strictly; a mismatch (another size, another model) is a ValueError naming
+    `source`, the first mismatches and `fix` (what to do)."""
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as e:
+        found = [ln.strip() for ln in str(e).splitlines() if ln.strip() and not ln.startswith("Error(s)")][:3]
+        raise ValueError(f"{source}: the checkpoint's weights do not fit the model ({' '.join(found)[:500]}); "
+                         f"{fix}") from e
+
+
+def model_from_checkpoint(ckpt: dict[str, Any], use_ema: bool = True,
+                          source: str | Path = "checkpoint") -> PixelMVDiffusion | LatentMVDiffusion:
+    """Rebuild the model a checkpoint was trained as and load its (EMA by default) weights; `source` (the file)
+    names it in errors."""
     cfg = ckpt["model_config"]
+    fix = "the file does not match its own model_config (corrupt or edited?): use another checkpoint of the run"
     if ckpt["kind"] == "pixel":
         model: PixelMVDiffusion | LatentMVDiffusion = PixelMVDiffusion(
             PixelModelConfig(**{**cfg, "block_out_channels": tuple(cfg["block_out_channels"])}))
-        model.load_state_dict(ckpt["model"])
+        load_weights(model, ckpt["model"], source, fix)
     elif ckpt["kind"] == "latent":
         pipe = load_facelift_pipeline(cfg["source"], num_views=cfg["num_views"], mode=cfg["mv_attention"],
                                       noise_level=cfg["noise_level"],
                                       learn_view_embeddings=cfg.get("learn_view_embeddings", False))
         model = pipe.model
-        model.unet.load_state_dict(ckpt["model"])
+        load_weights(model.unet, ckpt["model"], source,
+                     f"it was fine-tuned from another pipeline than {cfg['source']}: point model_config.source at "
+                     "the pipeline folder it was trained from")
         if ckpt.get("view_embeddings") is not None:
             model.set_view_embeddings(ckpt["view_embeddings"])
     else:
@@ -197,13 +270,32 @@ def model_from_checkpoint(ckpt: dict[str, Any], use_ema: bool = True) -> PixelMV
     return model.eval()
 
 
-def load_checkpoint_pipeline(path: str | Path, use_ema: bool = True, device: str = "cpu") -> MVDiffusionPipeline:
-    """Pipeline (model + DDIM scheduler with the training noise schedule) from a `train.train` checkpoint."""
+def sampling_scheduler(noise_scheduler_config: dict[str, Any], kind: str, source: str | Path | None = None) -> Any:
+    """The DDIM sampler for a trained model.
+
+    kind "latent" (a fine-tuned FaceLift UNet): the FaceLift pipeline folder's own `scheduler` (`source`),
+    unchanged, as FaceLift samples ("leading" spacing, set_alpha_to_one false; a DDPM round trip of the
+    config would lose the latter). kind "pixel" (our small model): DDIM on its training schedule with
+    "trailing" spacing (the first step starts at t = T-1: better samples in few steps).
+    """
     from diffusers import DDIMScheduler
 
+    if kind == "latent":
+        if source is None:
+            raise ValueError("sampling_scheduler: a latent (FaceLift) model needs `source`, its pipeline folder")
+        folder = Path(source) / "scheduler"
+        if not folder.is_dir():
+            raise FileNotFoundError(f"FaceLift scheduler folder not found: {folder} (the pipeline folder the model "
+                                    "was fine-tuned from must still exist there)")
+        return DDIMScheduler.from_pretrained(folder)
+    return DDIMScheduler.from_config(noise_scheduler_config, timestep_spacing="trailing")
+
+
+def load_checkpoint_pipeline(path: str | Path, use_ema: bool = True, device: str = "cpu") -> MVDiffusionPipeline:
+    """Pipeline (model + DDIM scheduler with the training noise schedule) from a `train.train` checkpoint."""
     ckpt = read_checkpoint(path)
-    model = model_from_checkpoint(ckpt, use_ema).to(device)
-    scheduler = DDIMScheduler.from_config(ckpt["noise_scheduler_config"], timestep_spacing="trailing")
+    model = model_from_checkpoint(ckpt, use_ema, source=path).to(device)
+    scheduler = sampling_scheduler(ckpt["noise_scheduler_config"], ckpt["kind"], ckpt["model_config"].get("source"))
     return MVDiffusionPipeline(model=model, scheduler=scheduler, camera_type=ckpt["camera_type"])
 
 

@@ -11,9 +11,14 @@ What the research taught (and the defaults encode):
 - The reference view is fixed (`reference_view_idx=0`) and the targets are all V views, the reference
   included. A random reference taught the research model an identity mapping (every view = the input);
   `random_reference=True` keeps that behaviour as an explicit option, for ablations only.
-- All views of a sample share one timestep; v-prediction; min-SNR weighting (gamma 5); the reference is
-  dropped with `cond_drop_prob` so classifier-free guidance works at sampling; EMA; gradient clipping;
-  warmup. Fine-tuning the large model exploded at lr 2e-5 and was stable at 5e-6 with 500 warmup steps.
+- All views of a sample share one timestep; v-prediction; min-SNR weighting (gamma 5); the condition is
+  dropped so classifier-free guidance works at sampling; EMA; gradient clipping; warmup. Fine-tuning the
+  large model exploded at lr 2e-5 and was stable at 5e-6 with 500 warmup steps.
+- Fine-tuning FaceLift's UNet conditions as FaceLift trained it (`condition_drop_masks`, `on_backgrounds`):
+  the CLIP condition alone, both, or the reference latent alone dropped with probability `cond_drop_prob`
+  (0.05) each, to FaceLift's null values (zero latent, all-zero class label); one independent embedding
+  noise row per view; training images composited on a random white / black / grey background. The small
+  pixel model drops its reference with `cond_drop_prob` and stays on white (it models alpha).
 - A checkpoint or init path that does not exist is an error (a wrong path that only warned once made
   the research generate human faces from mouse inputs for days). `resume="latest"` is not a path: it
   continues from the newest checkpoint when there is one and starts fresh otherwise. A resumed run cuts
@@ -23,6 +28,7 @@ What the research taught (and the defaults encode):
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -38,10 +44,11 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from ..io import load_sample, read_list_file, write_image
+from ..io import load_sample, read_list_file, save_torch_atomic, write_image
+from ..locks import FolderLock, die_with_parent, launched_worker
 from .model import LatentMVDiffusion, PixelModelConfig, PixelMVDiffusion
-from .pipeline import (CHECKPOINT_FORMAT, load_facelift_pipeline, model_from_checkpoint, read_checkpoint,
-                       sample_views)
+from .pipeline import (CHECKPOINT_FORMAT, load_facelift_pipeline, load_weights, model_from_checkpoint,
+                       read_checkpoint, sample_views, sampling_scheduler)
 
 
 @dataclass
@@ -77,7 +84,8 @@ class TrainParams:
     num_train_timesteps: int = 1000
     beta_schedule: str = "squaredcos_cap_v2"  # pixel model; the FaceLift model keeps its pipeline's schedule
     min_snr_gamma: float | None = 5.0
-    cond_drop_prob: float = 0.1
+    cond_drop_prob: float = 0.1  # pixel: P(reference dropped); facelift: P of each of FaceLift's 3 drop cases
+    random_background: bool = False  # composite training images on a random white/black/grey background
     ema_decay: float = 0.999
     # checkpoints, validation, logging
     checkpoint_every: int = 100
@@ -88,6 +96,7 @@ class TrainParams:
     val_samples: int = 2
     val_inference_steps: int = 20
     val_guidance_scale: float = 2.0
+    val_eta: float = 0.0  # DDIM eta of validation sampling (FaceLift's inference: 1.0)
     collapse_margin_db: float = 0.25
     log_every: int = 10
     num_workers: int = 0
@@ -101,6 +110,10 @@ class TrainParams:
             raise ValueError(f"reference_view_idx {self.reference_view_idx} not in [0, {self.num_views})")
         if self.prediction_type not in ("v_prediction", "epsilon"):
             raise ValueError(f"prediction_type must be 'v_prediction' or 'epsilon', got {self.prediction_type!r}")
+        limit = 1 / 3 if self.model == "facelift" else 1.0
+        if not 0 <= self.cond_drop_prob <= limit:
+            raise ValueError(f"cond_drop_prob must be in [0, {limit:.3g}] for model={self.model!r} (facelift: the "
+                             f"probability of each of its 3 drop cases), got {self.cond_drop_prob}")
 
 
 @dataclass
@@ -118,6 +131,19 @@ def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
     if images.shape[-2:] == (size, size):
         return images
     return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+
+
+def check_training_views(images: torch.Tensor, where: str, mask_level: float = 0.5) -> None:
+    """Refuse a sample the diffusion model must not learn from: images [V,4,H,W] not square (resizing would
+    stretch it) or with an empty alpha (no pixel > mask_level) in every view (nothing to learn, only background).
+    Per-view problems beyond that are `io.validate_sample`'s (the GS-LRM dataset runs it in full)."""
+    H, W = images.shape[-2:]
+    if H != W:
+        raise ValueError(f"{where}: views are {W}x{H}, not square; resizing to the model's square size would "
+                         "stretch the mouse: crop/pad the sample to a square (preprocess writes square samples)")
+    if not (images[:, 3] > mask_level).any():
+        raise ValueError(f"{where}: the alpha (mask) is empty in every view; the sample shows no mouse: "
+                         "remove it from the list or re-create it with its masks")
 
 
 class MultiViewDataset(Dataset):
@@ -145,6 +171,7 @@ class MultiViewDataset(Dataset):
         if len(cams) != self.num_views:
             raise ValueError(f"{self.dirs[i]} (listed in {self.list_file}): {len(cams)} views, the model "
                              f"generates {self.num_views}; multi-view diffusion samples need exactly that many")
+        check_training_views(images, f"{self.dirs[i]} (listed in {self.list_file})")
         if images.shape[-1] < self.size:
             raise ValueError(f"{self.dirs[i]} (listed in {self.list_file}): views are {images.shape[-1]}² but the "
                              f"model works at {self.size}²; upsampled targets teach blur: build the training set at "
@@ -165,6 +192,37 @@ class MultiViewDataset(Dataset):
 def _infinite(loader: DataLoader) -> Iterator[dict[str, Any]]:
     while True:
         yield from loader
+
+
+# --- conditioning as FaceLift trains it -----------------------------------------------------------------------
+BACKGROUNDS = ((1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (0.5, 0.5, 0.5))  # FaceLift's white / black / grey
+
+
+def condition_drop_masks(batch: int, kind: str, prob: float, generator: torch.Generator | None = None
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(drop_reference [B], drop_clip [B]) bool for one training batch.
+
+    kind "latent" (FaceLift's scheme): one uniform u per sample; u < p drops the CLIP condition alone,
+    p <= u < 2p both, 2p <= u < 3p the reference latent alone (p = prob, 0.05 in FaceLift).
+    kind "pixel": the reference (its only condition) is dropped with probability `prob`.
+    """
+    u = torch.rand(batch, generator=generator)
+    if kind == "pixel":
+        return u < prob, torch.zeros(batch, dtype=torch.bool)
+    return (u >= prob) & (u < 3 * prob), u < 2 * prob
+
+
+def on_backgrounds(images: torch.Tensor, backgrounds: torch.Tensor) -> torch.Tensor:
+    """RGBA [B,...,4,H,W] straight alpha -> RGBA with RGB composited on backgrounds [B,3] and alpha 1
+    (so the model's own white compositing leaves it as it is)."""
+    bg = backgrounds.to(images).view(backgrounds.shape[0], *([1] * (images.ndim - 4)), 3, 1, 1)
+    a = images[..., 3:4, :, :]
+    return torch.cat([images[..., :3, :, :] * a + bg * (1 - a), torch.ones_like(a)], -3)
+
+
+def random_backgrounds(batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """[B,3]: white, black or grey per sample, uniformly."""
+    return torch.tensor(BACKGROUNDS)[torch.randint(len(BACKGROUNDS), (batch,), generator=generator)]
 
 
 # --- losses -------------------------------------------------------------------------------------------------
@@ -326,12 +384,9 @@ def latest_checkpoint(run_dir: str | Path) -> Path:
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
-    """torch.save to a temporary file, then an atomic rename: a crash never leaves a half checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    return path
+    """torch.save beside, then an atomic rename (`io.save_torch_atomic`): a crash or a full disk never leaves a
+    half checkpoint, and the error names the file."""
+    return save_torch_atomic(payload, path, "multi-view diffusion checkpoint")
 
 
 def _clear_run(run_dir: Path) -> None:
@@ -419,7 +474,9 @@ def build_model(params: TrainParams) -> tuple[PixelMVDiffusion | LatentMVDiffusi
             ckpt = read_checkpoint(params.init_from)  # an error when the path does not exist
             if ckpt["kind"] != "pixel":
                 raise ValueError(f"{params.init_from}: a {ckpt['kind']} checkpoint cannot initialise a pixel model")
-            model.load_state_dict(model_from_checkpoint(ckpt, use_ema=True).state_dict())
+            load_weights(model, model_from_checkpoint(ckpt, use_ema=True, source=params.init_from).state_dict(),
+                         params.init_from, "it was trained with another pixel_model (image_size, channels): set "
+                         "pixel_model / image_size to the checkpoint's model_config, or train without init_from")
         sched = DDPMScheduler(num_train_timesteps=params.num_train_timesteps, beta_schedule=params.beta_schedule,
                               prediction_type=params.prediction_type, clip_sample=True)
     return model, sched
@@ -429,13 +486,19 @@ def _checkpoint_payload(model, ema, optimizer, lr_scheduler, noise_scheduler, st
                         params: TrainParams) -> dict[str, Any]:
     weights = model.state_dict() if model.kind == "pixel" else model.unet.state_dict()
     return {
-        "format": CHECKPOINT_FORMAT, "kind": model.kind, "model_config": model.config_dict(),
+        # configs as plain JSON types: read_checkpoint loads with weights_only=True (no code runs on load)
+        "format": CHECKPOINT_FORMAT, "kind": model.kind, "model_config": _plain(model.config_dict()),
         "camera_type": params.camera_type, "model": weights, "ema": ema.state_dict(),
         "view_embeddings": None if model.kind == "pixel" else model.view_embeddings.detach().cpu(),
         "optimizer": optimizer.state_dict(), "lr_scheduler": lr_scheduler.state_dict(),
-        "noise_scheduler_config": dict(noise_scheduler.config), "step": step, "params": asdict(params),
+        "noise_scheduler_config": _plain(dict(noise_scheduler.config)), "step": step, "params": _plain(asdict(params)),
         "torch_rng": torch.get_rng_state(),
     }
+
+
+def _plain(value: Any) -> Any:
+    """A config as JSON types (dicts, lists, numbers, strings, None): what torch.load(weights_only=True) admits."""
+    return json.loads(json.dumps(value, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
 
 
 # --- validation ---------------------------------------------------------------------------------------------------
@@ -443,13 +506,11 @@ def _checkpoint_payload(model, ema, optimizer, lr_scheduler, noise_scheduler, st
 def validate(model, noise_scheduler, batch: dict[str, torch.Tensor], params: TrainParams, step: int,
              run_dir: Path) -> dict[str, Any]:
     """Sample the validation batch with DDIM, save the grid and tensors, score identity mapping and quality."""
-    from diffusers import DDIMScheduler
-
-    ddim = DDIMScheduler.from_config(noise_scheduler.config, timestep_spacing="trailing")
+    ddim = sampling_scheduler(dict(noise_scheduler.config), model.kind, params.init_from)
     device = next(model.parameters()).device
     ref = batch["reference"].to(device)
     gen = sample_views(model, ddim, ref, params.val_inference_steps, params.val_guidance_scale,
-                       seed=params.seed, progress=False).cpu()
+                       seed=params.seed, progress=False, eta=params.val_eta).cpu()
     S = gen.shape[-1]
     gt = on_white(resize_images(batch["views"].flatten(0, 1), S)).view(*gen.shape)
     ref_s = on_white(resize_images(batch["reference"], S))
@@ -472,8 +533,19 @@ def _log(run_dir: Path, entry: dict[str, Any]) -> None:
 def train(params: TrainParams | dict[str, Any]) -> TrainResult:
     """Train (or resume) a multi-view diffusion model; returns the history, validations and checkpoints.
 
-    Works in a notebook (one process, CPU or GPU) and under accelerate/torchrun (data-parallel).
+    Works in a notebook (one process, CPU or GPU) and under accelerate/torchrun (data-parallel). The run_dir
+    has one writer: the first process holds its `locks.FolderLock` for the run, so a second training into the
+    same run_dir fails at once naming the PID that holds it. Launched workers die with their launcher.
     """
+    params = params if isinstance(params, TrainParams) else TrainParams(**params)
+    if launched_worker():
+        die_with_parent()  # killing torchrun / accelerate (even kill -9) must not leave workers training
+    first = int(os.environ.get("RANK", "0")) == 0
+    with FolderLock(params.run_dir, "multi-view diffusion training") if first else contextlib.nullcontext():
+        return _train(params)
+
+
+def _train(params: TrainParams) -> TrainResult:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from diffusers.optimization import get_scheduler
@@ -507,7 +579,9 @@ def train(params: TrainParams | dict[str, Any]) -> TrainResult:
         ckpt = read_checkpoint(resume_from)
         if ckpt["kind"] != model.kind:
             raise ValueError(f"{resume_from}: a {ckpt['kind']} checkpoint cannot resume a {model.kind} run")
-        (model if model.kind == "pixel" else model.unet).load_state_dict(ckpt["model"])
+        load_weights(model if model.kind == "pixel" else model.unet, ckpt["model"], resume_from,
+                     f"the run was trained with another model (see {run_dir / 'params.json'}): resume with its "
+                     "pixel_model / image_size, or start over with overwrite=True or another run_dir")
         if model.kind == "latent":
             with torch.no_grad():  # in place: the optimizer holds this tensor when it is learned
                 model.view_embeddings.copy_(ckpt["view_embeddings"])
@@ -516,6 +590,8 @@ def train(params: TrainParams | dict[str, Any]) -> TrainResult:
         ema.load_state_dict(ckpt["ema"])
         step = int(ckpt["step"])
         torch.set_rng_state(ckpt["torch_rng"])
+        if main:  # on stdout, so the notebook shows it (not only a log)
+            print(f"[mvdiffusion] resumed from {resume_from} at step {step} (of max_steps {params.max_steps})")
     model, optimizer, loader, lr_scheduler = accelerator.prepare(model, optimizer, loader, lr_scheduler)
     ema.to(accelerator.device)
     raw = accelerator.unwrap_model(model)
@@ -570,10 +646,14 @@ def train(params: TrainParams | dict[str, Any]) -> TrainResult:
     while step < params.max_steps:
         batch = next(batches)
         with accelerator.accumulate(model):
+            views, reference = batch["views"], batch["reference"]
+            if params.random_background:
+                bg = random_backgrounds(views.shape[0])
+                views, reference = on_backgrounds(views, bg), on_backgrounds(reference, bg)
             with torch.no_grad():
-                x0 = raw.encode_views(batch["views"])
-            drop = torch.rand(x0.shape[0]) < params.cond_drop_prob
-            cond = raw.condition(batch["reference"], drop.to(x0.device))
+                x0 = raw.encode_views(views)
+            drop_ref, drop_clip = condition_drop_masks(x0.shape[0], raw.kind, params.cond_drop_prob)
+            cond = raw.condition(reference, drop_reference=drop_ref.to(x0.device), drop_clip=drop_clip.to(x0.device))
             loss = diffusion_loss(model, noise_scheduler, x0, cond, params.min_snr_gamma)
             accelerator.backward(loss)
             grad_norm = None
@@ -626,10 +706,13 @@ def read_log(run_dir: str | Path) -> tuple[list[dict[str, Any]], list[dict[str, 
 
 # The research recipe for fine-tuning FaceLift's UNet on mouse views (2e-5 exploded; 5e-6 + 500 warmup held).
 # A FaceLift checkpoint (UNet + EMA + AdamW state) is ~14 GB, hence few kept and far apart.
+# Conditioning and validation sampling are FaceLift's (3 drop cases of 5 %, random backgrounds; 50 DDIM steps,
+# eta 1, guidance 3).
 FACELIFT_FINETUNE: dict[str, Any] = dict(lr=5e-6, warmup_steps=500, lr_schedule="constant_with_warmup",
                                          batch_size=1, gradient_checkpointing=True, ema_decay=0.9999,
                                          max_steps=20000, checkpoint_every=2000, keep_checkpoints=2, val_every=500,
-                                         val_inference_steps=50, mixed_precision="bf16")
+                                         val_inference_steps=50, val_guidance_scale=3.0, val_eta=1.0,
+                                         cond_drop_prob=0.05, random_background=True, mixed_precision="bf16")
 NOTEBOOK_SECTION = "03_mvdiffusion"
 
 
