@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from facelift_lib.cameras import Cameras
+from facelift_lib.cameras import Cameras, pixel_rays
 
 MASK_COLOR = "lime"
 MARK_COLOR = "red"
@@ -101,26 +101,64 @@ def _names(cams: Cameras) -> list[str]:
     return list(cams.names) if cams.names else [str(i) for i in range(len(cams))]
 
 
+def ray_segments(cams: Cameras, rays_per_side: int, length: float | Sequence[float]) -> np.ndarray:
+    """Line segments [V,R,2,3] (R = rays_per_side²): each camera's centre to `length` world units along the
+    rays through a rays_per_side x rays_per_side grid of pixel centres spread over its image
+    (`cameras.pixel_rays` at that resolution). length: one value, or one per camera [V]."""
+    if rays_per_side < 1:
+        raise ValueError(f"ray_segments: rays_per_side must be >= 1, got {rays_per_side}")
+    origins, dirs = pixel_rays(cams, height=rays_per_side, width=rays_per_side, dtype=torch.float64)  # [V,n,n,3]
+    V = len(cams)
+    o, d = origins.reshape(V, -1, 3).numpy(), dirs.reshape(V, -1, 3).numpy()
+    lengths = np.broadcast_to(np.asarray(length, dtype=np.float64), (V,))[:, None, None]
+    return np.stack([o, o + d * lengths], axis=2)
+
+
+def _polyline(segments: np.ndarray) -> np.ndarray:
+    """Segments [..., 2, 3] as one [K,3] polyline with NaN rows between them (one plotly trace)."""
+    seg = segments.reshape(-1, 2, 3)
+    return np.concatenate([seg, np.full((len(seg), 1, 3), np.nan)], axis=1).reshape(-1, 3)
+
+
 def plot_cameras_3d(cams: Cameras, points: Any = None, colors: Any = None, depth: float | None = None,
-                    max_points: int = 3000, title: str | None = None) -> Any:
+                    max_points: int = 3000, title: str | None = None, rays_per_side: int = 0,
+                    ray_length: float | None = None, reference: Cameras | None = None,
+                    reference_name: str = "reference cameras") -> Any:
     """Interactive plotly figure: camera frustums (with names) and an optional point cloud [N,3], Z up.
 
     colors: [N,3] in [0,1] per point. Point clouds are subsampled to `max_points` (seeded) to keep the
-    notebook small.
+    notebook small. rays_per_side > 0 adds each camera's rays through a grid of its pixels (in the camera's
+    colour; toggled with it in the legend), `ray_length` long (default: 1.15 x the camera's distance to the
+    scene centre, so the rays cross the subject). reference: other cameras drawn as grey frustums under
+    `reference_name` (e.g. FaceLift's standard views beside a rig normalised to FaceLift units).
     """
+    import plotly.colors
     import plotly.graph_objects as go
 
     pts, cols = _subsample(points, colors, max_points)
     depth = depth or _default_depth(cams, pts)
     segs = frustum_segments(cams, depth)
+    palette = plotly.colors.qualitative.Plotly
     fig = go.Figure()
-    for name, seg in zip(_names(cams), segs):
-        xyz = np.concatenate([np.concatenate([s, np.full((1, 3), np.nan)]) for s in seg])  # NaN breaks the line
-        fig.add_trace(go.Scatter3d(x=xyz[:, 0], y=xyz[:, 1], z=xyz[:, 2], mode="lines", name=name,
-                                   line=dict(width=3)))
+    for i, (name, seg) in enumerate(zip(_names(cams), segs)):
+        xyz = _polyline(seg)  # NaN breaks the line
+        fig.add_trace(go.Scatter3d(x=xyz[:, 0], y=xyz[:, 1], z=xyz[:, 2], mode="lines", name=name, legendgroup=name,
+                                   line=dict(width=3, color=palette[i % len(palette)])))
     c = cams.centers.numpy()
     fig.add_trace(go.Scatter3d(x=c[:, 0], y=c[:, 1], z=c[:, 2], mode="text", text=_names(cams),
                                showlegend=False))
+    if rays_per_side > 0:
+        centre = pts.mean(0) if pts is not None and len(pts) else np.zeros(3)
+        length = ray_length if ray_length is not None else 1.15 * np.linalg.norm(c - centre, axis=1)
+        for i, (name, rays) in enumerate(zip(_names(cams), ray_segments(cams, rays_per_side, length))):
+            xyz = _polyline(rays)
+            fig.add_trace(go.Scatter3d(x=xyz[:, 0], y=xyz[:, 1], z=xyz[:, 2], mode="lines", name=f"{name} rays",
+                                       legendgroup=name, showlegend=False, opacity=0.5,
+                                       line=dict(width=1, color=palette[i % len(palette)])))
+    if reference is not None:
+        xyz = _polyline(frustum_segments(reference, depth))
+        fig.add_trace(go.Scatter3d(x=xyz[:, 0], y=xyz[:, 1], z=xyz[:, 2], mode="lines", name=reference_name,
+                                   line=dict(width=2, color="gray", dash="dash")))
     if pts is not None:
         marker = dict(size=1.5)
         if cols is not None:

@@ -22,6 +22,7 @@ from typing import Any, Sequence
 from .protocol import EvalProtocol, Measured, ProtocolMismatch, mismatch_message
 
 RECORD_MIMETYPE = "application/vnd.facelift.record+json"
+WIDGET_VIEW_MIMETYPE = "application/vnd.jupyter.widget-view+json"
 NOTEBOOK_NAME = re.compile(r"^\d{2}_\w+$")  # 00_data, 05_gslrm, ...
 DEFAULT_NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 
@@ -151,10 +152,12 @@ def sync_notebooks(sources: Sequence[Path]) -> list[Path]:
 
 
 def strip_run_metadata(notebook: Path) -> None:
-    """Drop papermill/nbclient timings and saved widget state from a paired .ipynb (if it exists).
+    """Drop papermill/nbclient timings, saved widget state and widget views from a paired .ipynb (if it exists).
 
     They change on every run (nbclient even keeps a previous run's widget state when the new run has
     none), and when the .ipynb is the newer file jupytext would copy the cell timings into the .py.
+    A notebook saved from a live JupyterLab session holds views of widgets whose models died with the
+    kernel: reopened, each reads "Error displaying widget: model not found" (`drop_widget_views`).
     """
     import nbformat
 
@@ -162,12 +165,65 @@ def strip_run_metadata(notebook: Path) -> None:
         return
     nb = nbformat.read(notebook, as_version=4)
     found = nb.metadata.pop("papermill", None) is not None
-    found |= nb.metadata.pop("widgets", None) is not None
+    found |= drop_widget_views(nb)
     for cell in nb.cells:
         found |= cell.metadata.pop("papermill", None) is not None
         found |= cell.metadata.pop("execution", None) is not None
     if found:
         nbformat.write(nb, notebook)
+
+
+def drop_widget_views(nb: Any) -> bool:
+    """Remove widget-view outputs (application/vnd.jupyter.widget-view+json) and the saved widget state
+    (metadata.widgets) from a notebook node, in place; returns whether anything was removed.
+
+    A widget view only displays while its kernel-side model lives; saved, it reopens as "Error displaying
+    widget: model not found". The notebooks' widgets (viz.browser) are for live sessions only."""
+    found = nb.metadata.pop("widgets", None) is not None
+    for cell in nb.cells:
+        outputs = cell.get("outputs", [])
+        kept = [o for o in outputs if WIDGET_VIEW_MIMETYPE not in o.get("data", {})]
+        if len(kept) != len(outputs):
+            cell.outputs, found = kept, True
+    return found
+
+
+def jupyterlab_numbers(value: Any) -> Any:
+    """`value` (JSON-like) with every integral float as an int, as JupyterLab saves it.
+
+    JupyterLab holds outputs as JavaScript objects and saves them through JSON.stringify, which writes 1.0
+    as `1`; Python's json writes `1.0`. Without this, opening an executed notebook in JupyterLab rewrites
+    every integral float of a plotly figure (its template's colour scales), a record, ... and the file is
+    dirty at once. Non-integral floats, exponents included, already read back the same."""
+    if isinstance(value, float):
+        return int(value) if math.isfinite(value) and value.is_integer() and abs(value) < 1e21 else value
+    if isinstance(value, dict):
+        return type(value)((k, jupyterlab_numbers(v)) for k, v in value.items())
+    if isinstance(value, list):
+        return [jupyterlab_numbers(v) for v in value]
+    return value
+
+
+def drop_empty_stderr(nb: Any) -> bool:
+    """Remove stderr outputs that show nothing (after carriage returns): the last state of a progress bar
+    that cleared itself (tqdm's leave=False writes '\\r<spaces>\\r'), a lone newline; JupyterLab draws each
+    as an empty pink box. A trailing blank line of a kept stderr output goes too. In place; returns whether
+    anything changed."""
+    found = False
+    for cell in nb.cells:
+        kept = []
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream" and out.get("name") == "stderr":
+                head, _, last = out.text.rpartition("\n")
+                if last.strip() == "" and last:
+                    out.text, found = (head + "\n" if head else ""), True
+                if not out.text.strip():
+                    found = True
+                    continue
+            kept.append(out)
+        if "outputs" in cell:
+            cell.outputs = kept
+    return found
 
 
 def notebook_parameters(notebook: str | Path) -> dict[str, str]:
@@ -285,17 +341,26 @@ def execute_notebook(src: Path, dst: Path, parameters: dict[str, Any] | None, cw
 
 
 def coalesce_streams(notebook: Path) -> Any:
-    """Merge consecutive stream outputs of each cell of an executed .ipynb and resolve their carriage returns;
-    returns the notebook as written.
+    """Write an executed .ipynb as JupyterLab would show and save it; returns the notebook as written.
 
-    A progress bar reaches the notebook as one output per refresh (1,200 for 05's training loop); JupyterLab
-    shows only its last state, so that is what the file keeps, and the committed notebooks stay readable.
+    Consecutive stream outputs of a cell are merged and their carriage returns resolved: a progress bar
+    reaches the notebook as one output per refresh (1,200 for 05's training loop); JupyterLab shows only
+    its last state, so that is what the file keeps. Stderr outputs left empty go (`drop_empty_stderr`),
+    and so do widget views (`drop_widget_views`); JSON outputs get JupyterLab's number format
+    (`jupyterlab_numbers`), so opening the notebook does not dirty it.
     """
     import nbformat
     from nbconvert.preprocessors import CoalesceStreamsPreprocessor
 
     nb = nbformat.read(notebook, as_version=4)
     CoalesceStreamsPreprocessor().preprocess(nb, {})
+    if drop_empty_stderr(nb):  # outputs either side of a dropped one may now be neighbours
+        CoalesceStreamsPreprocessor().preprocess(nb, {})
+    drop_widget_views(nb)
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            if "data" in out:
+                out["data"] = jupyterlab_numbers(out["data"])
     nbformat.write(nb, notebook)
     return nb
 

@@ -9,7 +9,7 @@
 #       format_version: '1.3'
 #       jupytext_version: 1.19.6
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
@@ -114,6 +114,19 @@ fig = plt.figure(figsize=(4.2 * len(sets), 4.2))
 for i, (label, c) in enumerate(sets.items()):
     viz.plot_camera_frustums_mpl(c, ax=fig.add_subplot(1, len(sets), i + 1, projection="3d"), title=label)
 plt.show()
+
+# %% [markdown]
+# The same rig to rotate and zoom (JupyterLab; static in the HTML): the rig normalised to FaceLift units, each
+# camera's rays through a 4×4 grid of its pixels, the mouse of frame `frame` (ground-truth gaussian centres,
+# when the rig has them), and FaceLift's standard cameras in grey, the views GS-LRM was built for.
+# Click a camera in the legend to hide it with its rays.
+
+# %%
+mouse_points = (rig.load_ground_truth(rig_dir, frame).transformed(scale, translation)
+                if (Path(rig_dir) / "gt").is_dir() else None)
+viz.plot_cameras_3d(mouse, points=None if mouse_points is None else mouse_points.means,
+                    colors=None if mouse_points is None else mouse_points.colors, max_points=2000, rays_per_side=4,
+                    reference=standard, reference_name="FaceLift standard", title=f"rig in FaceLift units, frame {frame}")
 
 # %% [markdown]
 # ## Azimuth coverage

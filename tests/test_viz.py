@@ -6,6 +6,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import numpy as np
+import pytest
 import torch
 
 from facelift_lib import cameras, viz
@@ -89,3 +90,30 @@ def test_point_clouds_are_drawn_in_three_projections():
         np.testing.assert_allclose(first.get_offsets(), a.numpy()[:, [i, j]])
         assert len(second.get_offsets()) == 500  # subsampled
     assert [t.get_text() for t in top.get_legend().get_texts()] == ["true", "predicted"]
+
+
+def test_rays_start_at_the_camera_and_cross_the_image_grid():
+    cams = cameras.orbit_cameras([0, 120], 20.0, distance=2.7, fx=500.0, fy=500.0, cx=256.0, cy=256.0,
+                                 width=512, height=512)
+    rays = viz.ray_segments(cams, rays_per_side=3, length=[1.0, 2.0])
+    assert rays.shape == (2, 9, 2, 3)
+    np.testing.assert_allclose(rays[:, :, 0], cams.centers[:, None].expand(2, 9, 3).numpy(), atol=1e-9)
+    np.testing.assert_allclose(np.linalg.norm(rays[:, :, 1] - rays[:, :, 0], axis=-1), [[1.0] * 9, [2.0] * 9])
+    uv, _ = cams[0].project(torch.from_numpy(rays[0, :, 1].copy()))
+    np.testing.assert_allclose(uv[0, :3].numpy(), [[512 / 6, 512 / 6], [256, 512 / 6], [512 * 5 / 6, 512 / 6]],
+                               atol=1e-6)  # the 3x3 grid's pixel centres, first row
+
+
+def test_cameras_3d_with_rays_and_reference_cameras():
+    rig = cameras.orbit_cameras([10, 130, 250], 35.0, distance=2.7, fx=500.0, fy=500.0, cx=256.0, cy=256.0,
+                                width=512, height=512)
+    fig = viz.plot_cameras_3d(rig, points=torch.randn(100, 3) * 0.2, rays_per_side=4,
+                              reference=cameras.facelift_standard(), reference_name="FaceLift standard")
+    names = [t.name for t in fig.data]
+    assert names[:3] == list(viz._names(rig)) and "FaceLift standard" in names and names[-1] == "points"
+    rays = [t for t in fig.data if t.name and t.name.endswith(" rays")]
+    assert len(rays) == 3 and all(t.legendgroup == n for t, n in zip(rays, viz._names(rig)))
+    assert all(r.line.color == f.line.color for r, f in zip(rays, fig.data[:3]))  # a camera and its rays share a colour
+    assert len(rays[0].x) == 16 * 3  # 16 rays: start, end, NaN break
+    with pytest.raises(ValueError, match="rays_per_side"):
+        viz.ray_segments(rig, 0, 1.0)
