@@ -11,9 +11,11 @@ import pytest
 import torch
 
 from facelift_lib import rig
-from facelift_lib.rig import (MOUSE_PARTS, MousePose, body_center, ensure_rig, load_centers, load_ground_truth,
-                              load_rig, load_rig_frame, make_rig_dataset, markerless_mouse_rig, mouse_gaussians,
-                              mouse_gaussians_with_parts, mouse_trajectory, rig_to_facelift, workbook_rig)
+from facelift_lib.cameras import project_points_opencv
+from facelift_lib.rig import (ARENA_RADIUS_MM, MOUSE_PARTS, RIG_LENSES, MousePose, arena_params, body_center,
+                              ensure_rig, load_centers, load_ground_truth, load_rig, load_rig_frame, make_rig_dataset,
+                              markerless_mouse_rig, mouse_gaussians, mouse_gaussians_with_parts, mouse_trajectory,
+                              raw_view_maps, render_raw_views, rig_to_facelift, workbook_rig)
 from facelift_lib.render import render_gaussians
 
 SPEC_AZ = (-144.0, 31.0, 94.0, -22.0, 157.0, -77.0)
@@ -84,13 +86,14 @@ def test_fur_variants_and_dark_eyes():
 
 
 # --- motion -------------------------------------------------------------------------------------------
-def test_trajectory_wanders_smoothly_near_the_centre_and_rears():
+def test_trajectory_wanders_smoothly_over_the_arena_and_rears():
+    # (issue 13: the arena grew from 50 to 110 mm so the mouse reaches the image border as in real recordings)
     for seed in range(3):
         poses = mouse_trajectory(150, seed)
         xy = torch.tensor([[p.x, p.y] for p in poses], dtype=torch.float64)
         r = xy.norm(dim=-1)
-        assert float(r.max()) <= 60.0 + 1e-9
-        assert float(r.mean()) > 10.0  # off-centre in most views
+        assert float(r.max()) <= ARENA_RADIUS_MM + 1e-9
+        assert float(r.mean()) > 30.0 and float((r > 60.0).float().mean()) > 0.1  # often out near the walls
         assert float((xy[1:] - xy[:-1]).norm(dim=-1).max()) < 15.0  # no jumps
         heading = torch.tensor([p.heading_deg for p in poses], dtype=torch.float64)
         dh = torch.remainder(heading[1:] - heading[:-1] + 180.0, 360.0) - 180.0
@@ -106,11 +109,12 @@ def test_trajectory_is_deterministic_and_prefix_stable():
     assert mouse_trajectory(10, seed=6) != a[:10]
 
 
-def test_mouse_stays_in_every_view_most_of_the_time():
+def _in_view_rates(params) -> tuple[float, float]:
+    """(views holding the whole mouse, views holding its whole body without the tail) over 2 x 60 frames."""
     cams = markerless_mouse_rig(1.0)
     inside_all, body_inside, n = 0, 0, 0
     for seed in range(2):
-        for pose in mouse_trajectory(60, seed):
+        for pose in mouse_trajectory(60, seed, params=params):
             g, part = mouse_gaussians_with_parts(pose, n=1000, seed=seed)
             uv, z = cams.project(g.means)
             ok = (uv[..., 0] >= 0) & (uv[..., 0] <= cams.width) & (uv[..., 1] >= 0) & (uv[..., 1] <= cams.height)
@@ -118,8 +122,17 @@ def test_mouse_stays_in_every_view_most_of_the_time():
             inside_all += int(ok.all(1).sum())
             body_inside += int(ok[:, ~_part(part, "tail")].all(1).sum())
             n += len(cams)
-    assert inside_all / n > 0.85  # the tail tip leaves a view now and then, as in real rigs
-    assert body_inside / n > 0.98
+    return inside_all / n, body_inside / n
+
+
+def test_mouse_reaches_the_image_border_as_often_as_in_real_recordings():
+    """Real markerless_mouse_1 recordings: 36 of 144 raw masks (25 %) touch the border. The default arena
+    puts ~1/4 of the views across it, the body stays in most views; a small arena keeps the mouse inside.
+    (issue 13: this replaced a test that wanted the mouse inside > 85 % of the views.)"""
+    whole, body = _in_view_rates(None)
+    assert 0.15 < 1 - whole < 0.40 and body > 0.8
+    whole_small, body_small = _in_view_rates(arena_params(50.0))
+    assert whole_small > 0.85 and body_small > 0.98
 
 
 # --- the rig ------------------------------------------------------------------------------------------
@@ -307,3 +320,49 @@ def test_rebuilding_drops_old_frames_and_never_overwrites_a_real_rig(tmp_path: P
     (real / "rig.json").write_text(json.dumps({"units": "mm", "width": 1152, "height": 1024}))
     with pytest.raises(FileExistsError, match="real rig"):
         make_rig_dataset(real, n_frames=1, **small)
+
+
+# --- the real rig's lenses (issue 13) -------------------------------------------------------------------
+def test_real_lens_rig_has_the_real_skews_scaled_with_the_image():
+    full, small = markerless_mouse_rig(1.0, lens="real"), markerless_mouse_rig(0.25, lens="real")
+    skews = [c["skew"] for c in RIG_LENSES["real"]]
+    assert full.skew.tolist() == pytest.approx(skews) and small.skew.tolist() == pytest.approx([0.25 * k for k in skews])
+    torch.testing.assert_close(small.dist, full.dist)
+    assert markerless_mouse_rig(1.0).dist is None
+    with pytest.raises(ValueError, match="lens"):
+        markerless_mouse_rig(1.0, lens="fisheye")
+
+
+def test_render_refuses_skew_and_render_raw_views_resamples_exactly():
+    cams = markerless_mouse_rig(0.125, lens="real")
+    g = mouse_gaussians(mouse_trajectory(1, seed=0)[0], n=1000)
+    with pytest.raises(ValueError, match="skew"):
+        render_gaussians(g, cams)
+    # pinhole cameras: render_raw_views is the plain render
+    pin = markerless_mouse_rig(0.125)
+    rgb, alpha = render_raw_views(g, pin)
+    _, alpha_direct, _ = render_gaussians(g, pin)
+    assert raw_view_maps(pin) == [None] * 6
+    torch.testing.assert_close(alpha, alpha_direct, atol=1e-5, rtol=0)
+    # skew + lens: the raw mask is where the lens model (with skew) projects the mouse
+    _, alpha = render_raw_views(g, cams)
+    uv = project_points_opencv(cams, g.means.double()).numpy()
+    for v in range(len(cams)):
+        m = alpha[v, ..., 0].numpy() > 0.5
+        iu = np.clip(np.floor(uv[v]).astype(int), 0, [cams.width - 1, cams.height - 1])
+        inside = (uv[v] >= 0).all(1) & (uv[v] < [cams.width, cams.height]).all(1)
+        dilated = np.zeros_like(m)
+        ys, xs = np.nonzero(m)
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                dilated[np.clip(ys + dy, 0, m.shape[0] - 1), np.clip(xs + dx, 0, m.shape[1] - 1)] = True
+        assert dilated[iu[inside, 1], iu[inside, 0]].mean() > 0.97, f"view {v}"
+
+
+def test_real_lens_rig_folder_loads_with_its_skew(tmp_path: Path):
+    built = make_rig_dataset(tmp_path / "r", n_frames=1, seed=0, image_scale=0.125, n_gaussians=1000, lens="real")
+    info = load_rig(built)
+    assert info.cams.dist is not None and float(info.cams.skew.abs().max()) > 0.1
+    assert info.meta["generator"]["lens"] == "real"
+    with pytest.raises(ValueError, match="lens"):
+        ensure_rig(built, lens="pinhole")
