@@ -865,15 +865,50 @@ def _require_file(path: str | Path, what: str) -> Path:
     return path
 
 
+# What a calibration pickle may reference: numpy arrays, dtypes and scalars (numpy 1 and 2 module names).
+# dicts, lists, tuples, numbers and strings need no reference at all.
+_PICKLE_ALLOWED = {(m, n) for m in ("numpy.core.multiarray", "numpy._core.multiarray") for n in ("_reconstruct", "scalar")} \
+    | {(m, "_frombuffer") for m in ("numpy.core.numeric", "numpy._core.numeric")} \
+    | {("numpy", "ndarray"), ("numpy", "dtype"), ("collections", "OrderedDict")}
+
+
+class _CalibrationUnpickler(pickle.Unpickler):
+    """Refuses every global but numpy arrays/dtypes/scalars: unpickling a crafted file runs no code."""
+
+    def find_class(self, module: str, name: str):  # noqa: D102
+        if (module, name) in _PICKLE_ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refused {module}.{name}")
+
+
+def read_calibration_pickle(path: str | Path) -> Any:
+    """A calibration pickle (MAMMAL new_cam.pkl) holding only dicts, lists, tuples, numbers, strings and numpy
+    arrays; anything else (which could run code) or a truncated/corrupt file is a ValueError naming the file."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            return _CalibrationUnpickler(f, encoding="latin1").load()
+    except pickle.UnpicklingError as e:
+        if str(e).startswith("refused "):
+            raise ValueError(f"{path}: refused to load: the pickle references {str(e)[8:]}, which a calibration "
+                             "never holds (only dicts, lists, numbers, strings and numpy arrays); loading it could "
+                             "run code. Re-export the calibration (cameras.save_mammal_pkl) from a trusted source"
+                             ) from None
+        raise ValueError(f"{path}: not a readable pickle ({e}); the file is truncated or corrupt: copy the "
+                         "calibration again") from e
+    except (EOFError, ValueError, TypeError, IndexError, AttributeError, KeyError) as e:
+        raise ValueError(f"{path}: not a readable pickle ({type(e).__name__}: {e}); the file is truncated or "
+                         "corrupt: copy the calibration again") from e
+
+
 def load_mammal_pkl(path: str | Path, width: int = 1152, height: int = 1024,
                     pixel_centers: str = "opencv") -> Cameras:
     """MAMMAL `new_cam.pkl`: {i: {"K" 3x3, "R" 3x3, "T" (3,), optional "dist" (5,), "name"}} for i = 0..N-1
     (a list works too). OpenCV convention x_cam = R X + T, 0-based pixels; units kept (mm).
-    The file has no image size: width/height default to MAMMAL's 1152x1024. Unpickling runs code:
-    load only files you trust."""
+    The file has no image size: width/height default to MAMMAL's 1152x1024. Read with a restricted unpickler
+    (`read_calibration_pickle`): a crafted file cannot run code."""
     path = _require_file(path, "MAMMAL camera file (new_cam.pkl)")
-    with open(path, "rb") as f:
-        data = pickle.load(f)
+    data = read_calibration_pickle(path)
     if isinstance(data, dict):
         keys = sorted(data)
         if keys != list(range(len(keys))):
@@ -926,6 +961,10 @@ def load_dannce_mat(path: str | Path, width: int, height: int, pixel_centers: st
     except NotImplementedError as e:  # scipy raises this for v7.3 (HDF5) files
         raise ValueError(f"{path}: MATLAB v7.3 file, which scipy cannot read; re-save it in MATLAB with "
                          "`s = load(f); save(g, '-struct', 's', '-v7')`") from e
+    except Exception as e:  # noqa: BLE001 - scipy's errors for a non-MAT file: IndexError, MatReadError, ValueError...
+        raise ValueError(f"{path}: not a readable MATLAB .mat file ({type(e).__name__}: {e}); a DANNCE calibration is "
+                         "the *dannce.mat (or *_params.mat) saved by Label3D/DANNCE: check the path, or copy the "
+                         "file again if it is truncated") from e
     if "params" not in m:
         raise ValueError(f"{path}: no 'params' variable (found {sorted(k for k in m if not k.startswith('__'))}); "
                          "a DANNCE calibration has params (cell of camera structs) and camnames")

@@ -20,8 +20,10 @@ import torch
 from .cameras import Cameras, standard_cameras
 from .gaussians import Gaussians
 from .gslrm.model import GSLRM
+from .io import check_rigid
 from .metrics import image_metrics, render_views
-from .mvdiffusion.pipeline import MVDiffusionPipeline
+from .mvdiffusion.pipeline import (FACELIFT_ETA, FACELIFT_GUIDANCE_SCALE, FACELIFT_NUM_INFERENCE_STEPS,
+                                   MVDiffusionPipeline)
 from .mvdiffusion.train import on_white, resize_images
 
 
@@ -33,13 +35,35 @@ class Reconstruction:
     gaussians: Gaussians     # unbatched, FaceLift world
 
 
+def check_images(images: torch.Tensor, what: str) -> None:
+    """Refuse images [N,C,H,W] a model would silently misread: NaN/inf, values outside [0,1] (0..255 images
+    would be clamped to white), non-square (resizing to the model's square size would stretch them)."""
+    if not images.is_floating_point():
+        raise ValueError(f"{what}: dtype {images.dtype}; pass float images in [0,1] (uint8: divide by 255)")
+    if not torch.isfinite(images).all():
+        raise ValueError(f"{what}: holds NaN/inf values")
+    lo, hi = float(images.min()), float(images.max())
+    if hi > 1 + 1e-3 or lo < -1e-3:
+        hint = "; it looks like 0..255: divide by 255" if hi > 2 else ""
+        raise ValueError(f"{what}: values in [{lo:.3g}, {hi:.3g}], expected [0,1]{hint}")
+    H, W = images.shape[-2:]
+    if H != W:
+        raise ValueError(f"{what}: {W}x{H} is not square; the models take square views (crop/pad to a square, "
+                         "as preprocessing does) instead of being stretched")
+
+
 @torch.no_grad()
 def reconstruct_from_views(views: torch.Tensor, cams: Cameras, model: GSLRM) -> Reconstruction:
     """Stage 2 alone: views [V,4,H,W] (RGB on white + alpha) at `cams` -> gaussians, the views resized to the
     model's image size and the intrinsics scaled with them (exact for pixel centres at +0.5)."""
     if views.ndim != 4 or views.shape[1] != 4 or len(views) != len(cams):
-        raise ValueError(f"reconstruct_from_views: views must be [V,4,H,W] with V = {len(cams)} cameras, "
-                         f"got {tuple(views.shape)}")
+        raise ValueError(f"reconstruct_from_views: views must be [V,4,H,W] with V = {len(cams)} "
+                         f"cameras (RGB + alpha), got {tuple(views.shape)}")
+    check_images(views, "reconstruct_from_views: views")
+    if (cams.width, cams.height) != (views.shape[-1], views.shape[-2]):
+        raise ValueError(f"reconstruct_from_views: the cameras are for {cams.width}x{cams.height} images but the "
+                         f"views are {views.shape[-1]}x{views.shape[-2]}; rescale them (cams.scaled_to(W, H))")
+    check_rigid(cams, "reconstruct_from_views: cams")
     size, device = model.config.image_size, next(model.parameters()).device
     scaled = cams.scaled_to(size, size)
     views = resize_images(views.float(), size).to(device)
@@ -49,14 +73,21 @@ def reconstruct_from_views(views: torch.Tensor, cams: Cameras, model: GSLRM) -> 
 
 
 @torch.no_grad()
-def reconstruct(reference: torch.Tensor, pipe: MVDiffusionPipeline, model: GSLRM, num_inference_steps: int = 20,
-                guidance_scale: float = 2.0, seed: int = 0) -> Reconstruction:
+def reconstruct(reference: torch.Tensor, pipe: MVDiffusionPipeline, model: GSLRM,
+                num_inference_steps: int = FACELIFT_NUM_INFERENCE_STEPS, guidance_scale: float = FACELIFT_GUIDANCE_SCALE,
+                seed: int = 0, eta: float = FACELIFT_ETA) -> Reconstruction:
     """One RGBA image [4,H,W] (the mouse seen from the front standard camera) -> 6 generated views at the
-    pipeline's standard cameras -> GS-LRM gaussians. Deterministic for a seed."""
+    pipeline's standard cameras -> GS-LRM gaussians. Deterministic for a seed.
+
+    Sampler defaults are FaceLift's inference settings (50 DDIM steps, guidance 3, eta 1); a CPU smoke run
+    passes cheaper ones."""
     if reference.ndim != 3 or reference.shape[0] != 4:
-        raise ValueError(f"reconstruct: reference must be one RGBA image [4,H,W], got {tuple(reference.shape)}")
+        hint = " (RGB without alpha: add the mouse mask as channel 3)" if reference.ndim == 3 and \
+            reference.shape[0] == 3 else ""
+        raise ValueError(f"reconstruct: reference must be one RGBA image [4,H,W], got {tuple(reference.shape)}{hint}")
+    check_images(reference[None], "reconstruct: reference")
     ref = resize_images(reference[None].float(), pipe.model.image_size)
-    views = pipe(ref, num_inference_steps, guidance_scale, seed=seed, progress=False)[0]  # [V,4,s,s]
+    views = pipe(ref, num_inference_steps, guidance_scale, seed=seed, progress=False, eta=eta)[0]  # [V,4,s,s]
     cams = standard_cameras(pipe.camera_type, views.shape[-1])
     rec = reconstruct_from_views(views, cams, model)
     rec.reference = reference
