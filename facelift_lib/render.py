@@ -13,6 +13,14 @@ Both backends follow gsplat 1.5.3's "classic" 3DGS conventions, so a CPU render 
   gaussians with alpha < 1/255 are skipped, and a pixel stops *before* the gaussian that would
   bring its transmittance to <= 1e-4.
 Depth is gsplat's "ED" (expected depth): sum_i w_i z_i / max(sum_i w_i, 1e-10), z = camera-space z.
+
+FaceLift's renderer (graphdeco-inria/diff-gaussian-rasterization) differs in two constants that matter
+for render parity: alpha is clamped at 0.99 (not 0.999) and gaussians with camera z <= 0.2 are culled (gsplat:
+near_plane 0.01). `render(..., **FACELIFT_RASTER)` uses FaceLift's (near_plane=0.2, alpha_max=0.99); the CPU
+backend honours both, gsplat takes near_plane but has 0.999 compiled into its CUDA kernels, so alpha_max
+other than 0.999 needs backend="torch". Not matched (documented in DESIGN.md's FaceLift fidelity table):
+its radius ceil(3 sigma) vs gsplat's opacity-aware bbox (changes nothing above alpha 1/255), and its colour
+clamp max(colour, 0), which gsplat and this renderer do not apply.
 """
 from __future__ import annotations
 
@@ -31,7 +39,9 @@ TILE = 16      # gsplat's tile size
 CPU_TILE = 8   # our tile size on CPU; results do not depend on it (the bbox culling is exact)
 BUDGET = 1 << 21  # elements of one [tiles, chunk, pixels] work tensor on CPU (8 MB in fp32)
 ALPHA_MIN = 1.0 / 255.0
-ALPHA_MAX = 0.999
+ALPHA_MAX = 0.999  # gsplat's alpha clamp (compiled into its CUDA kernels)
+# FaceLift's rasteriser conventions, as render() keyword arguments (see the module doc)
+FACELIFT_RASTER = {"near_plane": 0.2, "alpha_max": 0.99}
 T_MIN = 1e-4
 EXTEND_MAX = 3.33  # gsplat's bbox extent in standard deviations
 
@@ -186,16 +196,16 @@ class _Rounds:
         return torch.where(j[None] < left[:, None], ids, pad), S
 
 
-def _round_weights(k: Tensor, mono_t: Tensor, T0: Tensor) -> tuple[Tensor, ...]:
+def _round_weights(k: Tensor, mono_t: Tensor, T0: Tensor, alpha_max: float = ALPHA_MAX) -> tuple[Tensor, ...]:
     """One round, gaussians along the last dim: exponents k [A,S,6], monomials mono_t [P,6], transmittance
     before the round T0 [A,P].
 
-    Returns raw = o exp(-σ) [A,P,S], alpha (clamped to 0.999, 0 where below 1/255), 1 - alpha, T before
+    Returns raw = o exp(-σ) [A,P,S], alpha (clamped to alpha_max, 0 where below 1/255), 1 - alpha, T before
     each gaussian (0 from where gsplat stops the pixel), T after the round [A,P] over all gaussians (so a
     stopped pixel stays stopped) and the weights w = alpha T.
     """
     raw = torch.matmul(mono_t, k.transpose(1, 2)).exp_()
-    alpha = F.threshold(raw.clamp(max=ALPHA_MAX), ALPHA_MIN, 0.0)
+    alpha = F.threshold(raw.clamp(max=alpha_max), ALPHA_MIN, 0.0)
     one_minus = 1.0 - alpha
     T_after = torch.cumprod(one_minus, -1).mul_(T0[..., None])
     T_last = T_after[..., -1].clone()
@@ -210,8 +220,8 @@ class _CompositeTiles(torch.autograd.Function):
     backward that recomputes each round, so memory stays O(round) instead of O(pairs x pixels)."""
 
     @staticmethod
-    def forward(ctx, k: Tensor, features: Tensor, tile_ids: Tensor, T_init: Tensor, tile: int, budget: int
-                ) -> Tensor:
+    def forward(ctx, k: Tensor, features: Tensor, tile_ids: Tensor, T_init: Tensor, tile: int, budget: int,
+                alpha_max: float = ALPHA_MAX) -> Tensor:
         dtype, device = k.dtype, k.device
         (n_tiles, P), M = T_init.shape, len(k)
         mono_t = _monomials(tile, dtype, device).T.contiguous()
@@ -227,14 +237,14 @@ class _CompositeTiles(torch.autograd.Function):
         while len(active):
             ids, S = rounds.pairs(active, pos, M)
             T0 = T[active]
-            *_, T_last, w = _round_weights(k_pad[ids], mono_t, T0)
+            *_, T_last, w = _round_weights(k_pad[ids], mono_t, T0, alpha_max)
             out[active] += torch.bmm(w, f_pad[ids])
             T[active] = T_last
             plan.append((active, pos, T0))
             pos += S
             active = active[(T_last > T_MIN).any(1) & (rounds.counts[active] > pos)]
         ctx.save_for_backward(k_pad, f_pad)
-        ctx.plan, ctx.rounds, ctx.mono_t = plan, rounds, mono_t
+        ctx.plan, ctx.rounds, ctx.mono_t, ctx.alpha_max = plan, rounds, mono_t, alpha_max
         return out
 
     @staticmethod
@@ -248,7 +258,7 @@ class _CompositeTiles(torch.autograd.Function):
         behind_all = torch.zeros(g_out.shape[:2], dtype=g_out.dtype, device=g_out.device)
         for active, pos, T0 in reversed(ctx.plan):
             ids, S = rounds.pairs(active, pos, M)
-            raw, alpha, one_minus, T_before, _, w = _round_weights(k_pad[ids], mono_t, T0)
+            raw, alpha, one_minus, T_before, _, w = _round_weights(k_pad[ids], mono_t, T0, ctx.alpha_max)
             g = g_out[active]                                                   # [A,P,F+1]
             gk = torch.bmm(g, f_pad[ids].transpose(1, 2))                       # [A,P,S] f_k . g
             csum = torch.cumsum(w * gk, -1)
@@ -257,29 +267,30 @@ class _CompositeTiles(torch.autograd.Function):
             behind_all[active] += total
             # d out / d alpha_i = T_i g_i - (sum_{k>i} w_k g_k) / (1 - alpha_i); both terms are 0 once stopped
             v_alpha = gk.mul_(T_before).sub_(behind.div_(one_minus))
-            # d alpha / d k = alpha * monomial between 1/255 and 0.999, 0 where clamped or skipped
-            v_alpha.mul_(F.threshold_(alpha.neg_(), -ALPHA_MAX, 0.0).neg_())
+            # d alpha / d k = alpha * monomial between 1/255 and alpha_max, 0 where clamped or skipped
+            v_alpha.mul_(F.threshold_(alpha.neg_(), -ctx.alpha_max, 0.0).neg_())
             v_k[ids] = torch.matmul(mono_t.T, v_alpha).transpose(1, 2)
             v_f[ids] = torch.bmm(w.transpose(1, 2), g)
-        return v_k[:M], v_f[:M, :-1], None, None, None, None
+        return v_k[:M], v_f[:M, :-1], None, None, None, None, None
 
 
 def composite_tiles(k: Tensor, features: Tensor, tile_ids: Tensor, T_init: Tensor, tile: int,
-                    budget: int = BUDGET) -> Tensor:
+                    budget: int = BUDGET, alpha_max: float = ALPHA_MAX) -> Tensor:
     """Composite depth-sorted pairs into tiles (differentiable w.r.t. k and features).
 
     k [M,6] from `tile_exponents`, features [M,F] per pair, tile_ids [M] sorted (by tile, then depth)
     from `tile_intersections`, T_init [n_tiles, tile²] the starting transmittance (1 inside the image,
     0 for padding pixels, which are then skipped). Rounds of [tiles, chunk, tile²] work tensors of at
-    most `budget` elements bound the memory. Returns [n_tiles, tile², F+1] = (sum_i w_i f_i, sum_i w_i).
+    most `budget` elements bound the memory; alpha is clamped at `alpha_max`. Returns [n_tiles, tile², F+1] =
+    (sum_i w_i f_i, sum_i w_i).
     """
-    return _CompositeTiles.apply(k, features, tile_ids, T_init, tile, budget)
+    return _CompositeTiles.apply(k, features, tile_ids, T_init, tile, budget, alpha_max)
 
 
 def _render_torch(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor,
                   viewmats: Tensor, Ks: Tensor, width: int, height: int, background: Tensor | None,
-                  near_plane: float, far_plane: float, eps2d: float, tile: int = CPU_TILE,
-                  budget: int = BUDGET) -> tuple[Tensor, Tensor, Tensor]:
+                  near_plane: float, far_plane: float, eps2d: float, alpha_max: float = ALPHA_MAX,
+                  tile: int = CPU_TILE, budget: int = BUDGET) -> tuple[Tensor, Tensor, Tensor]:
     C, N = len(viewmats), len(means)
     proj = project_gaussians(means, quats, scales, opacities, viewmats, Ks, width, height,
                              near_plane, far_plane, eps2d)
@@ -293,7 +304,7 @@ def _render_torch(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tenso
     inside = torch.zeros(C, tiles_y * tile, tiles_x * tile, dtype=means.dtype, device=means.device)
     inside[:, :height, :width] = 1.0
     T_init = inside.reshape(C, tiles_y, tile, tiles_x, tile).permute(0, 1, 3, 2, 4).reshape(-1, tile * tile)
-    out = composite_tiles(k, feats, tile_ids, T_init, tile, budget)
+    out = composite_tiles(k, feats, tile_ids, T_init, tile, budget, alpha_max)
     img = out.reshape(C, tiles_y, tiles_x, tile, tile, -1).permute(0, 1, 3, 2, 4, 5)
     img = img.reshape(C, tiles_y * tile, tiles_x * tile, -1)[:, :height, :width]
     rgb, alpha = img[..., :3], img[..., 4:5]
@@ -305,8 +316,14 @@ def _render_torch(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tenso
 
 def _render_gsplat(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor,
                    viewmats: Tensor, Ks: Tensor, width: int, height: int, background: Tensor | None,
-                   near_plane: float, far_plane: float, eps2d: float) -> tuple[Tensor, Tensor, Tensor]:
+                   near_plane: float, far_plane: float, eps2d: float, alpha_max: float = ALPHA_MAX
+                   ) -> tuple[Tensor, Tensor, Tensor]:
     from gsplat import rasterization
+
+    if alpha_max != ALPHA_MAX:
+        raise ValueError(f"render: gsplat clamps alpha at {ALPHA_MAX} (compiled into its CUDA kernels), "
+                         f"alpha_max={alpha_max} was asked; use backend='torch' for another clamp "
+                         "(FaceLift's 0.99), or alpha_max=0.999 on gsplat")
 
     bgs = None if background is None else background.expand(len(viewmats), 3)
     out, alpha, _ = rasterization(means, quats, scales, opacities, colors, viewmats, Ks, width, height,
@@ -318,7 +335,7 @@ def _render_gsplat(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tens
 
 def render(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor, viewmats: Tensor,
            Ks: Tensor, width: int, height: int, background: Tensor | None = None, near_plane: float = 0.01,
-           far_plane: float = 1e10, eps2d: float = 0.3, backend: str = "auto"
+           far_plane: float = 1e10, eps2d: float = 0.3, backend: str = "auto", alpha_max: float = ALPHA_MAX
            ) -> tuple[Tensor, Tensor, Tensor]:
     """Render N gaussians into C cameras, differentiable w.r.t. all gaussian parameters.
 
@@ -326,6 +343,9 @@ def render(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colo
     (activated values), viewmats [C,4,4] OpenCV world-to-camera, Ks [C,3,3], background [3] or None
     (None = black, i.e. plain premultiplied colour).
     backend: "auto" (gsplat on CUDA tensors, pure torch otherwise), "gsplat" or "torch".
+    near_plane: gaussians with camera z <= near_plane are culled (gsplat 0.01; FaceLift 0.2). alpha_max: the
+    per-gaussian alpha clamp (gsplat 0.999, the only value its kernels take; FaceLift 0.99, CPU backend).
+    `render(..., **FACELIFT_RASTER)` renders with FaceLift's conventions.
     Returns rgb [C,H,W,3] = sum_i w_i c_i + (1 - alpha) background, alpha [C,H,W,1] = sum_i w_i, and
     depth [C,H,W,1] = gsplat's "ED" expected camera z, sum_i w_i z_i / max(alpha, 1e-10) (0 where empty).
     """
@@ -353,8 +373,10 @@ def render(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colo
         raise ValueError("render: backend='gsplat' needs CUDA tensors; move the gaussians and cameras to "
                          "the GPU or use backend='torch'")
     fn = _render_gsplat if use_gsplat else _render_torch
+    if not 0 < alpha_max < 1:
+        raise ValueError(f"render: alpha_max must be in (0, 1), got {alpha_max}")
     return fn(means, quats, scales, opacities, colors, viewmats, Ks, int(width), int(height), background,
-              near_plane, far_plane, eps2d)
+              near_plane, far_plane, eps2d, alpha_max)
 
 
 def render_gaussians(g: "Gaussians", cams: "Cameras", background: Tensor | None = None,
@@ -363,7 +385,7 @@ def render_gaussians(g: "Gaussians", cams: "Cameras", background: Tensor | None 
     """`render` for a Gaussians set and a Cameras set; cameras are cast to the gaussians' dtype/device.
 
     width/height resample the cameras' image size (K scaled by width/cams.width, height/cams.height).
-    Extra kwargs go to `render` (near_plane, far_plane, eps2d, backend).
+    Extra kwargs go to `render` (near_plane, far_plane, eps2d, backend, alpha_max).
     """
     W, H = width or cams.width, height or cams.height
     K = cams.K.clone()

@@ -9,7 +9,7 @@
 #       format_version: '1.3'
 #       jupytext_version: 1.19.6
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
@@ -33,8 +33,9 @@ out_dir = "../outputs/smoke"
 seed = 0
 checkpoint = None  # default: the newest checkpoint of out_dir/mvdiffusion/run (notebook 03)
 input_dir = None  # default: out_dir/mvdiffusion/data (train.txt, val.txt; view 0 is the reference)
-num_inference_steps = 20
-guidance_scale = 2.0
+num_inference_steps = 20  # smoke: cheaper than FaceLift's 50 (full profile: 50)
+guidance_scale = 2.0  # smoke; FaceLift's (full profile): 3.0
+eta = 0.0  # DDIM eta; smoke: deterministic DDIM for the small pixel model; FaceLift's (full profile): 1.0
 output_size = None  # default: the model's size
 max_samples = 8  # per split (None: all); each sample is a full DDIM run
 
@@ -65,7 +66,7 @@ print("checkpoint:", Path(checkpoint).name)
 
 # %%
 result = generate_dataset(checkpoint, inputs, out / "synthetic", num_inference_steps=num_inference_steps,
-                          guidance_scale=guidance_scale, output_size=output_size, max_samples=max_samples,
+                          guidance_scale=guidance_scale, eta=eta, output_size=output_size, max_samples=max_samples,
                           seed=seed)
 
 # %%

@@ -207,7 +207,7 @@ def test_small_model_uses_reference_and_view_context():
     ref = torch.rand(1, 4, 16, 16)
     with torch.no_grad():
         a = model(x, torch.tensor([5]), model.condition(ref))
-        b = model(x, torch.tensor([5]), model.condition(ref, drop=torch.tensor([True])))
+        b = model(x, torch.tensor([5]), model.condition(ref, drop_reference=torch.tensor([True])))
         same_inputs = model(x[:, :1].expand(-1, 6, -1, -1, -1), torch.tensor([5]), model.condition(ref))
     assert not torch.allclose(a, b)  # the reference matters
     assert not torch.allclose(same_inputs[0, 0], same_inputs[0, 1])  # identical inputs, different views

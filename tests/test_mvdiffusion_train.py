@@ -166,6 +166,66 @@ def test_finetune_facelift_layout_from_local_folder(dataset, tmp_path):
     assert out.shape == (1, 6, 4, SIZE, SIZE)
 
 
+def test_facelift_condition_dropout_has_its_three_cases_at_five_percent_each():
+    """FaceLift drops the CLIP condition alone, both, or the reference latent alone, 5 % each."""
+    drop_ref, drop_clip = mvtrain.condition_drop_masks(200_000, "latent", 0.05, torch.Generator().manual_seed(0))
+    rates = {"clip alone": (drop_clip & ~drop_ref), "both": (drop_clip & drop_ref), "reference alone": (drop_ref & ~drop_clip)}
+    for case, mask in rates.items():
+        assert abs(mask.float().mean().item() - 0.05) < 0.003, case
+    drop_ref, drop_clip = mvtrain.condition_drop_masks(200_000, "pixel", 0.1, torch.Generator().manual_seed(0))
+    assert abs(drop_ref.float().mean().item() - 0.1) < 0.003 and not drop_clip.any()
+    assert FACELIFT_FINETUNE["cond_drop_prob"] == 0.05 and FACELIFT_FINETUNE["random_background"]
+    with pytest.raises(ValueError, match="cond_drop_prob"):
+        TrainParams(model="facelift", init_from="x", cond_drop_prob=0.4)
+
+
+def test_backgrounds_are_white_black_or_grey_under_straight_alpha():
+    rgba = torch.rand(3, 6, 4, 8, 8)
+    bg = mvtrain.random_backgrounds(3000, torch.Generator().manual_seed(0))
+    assert {tuple(c) for c in bg.tolist()} == set(mvtrain.BACKGROUNDS)
+    out = mvtrain.on_backgrounds(rgba, bg[:3])
+    a = rgba[:, :, 3:4]
+    torch.testing.assert_close(out[:, :, :3], rgba[:, :, :3] * a + bg[:3, None, :, None, None] * (1 - a))
+    assert (out[:, :, 3] == 1).all()
+
+
+def test_finetuning_facelift_conditions_as_facelift_trained(dataset, tmp_path, monkeypatch):
+    """Through train(): every dropped CLIP condition is an all-zero class label, every kept one has a different
+    noised embedding per view, every dropped reference is a zero latent, and the images reach the VAE on a
+    white, black or grey background."""
+    pipe_dir = write_tiny_facelift_pipeline(tmp_path / "pipe", image_size=SIZE, facelift_block_names=True)
+    torch.save(torch.randn(6, 5, 32), tmp_path / "emb.pt")
+    seen: list[dict[str, torch.Tensor]] = []
+    encoded: list[torch.Tensor] = []
+    build = mvtrain.build_model
+
+    def build_and_spy(params):
+        model, scheduler = build(params)
+        model.register_forward_pre_hook(lambda m, args: seen.append({k: v.clone() for k, v in args[2].items()}))
+        encode = model.encode_views
+        model.encode_views = lambda images: (encoded.append(images.clone()), encode(images))[1]
+        return model, scheduler
+
+    monkeypatch.setattr(mvtrain, "build_model", build_and_spy)
+    masks: list[tuple[torch.Tensor, torch.Tensor]] = []
+    draw = mvtrain.condition_drop_masks
+    monkeypatch.setattr(mvtrain, "condition_drop_masks", lambda *a, **k: masks.append(draw(*a, **k)) or masks[-1])
+    train(tiny_params(dataset, tmp_path / "ft", model="facelift", init_from=str(pipe_dir),
+                      view_embeddings=str(tmp_path / "emb.pt"), max_steps=6, val_every=0, cond_drop_prob=0.2,
+                      random_background=True, seed=0))
+    labels = torch.cat([c["class_labels"] for c in seen])          # [steps*B, V, 2D]
+    refs = torch.cat([c["reference"] for c in seen]).flatten(1)    # [steps*B, ...]
+    drop_ref, drop_clip = (torch.cat(m) for m in zip(*masks))
+    assert drop_clip.any() and drop_ref.any() and not (drop_clip | drop_ref).all()  # this seed shows every case
+    assert torch.equal((labels == 0).flatten(1).all(1), drop_clip)  # dropped CLIP = the whole label zero
+    assert torch.equal((refs == 0).all(1), drop_ref)                 # dropped reference = zero latent
+    kept = labels[~drop_clip]
+    assert (kept[:, 1:] != kept[:, :1]).any(-1).all()  # one noise row per view
+    corners = torch.cat([e.flatten(0, -4)[:, :3, 0, 0] for e in encoded])  # blob_views' corners are background
+    found = {tuple(round(v, 3) for v in c) for c in corners.tolist()}
+    assert found <= set(mvtrain.BACKGROUNDS) and len(found) > 1  # random, not always white
+
+
 def test_training_views_smaller_than_the_model_are_an_error(dataset, tmp_path):
     with pytest.raises(ValueError, match="render_size"):
         train(tiny_params(dataset, tmp_path / "big", pixel_model={**TINY, "image_size": 32}))

@@ -8,7 +8,7 @@ from gsplat.cuda._torch_impl import _fully_fused_projection, _quat_scale_to_cova
 
 from facelift_lib.cameras import Cameras, orbit_cameras
 from facelift_lib.gaussians import Gaussians
-from facelift_lib.render import _render_torch, project_gaussians, render, render_gaussians
+from facelift_lib.render import FACELIFT_RASTER, _render_torch, project_gaussians, render, render_gaussians
 
 W, H = 32, 24
 
@@ -29,7 +29,8 @@ def random_scene(n: int, seed: int, dense: bool = False, dtype: torch.dtype = to
     return [x.to(dtype) for x in (means, quats, scales, opacities, colors)]
 
 
-def brute_force(means, quats, scales, opacities, colors, viewmats, Ks, width, height, background=None):
+def brute_force(means, quats, scales, opacities, colors, viewmats, Ks, width, height, background=None,
+                alpha_max=0.999):
     """Every visible gaussian at every pixel, in depth order, with gsplat's per-pixel rules written out
     plainly; projection from gsplat's own pure-torch reference. Returns (rgb, alpha, depth, n_stopped)."""
     covars, _ = _quat_scale_to_covar_preci(quats, scales, compute_preci=False)
@@ -48,7 +49,7 @@ def brute_force(means, quats, scales, opacities, colors, viewmats, Ks, width, he
             dx, dy = means2d[c, i, 0] - xs, means2d[c, i, 1] - ys
             a, b, cc = conics[c, i]
             sigma = 0.5 * (a * dx * dx + cc * dy * dy) + b * dx * dy
-            alpha = torch.clamp(opacities[i] * torch.exp(-sigma), max=0.999)
+            alpha = torch.clamp(opacities[i] * torch.exp(-sigma), max=alpha_max)
             use = (sigma >= 0) & (alpha >= 1 / 255) & ~done
             stop = use & (T * (1 - alpha) <= 1e-4)  # the pixel ends before this gaussian
             done = done | stop
@@ -80,6 +81,35 @@ def test_cpu_render_matches_brute_force(seed, dense):
     assert (alpha - ref_alpha).abs().max() <= 1e-3
     covered = ref_alpha > 0.05
     assert (depth - ref_depth)[covered].abs().max() <= 1e-3 * ref_depth[covered].max()
+
+
+def test_facelift_alpha_clamp_matches_brute_force():
+    """alpha_max=0.99 (FaceLift's rasteriser) on a dense scene whose opaque centres hit the clamp."""
+    cams = small_cameras()
+    vm, Ks = cams.w2c.float(), cams.K.float()
+    scene = random_scene(50, 2, dense=True)
+    scene[3] = torch.ones_like(scene[3])  # opacity 1: every centre is clamped
+    rgb, alpha, _ = render(*scene, vm, Ks, W, H, alpha_max=0.99)
+    ref_rgb, ref_alpha, _, _ = brute_force(*scene, vm, Ks, W, H, alpha_max=0.99)
+    gsplat_like, _, _ = render(*scene, vm, Ks, W, H)
+    assert (rgb - ref_rgb).abs().max() <= 1e-3 and (alpha - ref_alpha).abs().max() <= 1e-3
+    assert (rgb - gsplat_like).abs().max() > 1e-3  # the clamp changes the image
+
+
+def test_near_plane_culls_as_facelift():
+    """FaceLift culls camera z <= 0.2: with FACELIFT_RASTER a gaussian at z 0.15 vanishes, one at 0.3 stays."""
+    cams = orbit_cameras([0.0], 0.0, distance=2.7, fx=40.0, width=W, height=H)
+    forward = -cams.centers[0].float() / cams.centers[0].norm().float()  # camera looks at the origin
+    means = torch.stack([cams.centers[0].float() + z * forward for z in (0.15, 0.3)])
+    scene = [means, torch.tensor([[1.0, 0, 0, 0]] * 2), torch.full((2, 3), 0.01), torch.full((2,), 0.9),
+             torch.tensor([[1.0, 0, 0], [0, 0, 1.0]])]
+    vm, Ks = cams.w2c.float(), cams.K.float()
+    _, alpha_far_only, _ = render(*[x[1:] for x in scene], vm, Ks, W, H, **FACELIFT_RASTER)
+    _, alpha, _ = render(*scene, vm, Ks, W, H, **FACELIFT_RASTER)
+    _, alpha_gsplat, _ = render(*scene, vm, Ks, W, H)
+    assert float(alpha_far_only.max()) > 0.1  # the z = 0.3 gaussian is in view
+    assert torch.equal(alpha, alpha_far_only)  # the z = 0.15 one is culled
+    assert float(alpha_gsplat.sum()) > float(alpha.sum()) + 1  # gsplat's near plane 0.01 keeps it
 
 
 def test_tile_size_and_chunking_do_not_change_the_image():
@@ -130,18 +160,19 @@ def test_gradients_match_numerical():
     assert torch.autograd.gradcheck(f, scene, eps=1e-6, atol=1e-5, fast_mode=True)
 
 
-def test_gradients_match_autograd_of_brute_force():
+@pytest.mark.parametrize("alpha_max", [0.999, 0.99])
+def test_gradients_match_autograd_of_brute_force(alpha_max):
     """Our hand-written compositing backward vs autograd through the plain compositor, 50 gaussians,
-    dense enough that pixels stop (the stop rule is part of the backward too)."""
+    dense enough that pixels stop (the stop rule is part of the backward too); gsplat's and FaceLift's clamp."""
     cams = small_cameras()
     vm, Ks = cams.w2c, cams.K
     ours = [x.requires_grad_(True) for x in random_scene(50, 6, dense=True, dtype=torch.float64)]
     ref = [x.detach().clone().requires_grad_(True) for x in ours]
     g = torch.Generator().manual_seed(7)
     w_rgb, w_a, w_d = (torch.rand(2, H, W, k, generator=g, dtype=torch.float64) for k in (3, 1, 1))
-    rgb, alpha, depth = render(*ours, vm, Ks, W, H)
+    rgb, alpha, depth = render(*ours, vm, Ks, W, H, alpha_max=alpha_max)
     (rgb * w_rgb).sum().add((alpha * w_a).sum()).add((depth * w_d).sum()).backward()
-    rgb, alpha, depth, n_stopped = brute_force(*ref, vm, Ks, W, H)
+    rgb, alpha, depth, n_stopped = brute_force(*ref, vm, Ks, W, H, alpha_max=alpha_max)
     (rgb * w_rgb).sum().add((alpha * w_a).sum()).add((depth * w_d).sum()).backward()
     assert n_stopped > 0
     for name, a, b in zip(["means", "quats", "scales", "opacities", "colors"], ours, ref):
@@ -209,3 +240,18 @@ def test_gpu_torch_backend_matches_gsplat():
     assert (d_t - d_g)[covered].abs().max() <= 1e-3 * d_g[covered].max()
     for name, gt, gg in zip(["means", "quats", "scales", "opacities", "colors"], *grads):
         assert torch.allclose(gt, gg, rtol=1e-2, atol=1e-3 * gg.abs().max()), name
+
+
+@pytest.mark.gpu
+def test_gpu_facelift_near_plane_matches_and_alpha_clamp_is_refused_by_gsplat():
+    """FaceLift's near plane passes through to gsplat (same image as our CPU path); its 0.99 alpha clamp is
+    not available in gsplat's kernels, which is an error naming the way out."""
+    cams = small_cameras(64, 48)
+    vm, Ks = cams.w2c.float().cuda(), cams.K.float().cuda()
+    scene = [x.cuda() for x in random_scene(500, 11)]
+    scene[0] = scene[0] * 4  # some gaussians land between z 0.01 and 0.2 of a camera
+    a = render(*scene, vm, Ks, 64, 48, near_plane=0.2, backend="torch")
+    b = render(*scene, vm, Ks, 64, 48, near_plane=0.2, backend="gsplat")
+    assert (a[0] - b[0]).abs().max() <= 1e-3 and (a[1] - b[1]).abs().max() <= 1e-3
+    with pytest.raises(ValueError, match="backend='torch'"):
+        render(*scene, vm, Ks, 64, 48, backend="gsplat", **FACELIFT_RASTER)

@@ -18,11 +18,13 @@ Activations (FaceLift's): 14 = xyz(3), SH DC(3), scale(3), rotation wxyz(4), opa
                   nearest the world origin);
   scale exp(clamp(raw - 2.3, max=-1.2)); opacity sigmoid(raw - 2.0); rotation normalised;
   colour 0.28209479 * sh + 0.5 (SH degree 0; not clamped, so gradients flow; renderers clamp).
-  global gaussians (our choice, FaceLift's file does not pin it): xyz = (2 sigmoid(raw) - 1) * 1.8
-  per axis, i.e. inside the same ±1.8 box; the other activations as above.
+  global gaussians: xyz = the raw head output, no activation, unbounded (FaceLift's code; its
+  `clip_xyz` clamp is inactive with the released config); the other activations as above.
+  Pinned against FaceLift's own outputs by tests/test_facelift_parity.py.
 
 Output: `Gaussians` with a batch dim, N = V*H*W + G. The first V*H*W are pixel-aligned in
 (view, row, column) raster order (`.means[:, :V*H*W].view(B,V,H,W,3)`), the last G are global.
+FaceLift orders them [G global, pixels patch-major]; `facelift_order_index` maps ours to theirs.
 """
 from __future__ import annotations
 
@@ -273,10 +275,26 @@ class GSLRM(nn.Module):
         return self._activate_common(raw, nearest + s * dirs)
 
     def activate_global(self, raw: Tensor) -> Gaussians:
-        return self._activate_common(raw, (2 * torch.sigmoid(raw[..., 0:3]) - 1) * self.config.depth_range)
+        """raw [...,14] of the global tokens; xyz is the raw output itself, as in FaceLift (no range)."""
+        return self._activate_common(raw, raw[..., 0:3])
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def facelift_order_index(num_views: int, height: int, width: int, patch_size: int, num_global: int) -> Tensor:
+    """Index [N] that puts our gaussian order into FaceLift's: `g[:, facelift_order_index(...)]`.
+
+    Ours: [V*H*W pixel gaussians in per-view raster order, then the G global ones].
+    FaceLift's: [G global, then pixels in (view, patch row, patch col, row in patch, col in patch)].
+    """
+    p = patch_size
+    if height % p or width % p:
+        raise ValueError(f"facelift_order_index: {height}x{width} is not a multiple of the patch size {p}")
+    pix = torch.arange(num_views * height * width).reshape(num_views, height // p, p, width // p, p)
+    pix = pix.permute(0, 1, 3, 2, 4).reshape(-1)  # (view, patch row, patch col, row, col)
+    glob = torch.arange(num_global) + num_views * height * width
+    return torch.cat([glob, pix])
 
 
 # --- FaceLift checkpoints ----------------------------------------------------------------------

@@ -309,16 +309,17 @@ class PixelMVDiffusion(nn.Module):
         """x0 [B,V,4,S,S] -> RGBA [B,V,4,S,S] in [0,1]."""
         return from_model_pixels(x0)
 
-    def condition(self, reference: torch.Tensor, drop: torch.Tensor | None = None,
-                  generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """reference RGBA [B,4,H,W] in [0,1]; drop [B] bool zeroes it (unconditional branch of CFG)."""
+    def condition(self, reference: torch.Tensor, drop_reference: torch.Tensor | None = None,
+                  drop_clip: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                  noise: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """reference RGBA [B,4,H,W] in [0,1]; drop_reference [B] bool zeroes it (the null condition of CFG).
+        The pixel model has no CLIP embedding and draws no noise: drop_clip, generator, noise are unused."""
         ref = self.encode_views(reference[:, None])[:, 0]
-        if drop is not None:
-            ref = ref * (~drop).to(ref.dtype)[:, None, None, None]
+        if drop_reference is not None:
+            ref = ref * (~drop_reference).to(ref.dtype)[:, None, None, None]
         return {"reference": ref}
 
-    def null_condition(self, cond: dict[str, torch.Tensor], generator: torch.Generator | None = None
-                       ) -> dict[str, torch.Tensor]:
+    def null_condition(self, cond: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The dropped-reference condition (as in training's condition dropout)."""
         return {"reference": torch.zeros_like(cond["reference"])}
 
@@ -340,8 +341,10 @@ class LatentMVDiffusion(nn.Module):
 
     unet: stock UNet2DConditionModel (in_channels 8) with multi-view attn1; vae, image_encoder frozen.
     Conditioning (as FaceLift): VAE latent of the reference concatenated to each noisy latent on channels;
-    CLIP image embedding (noised to `noise_level` with image_normalizer + image_noising_scheduler) plus
-    its noise-level embedding as `class_labels`; per-view embeddings [V,77,1024] as cross-attention context.
+    CLIP image embedding (noised to `noise_level` with image_normalizer + image_noising_scheduler, with an
+    independent noise row per view) plus its noise-level embedding as `class_labels` [B,V,2D]; per-view
+    embeddings [V,77,1024] as cross-attention context. The null condition of CFG and of training's condition
+    dropout is FaceLift's: a zero reference latent and an all-zero class label (level embedding included).
     Generated RGB is on white; alpha = pixels farther than `alpha_threshold` from white (the VAE has no alpha).
     """
 
@@ -403,45 +406,63 @@ class LatentMVDiffusion(nn.Module):
         return torch.cat([rgb, alpha], 1).view(B, V, 4, *rgb.shape[-2:])
 
     def clip_embedding(self, reference: torch.Tensor) -> torch.Tensor:
-        """reference RGBA [B,4,H,W] in [0,1] -> CLIP image embeds [B,D], preprocessed with the feature
-        extractor's own size/mean/std (done in torch so it stays batched and on device)."""
-        fe = self.feature_extractor
-        cs = fe.crop_size  # a dict or a transformers SizeDict
-        crop = int(cs["height"] if isinstance(cs, dict) else getattr(cs, "height", cs))
-        x = to_model_pixels(reference.float())[:, :3] * 0.5 + 0.5
-        x = F.interpolate(x, size=(crop, crop), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
-        mean = torch.tensor(fe.image_mean, device=x.device)[None, :, None, None]
-        std = torch.tensor(fe.image_std, device=x.device)[None, :, None, None]
-        enc = self.image_encoder(pixel_values=((x - mean) / std).to(self.image_encoder.dtype))
+        """reference RGBA [B,4,H,W] in [0,1] -> CLIP image embeds [B,D].
+
+        As FaceLift: RGB composited on white, quantised to 8 bits, then the pipeline's own
+        `CLIPImageProcessor` (resize, centre crop, normalise); the encoder runs on the model's device.
+        """
+        rgb = to_model_pixels(reference.float())[:, :3] * 0.5 + 0.5
+        pixels8 = (rgb.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        pixel_values = self.feature_extractor(images=list(pixels8), return_tensors="pt").pixel_values
+        enc = self.image_encoder(pixel_values=pixel_values.to(reference.device, self.image_encoder.dtype))
         return enc.image_embeds.float()
 
-    def noised_image_embedding(self, embeds: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """unCLIP noise augmentation at `noise_level`: [B,D] -> class_labels [B,2D]."""
+    def noised_image_embedding(self, embeds: torch.Tensor, generator: torch.Generator | None = None,
+                               noise: torch.Tensor | None = None) -> torch.Tensor:
+        """unCLIP noise augmentation at `noise_level`, one noise row per view, as FaceLift:
+        embeds [B,D] -> class_labels [B,V,2D] = [unscale(√ᾱ scale(e) + √(1-ᾱ) n_v), level embedding].
+
+        noise [B,V,D]: the noise to use (e.g. recorded from FaceLift); None draws it from `generator`
+        on the CPU ([B,V,D] in one draw: for B=1 the same numbers as FaceLift's [V,D] draw).
+        """
         from diffusers.models.embeddings import get_timestep_embedding
 
-        level = torch.full((embeds.shape[0],), self.noise_level, device=embeds.device, dtype=torch.long)
-        noise = torch.randn(embeds.shape, generator=generator, device="cpu").to(embeds)
-        x = self.image_normalizer.scale(embeds)
-        x = self.image_noising_scheduler.add_noise(x, timesteps=level, noise=noise)
+        B, D = embeds.shape
+        V = self.num_views
+        if noise is None:
+            noise = torch.randn((B, V, D), generator=generator, device="cpu")
+        if tuple(noise.shape) != (B, V, D):
+            raise ValueError(f"noised_image_embedding: noise must be [B,V,D] = {[B, V, D]} (one row per view), "
+                             f"got {list(noise.shape)}")
+        noise = noise.to(embeds)
+        level = torch.full((B * V,), self.noise_level, device=embeds.device, dtype=torch.long)
+        x = self.image_normalizer.scale(embeds[:, None].expand(B, V, D).reshape(B * V, D))
+        x = self.image_noising_scheduler.add_noise(x, timesteps=level, noise=noise.reshape(B * V, D))
         x = self.image_normalizer.unscale(x)
-        lvl = get_timestep_embedding(level, x.shape[-1], flip_sin_to_cos=True, downscale_freq_shift=0).to(x)
-        return torch.cat([x, lvl], 1)
+        lvl = get_timestep_embedding(level, D, flip_sin_to_cos=True, downscale_freq_shift=0).to(x)
+        return torch.cat([x, lvl], 1).view(B, V, 2 * D)
 
-    def condition(self, reference: torch.Tensor, drop: torch.Tensor | None = None,
-                  generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    def condition(self, reference: torch.Tensor, drop_reference: torch.Tensor | None = None,
+                  drop_clip: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                  noise: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """reference RGBA [B,4,H,W] in [0,1] -> {"reference": latent [B,4,h,w], "class_labels": [B,V,2D]}.
+
+        drop_reference / drop_clip [B] bool: FaceLift's condition dropout, each part on its own; a dropped
+        part is its null value (zero latent; the whole class label zero, level embedding included).
+        noise [B,V,D]: the embedding noise (see `noised_image_embedding`); None draws it from `generator`.
+        """
         ref_lat = self.encode_views(reference[:, None])[:, 0]
-        emb = self.clip_embedding(reference)
-        if drop is not None:
-            keep = (~drop).float()
-            ref_lat, emb = ref_lat * keep[:, None, None, None], emb * keep[:, None]
-        return {"reference": ref_lat, "class_labels": self.noised_image_embedding(emb, generator)}
+        labels = self.noised_image_embedding(self.clip_embedding(reference), generator, noise)
+        if drop_reference is not None:
+            ref_lat = ref_lat * (~drop_reference).to(ref_lat)[:, None, None, None]
+        if drop_clip is not None:
+            labels = labels * (~drop_clip).to(labels)[:, None, None]
+        return {"reference": ref_lat, "class_labels": labels}
 
-    def null_condition(self, cond: dict[str, torch.Tensor], generator: torch.Generator | None = None
-                       ) -> dict[str, torch.Tensor]:
-        """The dropped-reference condition (zero latent, zero CLIP embedding), as in training's drop."""
-        zeros = torch.zeros_like(cond["class_labels"][:, : cond["class_labels"].shape[1] // 2])
+    def null_condition(self, cond: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """FaceLift's null condition: zero reference latent and an all-zero class label [B,V,2D]."""
         return {"reference": torch.zeros_like(cond["reference"]),
-                "class_labels": self.noised_image_embedding(zeros, generator)}
+                "class_labels": torch.zeros_like(cond["class_labels"])}
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.view_embeddings is None:
@@ -452,7 +473,7 @@ class LatentMVDiffusion(nn.Module):
         ref = cond["reference"][:, None].expand(-1, V, -1, -1, -1)
         inp = torch.cat([x_t, ref], 2).flatten(0, 1).to(dtype)
         ctx = self.view_embeddings.to(dtype)[None].expand(B, -1, -1, -1).flatten(0, 1)
-        labels = cond["class_labels"].repeat_interleave(V, 0).to(dtype)
+        labels = cond["class_labels"].flatten(0, 1).to(dtype)  # [B*V,2D]: one class label per view
         out = self.unet(inp, t.repeat_interleave(V), encoder_hidden_states=ctx, class_labels=labels).sample
         return out.float().view(B, V, *out.shape[1:])
 
