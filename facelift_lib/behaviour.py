@@ -8,8 +8,8 @@ One frame's gaussians (centres in rig mm, world Z up, floor at z = 0) -> `frame_
   length_mm             extent along that axis between the `length_quantiles` of the projections
   height_mm             `height_quantile` of the centres' z: how high the mouse reaches above the floor (rearing)
 
-A sequence of readouts (a DataFrame, one row per frame) -> `heading_continuity` (the sign fixed by temporal
-continuity instead of per frame), `readout_errors` against the same readouts of the true gaussians,
+A sequence of readouts (a DataFrame, one row per frame) -> `fix_heading_sign` (the sign from the direction of
+travel, `heading_from_motion`, or by temporal continuity, `heading_continuity`, instead of per frame), `readout_errors` against the same readouts of the true gaussians,
 `jitter` (frame-to-frame steps against the true motion), `smooth_readouts` (Savitzky-Golay, parameterised)
 and `cloud_step` (how far the whole cloud moves between frames). Pure numpy/torch: nothing here reads files.
 """
@@ -84,6 +84,51 @@ def heading_continuity(heading_deg: np.ndarray | pd.Series) -> np.ndarray:
             h[t] = float(angle_diff_deg(h[t] + 180.0, 0.0))
         prev = h[t]
     return h
+
+
+def heading_from_motion(df: pd.DataFrame, min_step_mm: float = 1.0, half_window: int = 2,
+                        max_turn_deg: float = 45.0) -> np.ndarray:
+    """Headings [T] whose sign follows the direction of travel (mice walk forward), robust to a weak tail.
+
+    The sign is first made continuous (`heading_continuity`); the sequence is cut into segments wherever the
+    heading then still jumps by more than max_turn_deg between frames (an unreliable axis, where continuity
+    may have chosen wrong); each segment is turned by 180° as a whole when its frames point against the
+    direction of travel, i.e. when the sum over its moving frames (centroid central-difference velocity over
+    +-half_window frames of at least min_step_mm per frame in the floor plane) of speed x cos(heading - travel)
+    is negative. Segments without a moving frame keep their sign. Unlike the asymmetry sign of `frame_readouts`,
+    this does not need the tail to be reconstructed."""
+    h = heading_continuity(df["heading_deg"])
+    xy = df[CENTROID[:2]].to_numpy(dtype=np.float64)
+    T, k = len(h), max(1, int(half_window))
+    vote = np.zeros(T)
+    for t in range(T):
+        a, b = max(0, t - k), min(T - 1, t + k)
+        v = (xy[b] - xy[a]) / max(b - a, 1)
+        speed = float(np.hypot(*v)) if np.isfinite(v).all() else 0.0
+        if speed >= min_step_mm and not np.isnan(h[t]):
+            vote[t] = speed * np.cos(np.radians(h[t]) - np.arctan2(v[1], v[0]))
+    steps = np.abs(angle_diff_deg(h[1:], h[:-1]))
+    cuts = [0] + [t + 1 for t in np.flatnonzero(np.nan_to_num(steps) > max_turn_deg)] + [T]
+    for a, b in zip(cuts[:-1], cuts[1:]):
+        if vote[a:b].sum() < 0:
+            h[a:b] = angle_diff_deg(h[a:b] + 180.0, 0.0)
+    return h
+
+
+HEADING_SIGNS = ("motion", "continuity", "asymmetry")
+
+
+def fix_heading_sign(df: pd.DataFrame, how: str = "motion", **kw) -> pd.DataFrame:
+    """A copy of readouts with heading_deg's sign chosen by `how`: "motion" (`heading_from_motion`, kw passed on),
+    "continuity" (`heading_continuity`), "asymmetry" (per frame, as `frame_readouts` gives it)."""
+    if how not in HEADING_SIGNS:
+        raise ValueError(f"fix_heading_sign: how must be one of {HEADING_SIGNS}, got {how!r}")
+    out = df.copy()
+    if how == "motion":
+        out["heading_deg"] = heading_from_motion(df, **kw)
+    elif how == "continuity":
+        out["heading_deg"] = heading_continuity(df["heading_deg"])
+    return out
 
 
 def readout_errors(pred: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:

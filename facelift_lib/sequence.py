@@ -29,13 +29,16 @@ Output folder (`SequenceConfig.out_dir`):
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import multiprocessing as mp
 import os
+import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -46,7 +49,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .behaviour import (CENTROID, READOUT_COLUMNS, ReadoutConfig, cloud_step, frame_readouts,
-                        heading_continuity, jitter, readout_errors, smooth_readouts)
+                        fix_heading_sign, jitter, readout_errors, smooth_readouts)
 from .cameras import FACELIFT_DISTANCE, FACELIFT_FOCAL, orbit_cameras
 from .gaussians import Gaussians, load_ply, save_ply
 from .gslrm.data import background_rgb, resize_views
@@ -73,7 +76,7 @@ class SequenceConfig:
     readout: `behaviour.ReadoutConfig`. export: 05's `ExportFilters` (FaceLift units) for the PLYs and readouts.
     fps: frame rate for timestamps when rig.json has no "fps". panel_size: video tile side (px).
     turn_frames: frames per full turn of the turning view. threads: torch threads per worker (1 makes a run
-      bit-identical whatever the number of workers).
+      bit-identical whatever the number of workers). device: "auto" (CUDA if available), "cpu", "cuda", ...
     """
 
     rig_dir: str
@@ -89,12 +92,34 @@ class SequenceConfig:
     turn_frames: int = 48
     turn_elevation_deg: float = 20.0
     threads: int = 1
+    device: str = "auto"
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["frames"] = None if self.frames is None else list(self.frames)
-        d["checkpoint_file"] = str(resolve_checkpoint(self.checkpoint))
+        ckpt = resolve_checkpoint(self.checkpoint)
+        d["checkpoint_file"], d["checkpoint_sha256"] = str(ckpt), file_digest(ckpt)
         return json.loads(json.dumps(d))  # tuples -> lists, as the JSON holds them
+
+    def torch_device(self) -> torch.device:
+        """"auto": CUDA when available, else CPU (CPU runs are bit-identical whatever the number of workers)."""
+        return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if self.device == "auto" else self.device)
+
+
+@lru_cache(maxsize=8)
+def _digest(path: str, mtime_ns: int, size: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file (cached while its mtime and size stay): a retrained checkpoint under the same name
+    is another model, and a resume must not mix its frames with the old model's."""
+    st = path.stat()
+    return _digest(str(path), st.st_mtime_ns, st.st_size)
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -139,13 +164,15 @@ class FrameContext:
     model: GSLRM
     has_gt: bool
     background: torch.Tensor
+    device: torch.device
 
 
 def make_context(cfg: SequenceConfig) -> FrameContext:
     rig = load_rig(cfg.rig_dir)
-    model = load_trained_model(resolve_checkpoint(cfg.checkpoint)).eval()
+    device = cfg.torch_device()
+    model = load_trained_model(resolve_checkpoint(cfg.checkpoint)).eval().to(device)
     return FrameContext(cfg=cfg, rig=rig, model=model, has_gt=(rig.dir / "gt").is_dir(),
-                        background=background_rgb("white"))
+                        background=background_rgb("white").to(device), device=device)
 
 
 def held_out_camera(frame: int, n_views: int) -> int:
@@ -168,7 +195,7 @@ def turning_view(g: Gaussians, frame: int, cfg: SequenceConfig, background: torc
     az = 360.0 * (int(frame) % cfg.turn_frames) / cfg.turn_frames
     cams = orbit_cameras([az], cfg.turn_elevation_deg, distance=FACELIFT_DISTANCE, fx=FACELIFT_FOCAL * S / 512,
                          width=S)
-    rgb, _ = render_views(g.to(torch.float32), cams.K.float(), cams.w2c.float(), S, background)
+    rgb, _ = render_views(g.to(torch.float32), cams.K.float(), cams.w2c.float(), S, background.to(g.means.device))
     return rgb[0].clamp(0, 1)
 
 
@@ -189,7 +216,7 @@ def process_frame(ctx: FrameContext, frame: int) -> dict[str, Any]:
     rgba, cams = preprocess_frame(read_rig_frame(ctx.rig, frame), pcfg)
     rgba_t = torch.from_numpy(rgba).permute(0, 3, 1, 2).float() / 255.0
     S = model.config.image_size
-    images, K, w2c = resize_views(rgba_t, cams, S, bg)  # [V,4,S,S] over white, K/w2c for S²
+    images, K, w2c = (x.to(ctx.device) for x in resize_views(rgba_t, cams, S, bg.cpu()))  # [V,4,S,S] on white
     V = len(images)
     h = held_out_camera(frame, V)
     inputs = [v for v in range(V) if v != h]
@@ -202,6 +229,7 @@ def process_frame(ctx: FrameContext, frame: int) -> dict[str, Any]:
     norm = cams.meta["normalization"]
     g_mm = to_rig_mm(kept, norm)
     ply = save_ply(g_mm, out / "ply" / f"{name}.ply")
+    kept = kept.to(ctx.device)
     readouts = frame_readouts(g_mm.means, g_mm.opacities, cfg.readout)
     truth = None
     if ctx.has_gt:
@@ -210,7 +238,7 @@ def process_frame(ctx: FrameContext, frame: int) -> dict[str, Any]:
 
     first_input = inputs[0]
     panel = torch.cat([_tile(images[first_input, :3], cfg.panel_size), _tile(images[h, :3], cfg.panel_size),
-                       _tile(rgb_h[0].clamp(0, 1), cfg.panel_size), turning_view(kept, frame, cfg, bg)], 2)
+                       _tile(rgb_h[0].clamp(0, 1), cfg.panel_size), turning_view(kept, frame, cfg, bg)], 2).cpu()
     panel_path = write_image(out / "panels" / f"{name}.png", panel)
     names = ctx.rig.names
     record = {"frame": int(frame), "timestamp_s": frame_timestamp(ctx.rig, frame, cfg.fps),
@@ -257,6 +285,21 @@ def prepare_output(cfg: SequenceConfig) -> Path:
         _atomic_json(path, now)
     _remove_temp_files(out)
     return out
+
+
+def clear_outputs(cfg: SequenceConfig) -> None:
+    """Delete what this module writes in out_dir (config, frames, PLYs, panels, tables, video) for a fresh run;
+    anything else there (e.g. the synthetic rig) stays."""
+    out = Path(cfg.out_dir)
+    for sub in ("frames", "ply", "panels"):
+        shutil.rmtree(out / sub, ignore_errors=True)
+    for name in ("config.json", "manifest.json", "readouts.csv", "sequence.mp4", "sequence.gif"):
+        (out / name).unlink(missing_ok=True)
+
+
+def protocol_text(p: dict[str, Any]) -> str:
+    """One line: how a number was measured (the protocol dicts of `finish_sequence`)."""
+    return "; ".join(f"{k}: {v}" for k, v in p.items())
 
 
 def sequence_frames(cfg: SequenceConfig) -> list[int]:
@@ -475,23 +518,25 @@ def heldout_protocol(records: list[dict], cfg: SequenceConfig, model_size: int) 
             "background": "white", "resolution": model_size, "n": len(records)}
 
 
-def finish_sequence(cfg: SequenceConfig, smooth_window: int = 7, smooth_polyorder: int = 2,
-              write_files: bool = True, video_format: str = "mp4") -> SequenceResult:
+def finish_sequence(cfg: SequenceConfig, smooth_window: int = 7, smooth_polyorder: int = 2, heading_sign: str = "motion",
+                    min_step_mm: float = 1.0, write_files: bool = True, video_format: str = "mp4") -> SequenceResult:
     """Read the done frames -> tables, headline numbers with their protocols, and (write_files) readouts.csv,
-    manifest.json and the video. Streaming: per-frame numbers only; PLYs and panels are read one or two at a time."""
+    manifest.json and the video. Streaming: per-frame numbers only; PLYs and panels are read one or two at a time.
+
+    heading_sign / min_step_mm: how the heading's sign is chosen (`behaviour.fix_heading_sign`), for the
+    predicted and the true readouts alike. smooth_window / smooth_polyorder: `behaviour.smooth_readouts`."""
     records = read_frame_records(cfg)
     frames = [r["frame"] for r in records]
     rig = load_rig(cfg.rig_dir)
     raw = readout_table(records)
-    readouts = raw.copy()
-    readouts["heading_deg"] = heading_continuity(raw["heading_deg"])
+    sign_kw = {"min_step_mm": min_step_mm} if heading_sign == "motion" else {}
+    readouts = fix_heading_sign(raw, heading_sign, **sign_kw)
     smoothed = smooth_readouts(readouts, smooth_window, smooth_polyorder)
     heldout = heldout_table(records)
     has_truth = all(r["truth"] is not None for r in records)
     truth = None
     if has_truth:
-        truth = readout_table(records, "truth")
-        truth["heading_deg"] = heading_continuity(truth["heading_deg"])
+        truth = fix_heading_sign(readout_table(records, "truth"), heading_sign, **sign_kw)
     trunk = trunk_truth(rig, frames)
     clouds = cloud_steps(cfg, records)
     model_size = int(torch.load(resolve_checkpoint(cfg.checkpoint), map_location="cpu", weights_only=True)

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from facelift_lib import sequence
-from facelift_lib.behaviour import (ReadoutConfig, angle_diff_deg, cloud_step, frame_readouts, heading_continuity,
+from facelift_lib.behaviour import (angle_diff_deg, cloud_step, frame_readouts, heading_continuity, heading_from_motion,
                                     jitter, readout_errors, smooth_readouts)
 from facelift_lib.gslrm import GSLRM, GSLRMConfig
 from facelift_lib.preprocess import preprocess_frame, read_rig_frame, variant_config
@@ -68,6 +68,22 @@ def test_heading_continuity_flips_back_a_half_turn_but_keeps_real_turns():
     fixed = heading_continuity(h)
     np.testing.assert_allclose(fixed[[0, 1, 2, 3, 5, 6]], [10.0, 20.0, 30.0, 40.0, 50.0, 60.0], atol=1e-9)
     assert np.isnan(fixed[4])
+
+
+def test_heading_sign_from_the_direction_of_travel():
+    """A mouse walking along a turning path whose per-frame axis sign is scrambled: the motion sign recovers the
+    true heading everywhere, continuity alone gets the whole sequence backwards when frame 0 is."""
+    t = np.arange(40, dtype=np.float64)
+    true = 30.0 + 3.0 * t  # degrees, turning left while walking 4 mm per frame along it
+    xy = np.cumsum(4.0 * np.stack([np.cos(np.radians(true)), np.sin(np.radians(true))], 1), 0)
+    flips = np.random.default_rng(0).integers(0, 2, len(t)) * 180.0
+    flips[0] = 180.0
+    df = pd.DataFrame({"centroid_x_mm": xy[:, 0], "centroid_y_mm": xy[:, 1], "centroid_z_mm": 15.0,
+                       "heading_deg": angle_diff_deg(true + flips, 0.0)})
+    np.testing.assert_allclose(angle_diff_deg(heading_from_motion(df), true), 0.0, atol=1e-9)
+    np.testing.assert_allclose(np.abs(angle_diff_deg(heading_continuity(df["heading_deg"]), true)), 180.0, atol=1e-9)
+    standing = df.assign(centroid_x_mm=0.0, centroid_y_mm=0.0)  # no motion: the continuity sign stays
+    np.testing.assert_allclose(heading_from_motion(standing), heading_continuity(df["heading_deg"]))
 
 
 def readout_frame(n: int = 30, noise: float = 0.0, seed: int = 0) -> pd.DataFrame:
