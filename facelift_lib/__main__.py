@@ -11,6 +11,7 @@ import warnings
 from typing import Sequence
 
 from facelift_lib import workbook
+from facelift_lib.locks import FolderLockedError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -48,7 +49,8 @@ def _run(args: argparse.Namespace) -> int:
         return 1
     try:
         summary = workbook.run_profile(profile, args.notebooks_dir, args.only)
-    except (workbook.NotebookFailed, FileNotFoundError, ValueError) as exc:
+    except (workbook.NotebookFailed, FolderLockedError, OSError, ValueError) as exc:
+        # OSError: a read-only or full --out (the message names the folder); FileNotFoundError is one
         print(f"error: {exc}", file=sys.stderr)
         code = 1
     else:

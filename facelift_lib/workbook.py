@@ -13,12 +13,14 @@ import json
 import math
 import os
 import re
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from .locks import FolderLock, atomic_write_bytes
 from .protocol import EvalProtocol, Measured, ProtocolMismatch, mismatch_message
 
 RECORD_MIMETYPE = "application/vnd.facelift.record+json"
@@ -103,7 +105,11 @@ def load_profile(path: str | Path, out_dir: str | Path | None = None) -> Profile
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"profile not found: {path} (profiles live in params/, e.g. params/smoke.yaml)")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:  # the message says line and column
+        raise ValueError(f"{path}: not valid YAML ({' '.join(str(exc).split())}); fix the place it names "
+                         "(indentation, a missing ':' or an unclosed quote)") from exc
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a profile is a mapping of keys, got {type(data).__name__}")
     data = dict(data)
@@ -117,8 +123,54 @@ def load_profile(path: str | Path, out_dir: str | Path | None = None) -> Profile
             raise ValueError(f"{path}: '{key}' looks like a notebook section but is not a mapping "
                              f"(write `{key}: {{param: value}}`)")
         sections[key] = data.pop(key)
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
+        raise ValueError(f"{path}: cell_timeout_s must be a positive number of seconds (e.g. `cell_timeout_s: 600`) "
+                         f"or absent for no limit, got {timeout!r}")
     return Profile(name=name, out_dir=out, shared=data, sections=sections,
                    cell_timeout_s=None if timeout is None else float(timeout), source=str(path))
+
+
+def check_profile_types(profile: Profile, defaults: dict[str, dict[str, str]]) -> None:
+    """Refuse a profile value whose type cannot stand for the notebook's default: a string where the parameters
+    cell has a number or a bool (`max_steps: "40"`), a float or bool where it has an int. One ValueError lists
+    them all, naming the profile, the notebook and the key. `defaults`: {notebook: {param: default source}}."""
+    problems = []
+    for name, params in defaults.items():
+        section = profile.sections.get(name, {})
+        for key, value in {**profile.shared, **section}.items():
+            if key not in params:
+                continue
+            try:
+                default = ast.literal_eval(params[key])
+            except (ValueError, SyntaxError):
+                continue  # an expression: no type to compare with
+            want = _number_kind(default)
+            if want is None or value is None or _fits(value, want):  # null: "none/no limit" where a notebook allows
+                continue
+            where = f"section {name}: " if key in section else f"(shared key, used by {name}) "
+            problems.append(f"{where}{key} = {value!r} ({type(value).__name__}), but {name} expects {want} "
+                            f"(its default is {params[key]})" + ("; write the number without quotes"
+                                                                  if isinstance(value, str) else ""))
+    if problems:
+        raise ValueError(f"{profile.source}: " + ("\n  " if len(problems) > 1 else "") + "\n  ".join(problems))
+
+
+def _number_kind(default: Any) -> str | None:
+    if isinstance(default, bool):
+        return "a bool (true/false)"
+    if isinstance(default, int):
+        return "an integer"
+    if isinstance(default, float):
+        return "a number"
+    return None
+
+
+def _fits(value: Any, want: str) -> bool:
+    if want.startswith("a bool"):
+        return isinstance(value, bool)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return isinstance(value, int) if want == "an integer" else True
 
 
 # --- notebooks ------------------------------------------------------------------------------------
@@ -374,9 +426,8 @@ def write_html(nb: Any, path: Path) -> Path:
 
 
 def write_summary(summary: dict[str, Any], path: Path) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(summary, indent=1, default=str))
-    tmp.replace(path)  # atomic: a crash never leaves half a summary
+    # atomic, through a unique temp name: a crash never leaves half a summary, two writers never share a temp
+    atomic_write_bytes(path, json.dumps(summary, indent=1, default=str).encode())
 
 
 # --- runs -----------------------------------------------------------------------------------------
@@ -395,23 +446,55 @@ def run_profile(profile: Profile, notebooks_dir: str | Path = DEFAULT_NOTEBOOKS_
                 only: Sequence[str] | None = None) -> dict[str, Any]:
     """Execute the notebooks for a profile into profile.out_dir; returns the summary (also summary.json).
 
-    Stops at the first failing notebook with NotebookFailed (summary.json then says which).
+    Stops at the first failing notebook with NotebookFailed (summary.json then says which). The output folder
+    has one writer: a second run into it fails at once (`locks.FolderLockedError` naming the folder and the
+    PID of the run that holds it). A previous run that died (kill -9, power loss) is said on stderr and kept
+    in summary.json as "previous_run".
     """
-    from tqdm import tqdm
-
     notebooks_dir = Path(notebooks_dir).resolve()
     # Only the notebooks that run are synced (others may be open in an editor); every notebook's
     # declared parameters count for the unknown-key check, read from the .py sources.
     selected = [p.stem for p in sync_notebooks(discover_notebooks(notebooks_dir, only))]
-    declared = {p.stem: list(notebook_parameters(p)) for p in discover_notebooks(notebooks_dir)}
+    defaults = {p.stem: notebook_parameters(p) for p in discover_notebooks(notebooks_dir)}
+    declared = {name: list(params) for name, params in defaults.items()}
     check_profile_keys(profile, declared)
+    check_profile_types(profile, {n: defaults[n] for n in selected})
+    with FolderLock(profile.out_dir, f"profile run '{profile.name}'"):
+        return _run_locked(profile, notebooks_dir, only, selected, declared)
+
+
+def previous_run_died(summary_path: Path) -> dict[str, Any] | None:
+    """{"pid", "notebook"} when summary.json says "running" but its run is gone (call it holding the folder's lock:
+    then no live run writes there), else None."""
+    try:
+        earlier = json.loads(summary_path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(earlier, dict) or earlier.get("status") != "running":
+        return None
+    running = [n for n, e in earlier.get("notebooks", {}).items() if isinstance(e, dict) and e.get("status") == "running"]
+    return {"pid": earlier.get("pid"), "notebook": running[0] if running else None}
+
+
+def _run_locked(profile: Profile, notebooks_dir: Path, only: Sequence[str] | None, selected: list[str],
+                declared: dict[str, list[str]]) -> dict[str, Any]:
+    """run_profile's work, holding the output folder's lock."""
+    from tqdm import tqdm
 
     out = profile.out_dir
-    out.mkdir(parents=True, exist_ok=True)
+    died = previous_run_died(out / "summary.json")
+    if died is not None:
+        print(f"note: the previous run into {out} (process {died['pid']}) died while running "
+              f"{died['notebook'] or 'a notebook'}: summary.json still said 'running'. Its outputs of that notebook "
+              "may be incomplete; this run redoes the notebooks it runs.", file=sys.stderr)
     # --only re-runs some notebooks of a run: the others' entries (and their numbers) stay in summary.json
     kept = _earlier_entries(out / "summary.json", profile.name, selected) if only else {}
+    for entry in kept.values():
+        if died is not None and entry.get("status") in ("running", "pending"):
+            entry["status"] = "died" if entry["status"] == "running" else "not run"
     summary: dict[str, Any] = {
-        "profile": profile.name, "out_dir": str(out), "status": "running", "total_seconds": 0.0,
+        "profile": profile.name, "out_dir": str(out), "status": "running", "total_seconds": 0.0, "pid": os.getpid(),
+        **({"previous_run": {"status": "died", **died}} if died is not None else {}),
         "notebooks": dict(sorted({**kept, **{n: {"status": "pending", "seconds": None, "metrics": {}}
                                              for n in selected}}.items())),
     }

@@ -344,3 +344,129 @@ def test_committed_notebooks_are_what_jupyterlab_saves():
                     out["data"] = workbook.jupyterlab_numbers(out["data"])
         assert not workbook.drop_widget_views(saved) and not workbook.drop_empty_stderr(saved), path.name
         assert nbformat.writes(saved) + "\n" == text, f"{path.name}: JupyterLab would rewrite its JSON numbers"
+
+
+# --- issue 12: one writer per output folder, a dead run is said, profile values are checked where they enter ---
+HOLDER = "from facelift_lib.locks import FolderLock; import sys, time; FolderLock(sys.argv[1], 'a test holder').acquire(); " \
+         "print('locked', flush=True); time.sleep(120)"
+
+
+def test_a_second_run_into_a_locked_folder_fails_at_once_naming_it_and_the_pid(tmp_path, notebooks, capsys):
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        profile = write_profile(tmp_path, f"profile: t\nout_dir: {out}\n")
+        code = main(["run", str(profile), "--notebooks-dir", str(notebooks)])
+        err = capsys.readouterr().err
+        assert code == 1 and str(out) in err and f"process {holder.pid}" in err
+        assert not (out / "summary.json").exists() and not (out / "00_a.ipynb").exists()  # nothing was touched
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_run_that_died_is_seen_and_said_and_its_stale_lock_taken_over(tmp_path, capsys):
+    import subprocess
+    import sys
+
+    from facelift_lib.locks import LOCK_NAME, FolderLock
+
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / LOCK_NAME).write_text(json.dumps({"pid": dead, "what": "profile run 't'"}))  # left by kill -9
+    (out / "summary.json").write_text(json.dumps({"profile": "t", "status": "running", "pid": dead, "notebooks": {
+        "00_a": {"status": "ok"}, "01_b": {"status": "running"}}}))
+    with FolderLock(out, "test") as lock:
+        assert lock.stale_pid == dead
+        assert workbook.previous_run_died(out / "summary.json") == {"pid": dead, "notebook": "01_b"}
+    err = capsys.readouterr().err
+    assert f"process {dead}" in err and "taking it over" in err
+
+
+@pytest.mark.slow
+def test_after_kill_9_of_the_runner_the_next_run_says_the_previous_one_died(tmp_path, notebooks):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    (notebooks / "01_b.py").write_text(NB_B.replace("fail = False", "fail = False\nnap = 0.0") + "\nimport time\ntime.sleep(nap)\n")
+    out = tmp_path / "out"
+    profile = write_profile(tmp_path, f"profile: t\nout_dir: {out}\n01_b: {{nap: 60}}\n")
+    runner = subprocess.Popen([sys.executable, "-m", "facelift_lib", "run", str(profile), "--only", "01_b",
+                               "--notebooks-dir", str(notebooks)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(600):  # until the notebook runs (kernel started), at most ~60 s
+            summary = json.loads((out / "summary.json").read_text()) if (out / "summary.json").is_file() else {}
+            if summary.get("notebooks", {}).get("01_b", {}).get("status") == "running":
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the runner never started 01_b")
+    finally:
+        runner.send_signal(signal.SIGKILL)
+        runner.wait()
+    assert json.loads((out / "summary.json").read_text())["status"] == "running"  # what kill -9 leaves
+    quick = write_profile(tmp_path, f"profile: t\nout_dir: {out}\n")
+    done = subprocess.run([sys.executable, "-m", "facelift_lib", "run", str(quick), "--only", "00_a",
+                           "--notebooks-dir", str(notebooks)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert f"previous run into {out} (process {runner.pid}) died while running 01_b" in done.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["previous_run"] == {"status": "died", "pid": runner.pid, "notebook": "01_b"}
+    assert summary["notebooks"]["01_b"]["status"] == "died" and summary["status"] == "ok"
+
+
+def test_read_only_out_is_an_error_naming_the_folder(tmp_path, notebooks, capsys, monkeypatch):
+    import errno
+
+    from facelift_lib import locks
+
+    real_open = os.open
+
+    def read_only(path, flags, *a, **kw):
+        if str(path).startswith(str(tmp_path / "ro")) and flags & (os.O_CREAT | os.O_WRONLY | os.O_RDWR):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, flags, *a, **kw)
+    (tmp_path / "ro").mkdir()
+    monkeypatch.setattr(locks.os, "open", read_only)
+    profile = write_profile(tmp_path, "profile: t\n")
+    code = main(["run", str(profile), "--out", str(tmp_path / "ro"), "--notebooks-dir", str(notebooks)])
+    err = capsys.readouterr().err
+    assert code == 1 and str(tmp_path / "ro") in err and "not writable" in err
+
+
+@pytest.mark.parametrize("text, needles", [
+    ("profile: t\n00_a: {alpha: 1\n", ["profile.yaml: not valid YAML", "line"]),
+    ("profile: t\ncell_timeout_s: ten minutes\n", ["cell_timeout_s must be a positive number", "'ten minutes'"]),
+])
+def test_malformed_profiles_name_the_file_and_key(tmp_path, notebooks, capsys, text, needles):
+    code = main(["run", str(write_profile(tmp_path, text)), "--out", str(tmp_path / "out"),
+                 "--notebooks-dir", str(notebooks)])
+    err = capsys.readouterr().err
+    assert code == 1 and all(n in err for n in needles), err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_string_where_a_notebook_takes_a_number_is_refused_before_any_run(tmp_path, notebooks, capsys):
+    (notebooks / "00_a.py").write_text(NB_A.replace("alpha = 1.0", "alpha = 1.0\nmax_steps = 40"))
+    profile = write_profile(tmp_path, f"profile: t\nout_dir: {tmp_path / 'out'}\nseed: '3'\n00_a: {{max_steps: '40'}}\n")
+    code = main(["run", str(profile), "--notebooks-dir", str(notebooks)])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "section 00_a: max_steps = '40' (str), but 00_a expects an integer" in err
+    assert "seed = '3' (str)" in err and "without quotes" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_write_summary_uses_a_unique_temp_name(tmp_path):
+    (tmp_path / "summary.json.tmp").mkdir()  # what another run's fixed temp name would collide with
+    workbook.write_summary({"status": "ok"}, tmp_path / "summary.json")
+    assert json.loads((tmp_path / "summary.json").read_text()) == {"status": "ok"}
+    assert [p.name for p in tmp_path.iterdir() if p.name != "summary.json.tmp"] == ["summary.json"]
