@@ -1,26 +1,48 @@
-"""Quality grade of a preprocessed dataset: is the mouse the same size, centred, and whole in every view?
+"""Quality grade of a preprocessed dataset: does each view frame the mouse the way training needs, and do the
+written cameras agree with the written pixels?
 
 Definitions (mask = alpha > 0.5 of the written RGBA; px are "512-equivalent": measured at the written size W
 and multiplied by 512 / W, so datasets written at 128² and 512² compare directly):
 
 - size: sqrt(mask area) in 512-equivalent px, one per view.
-- size CV: coefficient of variation std/mean (population std) of the size. `size_cv` (graded) pools every
-  non-empty view of the dataset; `size_cv_within_sample_*` is the CV over the views of one sample
-  (mean / max over samples), `size_cv_across_samples` the CV of the per-sample mean size.
-- CoM offset: distance from the mask's centre of mass (pixel centres at +0.5) to the image centre (W/2, H/2),
-  512-equivalent px. `com_offset_px` (graded) is its mean over the non-empty views.
-- clipped: a mask pixel in the first/last row/column of the written image (the mouse runs off the view).
-  Empty and near-empty views (area < NEAR_EMPTY_FRACTION of the image) count as clipped too: the mouse is
-  not in them; so do views whose raw rig mask was near-empty (raw_near_empty below), whatever a per-view
-  scale made of them. `clip_rate` (graded) = clipped views / all views, so any such view rules out grade A.
+- size CV per camera (graded, `size_cv_per_camera`): for each rig camera, the coefficient of variation std/mean
+  (population std) of its size across the samples; mean over cameras. What a model sees of one camera from
+  frame to frame. (The cross-view CV, `size_cv_within_sample_*`, is reported only: with one scale per sample,
+  the geometry-preserving choice, views of one frame differ in size by perspective, e.g. camera distances
+  of 246-414 mm on the real rig, and no exact method can make that small.) `size_cv` pools every view
+  (reported), `size_cv_across_samples` is the CV of the per-sample mean size (reported).
+- CoM offset (graded, `com_offset_px`): distance from the mask's centre of mass (pixel centres at +0.5) to the
+  image centre (W/2, H/2), 512-equivalent px, mean over the non-empty views.
+- clipped (graded as `clip_rate`): a mask pixel in the first/last row/column of the written image that the
+  preprocessing caused, i.e. in a view whose raw rig mask did not already touch the raw border (a mouse cut
+  by the camera is the recording's, reported as `raw_border_rate`; `clip_rate_all` counts every edge view).
+  Empty and near-empty views (area < NEAR_EMPTY_FRACTION of the image) count as clipped: the mouse is not in
+  them; so do views whose raw rig mask was near-empty (raw_near_empty below), whatever a per-view scale made
+  of them. Any such view rules out grade A.
+- focal CV (graded, `focal_cv`): CV of the written focal lengths within a sample, mean over samples. FaceLift's
+  views share one focal; one scale per sample keeps the rig's own spread (~1 % on markerless_mouse_1), a
+  per-view focal (bbox_centered, ~25 %) equalises sizes by giving up that geometry.
+- camera agreement (graded, `camera_agreement`): distance between the mask's centre of mass and the written
+  camera's projection of the sample's world origin (the triangulated mouse centre every method normalises
+  to), as a fraction of the view's size (sqrt area); mean over the non-empty views (`camera_agreement_px`:
+  the same in 512-equivalent px). ~0.10 for every method whose cameras match its pixels (what is left is the
+  gap between a 2D centroid and the 3D centre: tail, perspective); ghost pixels or wrong cameras raise it.
 - raw_near_empty: the raw rig mask had under preprocess.RAW_NEAR_EMPTY_FRACTION (0.05 %) of the raw image's
   pixels (the sample JSON's `raw_mask_near_empty`, set by preprocess_frame): a speck, not a mouse.
   `raw_near_empty_views` in the summary counts them.
-- raw_border: the raw rig mask already touched the raw image border (mouse partly outside the camera);
-  reported (from the sample JSON), not graded: it is a property of the recording, not of the preprocessing.
 
-Grades, first that holds (GRADE_LIMITS): A = size CV < 2 %, CoM offset < 3 px, no clipped view;
-B = CV < 5 %, offset < 8 px, clip rate < 0.5 %; C = CV < 10 %, offset < 20 px; D otherwise.
+What each method controls (METHOD_CONTROLS): bbox_uniform the crop (no clipping, one scale per frame),
+bbox_centered the box size per view (per-view focal), pixel_based the CoM (exactly centred), one scale per
+sample and no clipping, standard_camera the cameras (FaceLift intrinsics, looking at the mouse centre, camera
+distances kept), standard_camera_zoom also the size per camera (approximate cameras). The grade applies one
+set of limits to every method, so grades compare; the summary lists the numbers its method controls
+("controls") and the grade each number alone would give ("grade_by_number"), so a grade says what held it.
+
+Grades, first that holds (GRADE_LIMITS): A = size CV per camera < 10 %, CoM offset < 3 px, no clipped view,
+focal CV < 2 %, camera agreement < 0.15; B = < 20 %, < 10 px, clip rate < 1 %, focal CV < 2 %, < 0.15;
+C = < 30 %, < 25 px, < 5 %, any focal, < 0.25; D otherwise. (Objects in FaceLift's own training renders vary
+in apparent size with their shape, so a 10-20 % size spread is ordinary; a centre 25 px off at 512 is ~5 % of
+the image.)
 """
 from __future__ import annotations
 
@@ -33,6 +55,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pandas as pd
+import torch
 from tqdm import tqdm
 
 from facelift_lib.cameras import Cameras
@@ -46,31 +69,54 @@ VIEWS_FILE = "grading_views.csv"
 
 @dataclass(frozen=True)
 class GradeLimits:
-    """Upper limits of one grade: size_cv < size_cv, com_offset_px < com_offset_px, and clip_rate < clip_rate
-    (clip_rate = 0 means no clipped view at all)."""
+    """Upper limits of one grade (strict <): size_cv (per camera), com_offset_px, clip_rate (0 means no clipped
+    view at all), focal_cv, camera_agreement (fraction of the mouse size)."""
 
     size_cv: float
     com_offset_px: float
     clip_rate: float
+    focal_cv: float = math.inf
+    camera_agreement: float = math.inf
 
-    def holds(self, size_cv: float, com_offset_px: float, clip_rate: float) -> bool:
+    def holds(self, size_cv: float, com_offset_px: float, clip_rate: float, focal_cv: float = 0.0,
+              camera_agreement: float = 0.0) -> bool:
         clip_ok = clip_rate == 0 if self.clip_rate == 0 else clip_rate < self.clip_rate
-        return size_cv < self.size_cv and com_offset_px < self.com_offset_px and clip_ok
+        return (size_cv < self.size_cv and com_offset_px < self.com_offset_px and clip_ok
+                and focal_cv < self.focal_cv and camera_agreement < self.camera_agreement)
 
 
 GRADE_LIMITS: dict[str, GradeLimits] = {
-    "A": GradeLimits(size_cv=0.02, com_offset_px=3.0, clip_rate=0.0),
-    "B": GradeLimits(size_cv=0.05, com_offset_px=8.0, clip_rate=0.005),
-    "C": GradeLimits(size_cv=0.10, com_offset_px=20.0, clip_rate=math.inf),
+    "A": GradeLimits(size_cv=0.10, com_offset_px=3.0, clip_rate=0.0, focal_cv=0.02, camera_agreement=0.15),
+    "B": GradeLimits(size_cv=0.20, com_offset_px=10.0, clip_rate=0.01, focal_cv=0.02, camera_agreement=0.15),
+    "C": GradeLimits(size_cv=0.30, com_offset_px=25.0, clip_rate=0.05, focal_cv=math.inf, camera_agreement=0.25),
+}
+# summary key of each graded number, in GradeLimits order
+GRADED = {"size_cv": "size_cv_per_camera", "com_offset_px": "com_offset_px", "clip_rate": "clip_rate",
+          "focal_cv": "focal_cv", "camera_agreement": "camera_agreement"}
+
+# The graded numbers each preprocessing method sets by construction (the others it only measures).
+METHOD_CONTROLS: dict[str, tuple[str, ...]] = {
+    "bbox_uniform": ("clip_rate", "focal_cv"),
+    "bbox_centered": ("clip_rate",),
+    "pixel_based": ("com_offset_px", "clip_rate", "focal_cv"),
+    "standard_camera": ("focal_cv", "camera_agreement"),
+    "standard_camera_zoom": ("size_cv_per_camera", "focal_cv"),
 }
 
 
-def grade_preprocessing(size_cv: float, com_offset_px: float, clip_rate: float) -> str:
-    """'A'..'D' from the three dataset numbers (see the module docstring; NaN anywhere gives 'D')."""
+def grade_preprocessing(size_cv: float, com_offset_px: float, clip_rate: float, focal_cv: float = 0.0,
+                        camera_agreement: float = 0.0) -> str:
+    """'A'..'D' from the graded dataset numbers (see the module docstring; NaN anywhere gives 'D').
+    size_cv is the per-camera size CV (`size_cv_per_camera` of the summary)."""
     for grade, limits in GRADE_LIMITS.items():
-        if limits.holds(size_cv, com_offset_px, clip_rate):
+        if limits.holds(size_cv, com_offset_px, clip_rate, focal_cv, camera_agreement):
             return grade
     return "D"
+
+
+def grade_of_number(name: str, value: float) -> str:
+    """The grade one graded number alone allows (name: a GradeLimits field), the others taken as perfect."""
+    return grade_preprocessing(**{**{k: 0.0 for k in GRADED}, name: value})
 
 
 def _alpha(path: Path, view: int) -> np.ndarray:
@@ -93,6 +139,9 @@ def view_rows(sample_dir: str | Path) -> list[dict[str, Any]]:
     cams = Cameras.from_opencv_json(sample_dir / CAMERA_FILE)
     extras = cams.frame_extras or [{} for _ in range(len(cams))]
     method = cams.meta.get("preprocess_method")
+    if cams.meta.get("preprocess", {}).get("distance_mode") == "per_view_zoom":
+        method = "standard_camera_zoom"
+    origin_uv, origin_z = cams.project(torch.zeros(1, 3, dtype=torch.float64))   # the sample's mouse centre
     rows = []
     for v, path in enumerate(image_paths(sample_dir, cams)):
         m = _alpha(path, v)
@@ -104,15 +153,21 @@ def view_rows(sample_dir: str | Path) -> list[dict[str, Any]]:
         clipped_edge = bool(m[0].any() or m[-1].any() or m[:, 0].any() or m[:, -1].any())
         near_empty = area < NEAR_EMPTY_FRACTION * H * W
         raw_near_empty = bool(extras[v].get("raw_mask_near_empty", False))
+        raw_border = bool(extras[v].get("raw_mask_touches_border", False))
+        ou, ov = (float(x) for x in origin_uv[v, 0]) if origin_z[v, 0] > 0 else (math.nan, math.nan)
         rows.append({
             "sample": sample_dir.name, "view": v, "camera": extras[v].get("raw_camera", str(v)), "method": method,
             "size_px": W, "area_px": area, "area_fraction": area / (H * W),
             "size_512": math.sqrt(area) * to512,
             "com_x": com[0], "com_y": com[1],
             "com_offset_512": math.hypot(com[0] - W / 2, com[1] - H / 2) * to512,
+            "camera_agreement_512": math.hypot(com[0] - ou, com[1] - ov) * to512,
+            "camera_agreement": math.hypot(com[0] - ou, com[1] - ov) / math.sqrt(area) if area else math.nan,
+            "fx_512": float(cams.fx[v]) * to512,
             "empty": area == 0, "near_empty": near_empty, "raw_near_empty": raw_near_empty,
-            "clipped": clipped_edge or near_empty or raw_near_empty,
-            "raw_border": bool(extras[v].get("raw_mask_touches_border", False)),
+            "edge": clipped_edge,
+            "clipped": (clipped_edge and not raw_border) or near_empty or raw_near_empty,
+            "raw_border": raw_border,
         })
     return rows
 
@@ -127,13 +182,26 @@ def summarize(views: pd.DataFrame) -> dict[str, Any]:
     per_sample = ok.groupby("sample").agg(size_mean=("size_512", "mean"), size_cv=("size_512", _cv),
                                           com_offset_px=("com_offset_512", "mean"))
     per_sample["clipped_views"] = views.groupby("sample")["clipped"].sum()
-    size_cv, offset, clip_rate = _cv(ok["size_512"]), float(ok["com_offset_512"].mean()), float(views["clipped"].mean())
+    per_camera = ok.groupby("camera")["size_512"].agg(_cv)
+    size_cv_per_camera = float(per_camera.mean()) if ok["sample"].nunique() > 1 else 0.0  # one sample: no variation
+    focal_cv = float(views.groupby("sample")["fx_512"].agg(_cv).mean())
+    offset, clip_rate = float(ok["com_offset_512"].mean()), float(views["clipped"].mean())
+    agreement = float(ok["camera_agreement"].mean())
     methods = sorted({m for m in views["method"] if isinstance(m, str)})
+    method = methods[0] if len(methods) == 1 else methods
     return {
-        "method": methods[0] if len(methods) == 1 else methods,
+        "method": method,
         "n_samples": int(views["sample"].nunique()), "n_views": int(len(views)),
-        "size_cv": size_cv, "com_offset_px": offset, "clip_rate": clip_rate,
-        "grade": grade_preprocessing(size_cv, offset, clip_rate),
+        "size_cv_per_camera": size_cv_per_camera, "com_offset_px": offset, "clip_rate": clip_rate,
+        "focal_cv": focal_cv, "camera_agreement": agreement,
+        "grade": grade_preprocessing(size_cv_per_camera, offset, clip_rate, focal_cv, agreement),
+        "grade_by_number": {key: grade_of_number(name, value) for name, key, value in zip(
+            GRADED, GRADED.values(), (size_cv_per_camera, offset, clip_rate, focal_cv, agreement))},
+        "controls": list(METHOD_CONTROLS.get(method, ())) if isinstance(method, str) else [],
+        "camera_agreement_px": float(ok["camera_agreement_512"].mean()),
+        "size_cv": _cv(ok["size_512"]), "clip_rate_all": float((views["edge"] | views["clipped"]).mean()),
+        "size_cv_per_camera_max": float(per_camera.max()) if ok["sample"].nunique() > 1 else 0.0,
+        "camera_agreement_px_max": float(ok["camera_agreement_512"].max()),
         "size_mean_512": float(ok["size_512"].mean()),
         "size_cv_within_sample_mean": float(per_sample["size_cv"].mean()),
         "size_cv_within_sample_max": float(per_sample["size_cv"].max()),

@@ -4,13 +4,16 @@ from __future__ import annotations
 import json
 import math
 
+import cv2
 import numpy as np
 import pytest
 import torch
 
 from facelift_lib.cameras import orbit_cameras
-from facelift_lib.grading import GRADE_LIMITS, grade_dataset, grade_preprocessing, view_rows
+from facelift_lib.grading import (GRADE_LIMITS, GRADED, METHOD_CONTROLS, grade_dataset, grade_of_number,
+                                   grade_preprocessing, view_rows)
 from facelift_lib.io import save_sample
+from facelift_lib.preprocess import VARIANTS
 
 
 def disc_sample(path, size: int, discs: list[tuple[float, float, float]], extras=None):
@@ -28,15 +31,23 @@ def disc_sample(path, size: int, discs: list[tuple[float, float, float]], extras
 
 
 def test_grade_limits_as_stated():
-    assert GRADE_LIMITS["A"].size_cv == 0.02 and GRADE_LIMITS["B"].com_offset_px == 8.0
-    assert grade_preprocessing(0.0199, 2.9, 0.0) == "A"
-    assert grade_preprocessing(0.02, 2.9, 0.0) == "B"          # CV limits are strict
+    # (issue 13 changed the graded numbers and limits: size CV per camera across samples, focal CV, camera
+    # agreement, preprocessing-caused clipping; the old asserts encoded the pooled-CV design)
+    assert GRADE_LIMITS["A"].size_cv == 0.10 and GRADE_LIMITS["B"].com_offset_px == 10.0
+    assert grade_preprocessing(0.099, 2.9, 0.0) == "A"
+    assert grade_preprocessing(0.10, 2.9, 0.0) == "B"          # CV limits are strict
     assert grade_preprocessing(0.01, 1.0, 0.001) == "B"        # any clipping loses A
-    assert grade_preprocessing(0.01, 1.0, 0.005) == "C"        # B needs < 0.5 % clipped views
-    assert grade_preprocessing(0.09, 19.9, 0.5) == "C"         # C does not limit clipping
-    assert grade_preprocessing(0.10, 1.0, 0.0) == "D"
-    assert grade_preprocessing(0.01, 20.0, 0.0) == "D"
+    assert grade_preprocessing(0.01, 1.0, 0.01) == "C"         # B needs < 1 % clipped views
+    assert grade_preprocessing(0.29, 24.9, 0.049) == "C"
+    assert grade_preprocessing(0.01, 1.0, 0.05) == "D"         # C allows < 5 % clipped views
+    assert grade_preprocessing(0.30, 1.0, 0.0) == "D"
+    assert grade_preprocessing(0.01, 25.0, 0.0) == "D"
+    assert grade_preprocessing(0.01, 1.0, 0.0, focal_cv=0.25) == "C"          # a focal per view: at most C
+    assert grade_preprocessing(0.01, 1.0, 0.0, camera_agreement=0.2) == "C"   # cameras off their pixels
+    assert grade_preprocessing(0.01, 1.0, 0.0, camera_agreement=0.3) == "D"
     assert grade_preprocessing(math.nan, 1.0, 0.0) == "D"
+    assert grade_of_number("com_offset_px", 9.0) == "B" and grade_of_number("focal_cv", 0.0) == "A"
+    assert set(METHOD_CONTROLS) == set(VARIANTS) and all(set(c) <= set(GRADED.values()) for c in METHOD_CONTROLS.values())
 
 
 def test_view_rows_measure_size_offset_clipping_in_512_px(tmp_path):
@@ -70,10 +81,13 @@ def test_grade_dataset_summary_report_and_size_invariance(tmp_path):
     assert summary["size_cv_within_sample_max"] == pytest.approx(per.max())
     assert summary["com_offset_px"] == pytest.approx(4.0, abs=0.3)           # 1 px at 128 = 4 px at 512
     assert summary["clip_rate"] == 0.0
-    assert summary["grade"] == grade_preprocessing(summary["size_cv"], summary["com_offset_px"], 0.0)
-    assert summary["grade"] in ("B", "C")                                   # offset 4 px rules out A
+    per_camera = views.groupby("camera")["size_512"].agg(lambda x: x.std(ddof=0) / x.mean())
+    assert summary["size_cv_per_camera"] == pytest.approx(per_camera.mean())
+    assert summary["grade"] == grade_preprocessing(summary["size_cv_per_camera"], summary["com_offset_px"], 0.0,
+                                                   summary["focal_cv"], summary["camera_agreement"])
+    assert summary["grade"] == "B" and summary["grade_by_number"]["com_offset_px"] == "B"  # offset 4 px rules out A
     report = json.loads((tmp_path / "d128" / "grading.json").read_text())
-    assert report["grade"] == summary["grade"] and report["grade_limits"]["A"]["size_cv"] == 0.02
+    assert report["grade"] == summary["grade"] and report["grade_limits"]["A"]["size_cv"] == 0.10
     assert (tmp_path / "d128" / "grading_views.csv").is_file()
     _, small = grade_dataset(tmp_path / "d64", write_report=False)
     assert small["size_mean_512"] == pytest.approx(summary["size_mean_512"], rel=0.03)
@@ -104,3 +118,29 @@ def test_raw_near_empty_view_is_reported_and_costs_grade_a(tmp_path):
     assert not views["near_empty"].any() and views["clipped"][4]     # written pixels fine; counted via the flag
     assert summary["raw_near_empty_views"] == 1 and summary["clip_rate"] == pytest.approx(1 / 6)
     assert summary["grade"] != "A"
+
+
+def test_per_camera_size_cv_raw_border_clipping_and_camera_agreement(tmp_path):
+    """Size CV per camera follows one camera across samples (not the views of one sample); an edge view whose
+    raw mask already touched the raw border is the recording's, not clipping; a far ghost blob moves the mask
+    CoM off the projected mouse centre and the camera agreement shows it."""
+    # views of one sample differ in size (perspective), each camera is steady across samples: per-camera CV 0
+    for i in range(3):
+        disc_sample(tmp_path / "steady" / f"frame_{i:06d}", 128, [(64, 64, r) for r in (12, 16, 20, 24)])
+    _, steady = grade_dataset(tmp_path / "steady", write_report=False)
+    assert steady["size_cv_per_camera"] < 0.01 < steady["size_cv_within_sample_mean"]
+    # an edge view: clipping only when the raw mask did not touch the raw border
+    edge = [(64, 64, 20), (8, 64, 20)]
+    disc_sample(tmp_path / "cut" / "frame_000000", 128, edge, extras=[{}, {"raw_mask_touches_border": True}])
+    disc_sample(tmp_path / "clip" / "frame_000000", 128, edge)
+    _, cut = grade_dataset(tmp_path / "cut", write_report=False)
+    _, clip = grade_dataset(tmp_path / "clip", write_report=False)
+    assert cut["clip_rate"] == 0.0 and cut["clip_rate_all"] == 0.5 and clip["clip_rate"] == 0.5
+    # a ghost: a second blob far from the mouse pulls the CoM away from the projected centre
+    d = disc_sample(tmp_path / "ghost" / "frame_000000", 128, [(64, 64, 16)] * 3)
+    clean = view_rows(d)
+    img = cv2.imread(str(d / "images" / "cam_001.png"), cv2.IMREAD_UNCHANGED)
+    cv2.circle(img, (110, 20), 8, (128, 128, 128, 255), -1)
+    cv2.imwrite(str(d / "images" / "cam_001.png"), img)
+    ghost = view_rows(d)
+    assert clean[1]["camera_agreement"] < 0.05 and ghost[1]["camera_agreement"] > 0.25
