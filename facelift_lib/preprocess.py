@@ -283,8 +283,10 @@ class FramePlan:
 
 
 def mouse_center(cams: Cameras, com: np.ndarray) -> np.ndarray:
-    """Triangulated mouse centre [3] (rig units): least squares over the rays through the mask centroids [V,2]."""
-    K, w2c = cams.K.numpy(), cams.w2c.numpy()
+    """Triangulated mouse centre [3] (rig units): least squares over the rays through the mask centroids [V,2],
+    given in the pixels of the skew-free pinhole cameras skew_free(cams.K) (`camera_mask_stats`; for cameras
+    without skew or distortion, the raw masks' own)."""
+    K, w2c = skew_free(cams.K.numpy()), cams.w2c.numpy()
     return triangulate_rays(cams.centers.numpy(), pixel_ray_dirs(K, w2c, com))
 
 
@@ -369,6 +371,17 @@ def plan_frame(cams: Cameras, stats: MaskStats, cfg: PreprocessConfig) -> FrameP
     out, scale, _ = similarity_normalize(virtual, torch.from_numpy(center), cfg.target_distance)
     return FramePlan(R_rel=R_rel, K_img=K_img, T=rotation_homography(K_raw, R_rel, K_img), cams=out, center_mm=center,
                      scale=scale, exact=exact, flags=flags)
+
+
+def camera_mask_stats(masks: Sequence[np.ndarray], cams: Cameras, raw_stats: MaskStats | None = None) -> MaskStats:
+    """Statistics of raw uint8 masks [V] of `cams` in the pixels preprocessing plans in: those of the skew-free
+    pinhole cameras (`pinhole_mask_stats`: undistorted, whole masks) when the calibration has distortion or
+    skew, else the raw masks' own (`raw_stats` when already measured)."""
+    K = cams.K.numpy()
+    dist = None if cams.dist is None or not bool(torch.any(cams.dist != 0)) else cams.dist.numpy()
+    if dist is None and not np.any(K[:, 0, 1] != 0):
+        return raw_stats if raw_stats is not None else mask_stats(masks)
+    return pinhole_mask_stats(masks, K, dist)
 
 
 # --- warping ----------------------------------------------------------------------------------------------
@@ -633,12 +646,9 @@ def preprocess_frame(rf: RigFrame, cfg: PreprocessConfig) -> tuple[np.ndarray, C
     cams, S = rf.cams, cfg.size
     dist = None if cams.dist is None else cams.dist.numpy()
     K = cams.K.numpy()
-    has_dist = dist is not None and bool(np.any(dist != 0))
     raw_stats = mask_stats(rf.masks)
     check_masks(rf, raw_stats, cfg.min_mask_px)
-    # statistics in skew-free pinhole pixels, of whole masks (the undistortion canvas grows past the raw frame)
-    stats = (pinhole_mask_stats(rf.masks, K, dist if has_dist else None)
-             if has_dist or bool(np.any(K[:, 0, 1] != 0)) else raw_stats)
+    stats = camera_mask_stats(rf.masks, cams, raw_stats)
     raw_border = raw_stats.touches_border
     raw_near_empty = raw_stats.area < RAW_NEAR_EMPTY_FRACTION * cams.width * cams.height
     plan = plan_frame(cams, stats, cfg)

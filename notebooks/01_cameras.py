@@ -64,7 +64,8 @@ if human is None:
 
 # %%
 _, masks = rig.load_rig_frame(r, frame)
-stats = preprocess.mask_stats([(m.numpy() * 255).astype(np.uint8) for m in masks])
+# in the pixels preprocessing plans in: undistorted (lens model, skew) when the calibration has them
+stats = preprocess.camera_mask_stats([(m.numpy() * 255).astype(np.uint8) for m in masks], r.cams)
 center_mm = torch.as_tensor(preprocess.mouse_center(r.cams, stats.com))
 mouse, scale, translation = rig.rig_to_facelift(r.cams, center_mm)
 print(f"mouse centre (triangulated, mm): {center_mm.numpy().round(2)};  scale {scale:.5f} FaceLift units per mm")
