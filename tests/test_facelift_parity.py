@@ -223,3 +223,27 @@ def test_guidance_below_one_still_runs_the_unconditional_branch(latent_model, un
         half = denoiser_output(latent_model, x, t, with_null_condition(latent_model, cond), 0.5)
         plain = denoiser_output(latent_model, x, t, cond, 1.0)
     assert float((half - plain).abs().max()) > 1e-4
+
+
+def test_clip_preprocessing_is_the_pipelines_processor_on_an_8_bit_image(tmp_path):
+    """FaceLift feeds CLIP through transformers' CLIPImageProcessor on an 8-bit image; so does the workbook
+    (PIL backend, what FaceLift's transformers ran). Built offline from the tiny pipeline folder's config."""
+    import numpy as np
+    from transformers import CLIPImageProcessor, CLIPImageProcessorPil
+
+    from facelift_lib.mvdiffusion.pipeline import load_facelift_pipeline, write_tiny_facelift_pipeline
+
+    pipe = load_facelift_pipeline(write_tiny_facelift_pipeline(tmp_path / "pipe"))
+    model = pipe.model
+    assert isinstance(model.feature_extractor, CLIPImageProcessorPil)
+    seen = []
+    model.image_encoder.register_forward_pre_hook(lambda m, a, kw: seen.append(kw["pixel_values"].clone()),
+                                                  with_kwargs=True)
+    ref = torch.rand(2, 4, 45, 45, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        model.clip_embedding(ref)
+    rgb8 = ((ref[:, :3] * ref[:, 3:] + 1 - ref[:, 3:]) * 255).round().to(torch.uint8)  # on white, 8 bits
+    processor = CLIPImageProcessor.from_pretrained(tmp_path / "pipe" / "feature_extractor")
+    want = processor(images=list(rgb8.permute(0, 2, 3, 1).numpy()), return_tensors="pt").pixel_values
+    assert torch.equal(seen[0], want)
+    assert seen[0].shape[-2:] == (32, 32) and np.isfinite(seen[0].numpy()).all()

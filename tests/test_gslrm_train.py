@@ -265,6 +265,41 @@ def test_config_loading(tmp_path):
         load_train_config(tmp_path / "nope.yaml")
 
 
+@pytest.mark.parametrize("profile", ["smoke", "full"])
+def test_cli_and_notebook_build_the_same_config(profile, monkeypatch):
+    """One route from a profile to a GS-LRM run: the torchrun CLI (`load_train_config(params/<profile>.yaml)`) and
+    notebook 05 (its parameters cell, with the profile's injected values, through `profile_train_config`) agree."""
+    import ast
+    import inspect
+    import warnings
+
+    from facelift_lib.gslrm.train import profile_train_config
+    from facelift_lib.workbook import load_profile, notebook_inputs, notebook_parameters
+
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(repo)  # profiles' out_dir is relative to the working directory, for the CLI and the runner
+    notebook = repo / "notebooks" / "05_gslrm.py"
+    defaults = {k: ast.literal_eval(v) for k, v in notebook_parameters(notebook).items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a profile key the notebook does not declare would not reach it
+        injected = notebook_inputs(load_profile(repo / "params" / f"{profile}.yaml"), "05_gslrm", list(defaults))
+    params = {**defaults, **injected}
+    args = list(inspect.signature(profile_train_config).parameters)
+    assert set(args) <= set(params), f"notebook 05 lacks parameters {set(args) - set(params)}"
+    source = notebook.read_text()
+    call = source[source.index("cfg = profile_train_config("):]
+    call = call[:call.index(")\n") + 1]
+    for name in args:  # the notebook hands every argument its own parameter
+        assert f"{name}={'out' if name == 'out_dir' else name}" in call, name
+    notebook_cfg = profile_train_config(**{k: Path(params[k]) if k == "out_dir" else params[k] for k in args})
+    cli_cfg = load_train_config(repo / "params" / f"{profile}.yaml")
+    assert cli_cfg.to_dict() == notebook_cfg.to_dict()
+    if profile == "smoke":  # the issue's example: the CLI trained patch 8 / lr 4e-4 / 500 steps, 05 patch 4 / 1e-3 / 600
+        assert (cli_cfg.model["patch_size"], cli_cfg.lr, cli_cfg.max_steps) == (4, 1e-3, 600)
+    else:
+        assert cli_cfg.model == {} and cli_cfg.ckpt_every == 1000
+
+
 def test_dataset_resizes_and_scales_intrinsics(toy_list):
     big = ViewsDataset(toy_list, 16, validate=False)[0]
     small = ViewsDataset(toy_list, 8, validate=False)[0]
