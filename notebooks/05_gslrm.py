@@ -49,6 +49,7 @@ background_gaussian_fraction = 0.1  # CPU speed-up for training renders; 1.0 on 
 skip_grad_norm = 200.0
 lpips_weights = None          # LOCAL folder with LPIPS backbone weights: adds LPIPS to the metrics (nothing downloads)
 resume = False                # smoke: a fresh, reproducible run every time
+ckpt_every = None             # steps between checkpoints; None = max_steps // 4
 turntable_n_frames = 24       # frames of the turntable GIF
 
 # %%
@@ -64,7 +65,7 @@ from facelift_lib.gslrm import GSLRM
 from facelift_lib.gslrm.data import ViewsDataset
 from facelift_lib.gslrm.export import (ExportFilters, export_fidelity, export_ply, filter_gaussians, save_turntable_gif,
                                        turntable_frames)
-from facelift_lib.gslrm.train import TrainConfig, dataset_lists, train
+from facelift_lib.gslrm.train import dataset_lists, profile_train_config, train
 from facelift_lib.metrics import background_only, evaluate, predict_and_render
 from facelift_lib.workbook import record
 
@@ -95,11 +96,12 @@ plt.show()
 # always renders every gaussian.
 
 # %%
-cfg = TrainConfig(train_list=str(lists["train"]), run_dir=str(out / "gslrm" / "run"), image_size=image_size,
-                  model=model, init_from=init_from, finetune=finetune, max_steps=max_steps,
-                  warmup_steps=warmup_steps, lr=lr, batch_size=batch_size, views_per_step=views_per_step,
-                  background_gaussian_fraction=background_gaussian_fraction, skip_grad_norm=skip_grad_norm,
-                  resume=resume, seed=seed, ckpt_every=max(1, max_steps // 4))
+# the same function builds the torchrun CLI's config from a profile (facelift_lib.gslrm.train.load_train_config)
+cfg = profile_train_config(out_dir=out, seed=seed, data_source=data_source, image_size=image_size, model=model,
+                           init_from=init_from, finetune=finetune, max_steps=max_steps, warmup_steps=warmup_steps,
+                           lr=lr, batch_size=batch_size, views_per_step=views_per_step,
+                           background_gaussian_fraction=background_gaussian_fraction,
+                           skip_grad_norm=skip_grad_norm, resume=resume, ckpt_every=ckpt_every)
 result = train(cfg)
 log = pd.DataFrame(result.log)
 print(f"{result.steps} steps, {result.skipped} skipped; checkpoint {result.checkpoint.name}; "

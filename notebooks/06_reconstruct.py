@@ -51,8 +51,9 @@ samples_list = None          # default: out_dir/mvdiffusion/data/val.txt (03): s
 diffusion_checkpoint = None  # default: the newest checkpoint of out_dir/mvdiffusion/run (03)
 gslrm_checkpoint = None      # default: the newest checkpoint of out_dir/gslrm/run (05)
 max_samples = 2              # samples to reconstruct (None: all); each is a full DDIM run
-num_inference_steps = 20
-guidance_scale = 2.0
+num_inference_steps = 20     # smoke: cheaper than FaceLift's 50 (full profile: 50)
+guidance_scale = 2.0         # smoke; FaceLift's (full profile): 3.0
+eta = 0.0                    # DDIM eta; smoke: deterministic, small pixel model; FaceLift's (full profile): 1.0
 min_opacity = 0.05           # gaussians fainter than this are left out of the 3D metrics
 turntable_n_frames = 24
 
@@ -101,7 +102,7 @@ for d in dirs:
         raise ValueError(f"{d}: cameras {cams.meta.get('camera_type')!r}, but the diffusion model makes {pipe.camera_type!r}")
     gt, units_per_mm = standard_sample_ground_truth(rig_dir, d)
     mm_per_unit = 1.0 / units_per_mm
-    recs = {"pipeline": reconstruct(true_views[0], pipe, gslrm, num_inference_steps, guidance_scale, seed=seed),
+    recs = {"pipeline": reconstruct(true_views[0], pipe, gslrm, num_inference_steps, guidance_scale, seed=seed, eta=eta),
             "oracle views": reconstruct_from_views(on_white(true_views), cams, gslrm)}
     for name, rec in recs.items():
         table, summary = reconstruction_report(rec, true_views, gt.means, mm_per_unit, min_opacity)
