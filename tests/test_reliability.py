@@ -369,9 +369,28 @@ def test_a_worker_dies_when_its_launcher_is_killed(tmp_path):
     assert gone, "the worker outlived its killed launcher"
 
 
+def test_both_trainers_ask_to_die_with_their_launcher(held_folder, monkeypatch, tmp_path, tiny_mv_checkpoint):
+    import facelift_lib.gslrm.train as G
+    import facelift_lib.mvdiffusion.train as M
+
+    folder, _ = held_folder
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "test")  # as torchrun sets it for its workers
+    runs = {G: lambda: G.train(G.TrainConfig(train_list=str(tmp_path / "x.txt"), run_dir=str(folder), progress=False)),
+            M: lambda: M.train(M.TrainParams(run_dir=str(folder), train_list=str(tiny_mv_checkpoint[1]), val_list=None,
+                                             pixel_model=TINY_PIXEL, progress=False))}
+    for module, run in runs.items():
+        calls = []
+        monkeypatch.setattr(module, "die_with_parent", lambda: calls.append(True))
+        with pytest.raises(locks.FolderLockedError):  # stops right after: the run_dir is held
+            run()
+        assert calls == [True], module.__name__
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl(PR_SET_PDEATHSIG) is Linux")
 def test_killing_torchrun_leaves_no_orphan_workers(tmp_path):
+    """The mechanism under the real launcher (without die_with_parent the workers were re-parented to init and
+    kept running: checked by hand with the same script minus that call)."""
     script = tmp_path / "worker.py"
     script.write_text("from facelift_lib.locks import die_with_parent, launched_worker\nimport os, sys, time\n"
                       "assert launched_worker()\ndie_with_parent()\n"
@@ -432,3 +451,23 @@ def test_reconstruct_checks_its_reference(ref, msg):
 
     with pytest.raises(ValueError, match=msg):
         reconstruct(ref, pipe=None, model=None)
+
+
+def test_every_torch_load_in_the_workbook_is_weights_only():
+    """A guard for new code: torch.load without weights_only=True, or a bare pickle.load, would run a crafted file's
+    code (calibration pickles go through cameras.read_calibration_pickle)."""
+    import ast
+
+    offenders = []
+    for path in sorted([*(REPO / "facelift_lib").rglob("*.py"), *(REPO / "notebooks").glob("*.py"),
+                        *(REPO / "benchmarks").glob("*.py")]):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and isinstance(node.func.value, ast.Name)):
+                continue
+            name = f"{node.func.value.id}.{node.func.attr}"
+            safe = any(k.arg == "weights_only" and isinstance(k.value, ast.Constant) and k.value.value is True
+                       for k in node.keywords)
+            if (name == "torch.load" and not safe) or name in ("pickle.load", "pickle.loads"):
+                offenders.append(f"{path.relative_to(REPO)}:{node.lineno}: {name}")
+    assert not offenders, offenders
