@@ -696,7 +696,9 @@ def ensure_rig(rig_dir: str | Path, **smoke_kwargs) -> Path:
         return make_rig_dataset(rig_dir, **smoke_kwargs)
     with open(rig_dir / RIG_FILE) as f:
         meta = json.load(f)
-    recorded = {**meta, **meta.get("generator", {})}
+    # a key an older build did not record had make_rig_dataset's default then (lens, arena_radius_mm: issue 13)
+    defaults = {"lens": "pinhole", "arena_radius_mm": 50.0}
+    recorded = {**defaults, **meta, **meta.get("generator", {})}
     if "generator" in meta:
         differ = {k: (recorded[k], v) for k, v in smoke_kwargs.items() if k in recorded and recorded[k] != v}
         if differ:

@@ -20,9 +20,12 @@
 # Everything downstream starts from a **rig folder**: per camera and frame an RGB image and a binary mask,
 # a calibration (`new_cam.pkl`, OpenCV, millimetres, world Z-up) and `rig.json` (layout in `DESIGN.md`).
 #
-# With `rig_dir = None` the workbook builds its own: a procedural mouse made of 3D Gaussians, filmed by a
+# With `rig_dir = None` the workbook builds its own: a procedural mouse made of 3D Gaussians (adult C57BL/6
+# proportions; it walks, turns, bends its spine, turns its head, rears and curls its tail), filmed by a
 # virtual copy of the 6-camera markerless_mouse_1 rig, with the ground-truth Gaussians of every frame
-# (`gt/`). Point `rig_dir` at a real rig laid out the same way and the rest of the workbook runs on it.
+# (`gt/`). With `rig_lens = "real"` the virtual cameras have the real calibration's skew and strong lens
+# distortion, and the arena lets the mouse reach the image border as often as in real recordings
+# (`arena_radius_mm`). Point `rig_dir` at a real rig laid out the same way and the rest of the workbook runs on it.
 
 # %% tags=["parameters"]
 out_dir = "../outputs/smoke"
@@ -31,6 +34,8 @@ rig_dir = None         # a real rig folder; None builds the synthetic rig in <ou
 n_frames = 8           # synthetic rig: frames to film
 rig_scale = 0.25       # synthetic rig: images are the real rig's 1152x1024 times this
 n_gaussians = 4000     # synthetic rig: gaussians per mouse
+rig_lens = "real"      # synthetic rig: "real" (markerless_mouse_1's skew + strong distortion) or "pinhole"
+arena_radius_mm = 110.0  # synthetic rig: how far the mouse wanders from the arena centre (110: often at the border)
 frame = 0              # the frame shown below
 
 # %%
@@ -38,12 +43,13 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 
 from facelift_lib import cameras, preprocess, rig, viz
 from facelift_lib.workbook import record, rounded
 
 rig_dir = rig.workbook_rig(rig_dir, out_dir, n_frames=n_frames, seed=seed, image_scale=rig_scale,
-                           n_gaussians=n_gaussians)
+                           n_gaussians=n_gaussians, lens=rig_lens, arena_radius_mm=arena_radius_mm)
 r = rig.load_rig(rig_dir)
 print(f"rig: {len(r.names)} cameras {r.names}, {len(r.frames)} frames, {r.width}x{r.height} px, "
       f"units {r.meta.get('units', '?')}")
@@ -65,9 +71,10 @@ plt.show()
 # Mask area per view over all frames: how large the mouse is in each camera, and whether any view loses it.
 
 # %%
-areas = np.stack([
-    preprocess.mask_stats([(m.numpy() * 255).astype(np.uint8) for m in rig.load_rig_frame(r, t)[1]]).area
-    for t in r.frames]) / (r.width * r.height)                                     # [F,V]
+all_stats = [preprocess.mask_stats([(m.numpy() * 255).astype(np.uint8) for m in rig.load_rig_frame(r, t)[1]])
+             for t in r.frames]
+areas = np.stack([s.area for s in all_stats]) / (r.width * r.height)              # [F,V]
+on_border = np.stack([s.touches_border for s in all_stats])                        # [F,V] raw mask on the border
 fig, ax = plt.subplots(figsize=(7, 3))
 ax.plot(r.frames, areas, marker=".")
 ax.set(xlabel="frame", ylabel="mask area / image area", title="mask area per view")
@@ -106,6 +113,23 @@ plt.show()
 # %%
 viz.plot_cameras_3d(r.cams, points=points, colors=colors, max_points=2000)
 
+# %% [markdown]
+# ## The lenses
+# Skew (K[0,1], px) is kept as the calibration has it; preprocessing absorbs it in its warp. A strong lens's
+# radial polynomial folds back beyond some undistorted radius (`cameras.distortion_valid_radius`): no pixel
+# may be sampled from beyond it (it would copy bits of the mouse to where it is not). Corner radius: the
+# undistorted radius of the farthest raw image corner, for comparison.
+
+# %%
+dist = r.cams.dist.numpy() if r.cams.dist is not None else np.zeros((len(r.names), 5))
+corners = np.array([[0, 0, 1], [r.width, 0, 1], [0, r.height, 1], [r.width, r.height, 1]], dtype=float)
+corner_r = [float(np.nanmax(np.linalg.norm(cameras.undistort_normalized(
+    (corners @ np.linalg.inv(r.cams.K[v].numpy()).T)[:, :2], dist[v]), axis=-1))) for v in range(len(r.names))]
+lenses = pd.DataFrame({"skew px": r.cams.skew.numpy(), "k1": dist[:, 0], "k2": dist[:, 1], "k3": dist[:, 4],
+                       "valid radius": cameras.distortion_valid_radius(dist), "corner radius": corner_r,
+                       "raw mask on border": on_border.mean(0)}, index=r.names)
+lenses.round(4)
+
 # %%
 rig_table = cameras.describe(r.cams)
 rig_table[["name", "distance", "elevation_deg", "azimuth_deg", "fx", "fy", "pp_dx_px", "pp_dy_px"]].round(2)
@@ -113,7 +137,8 @@ rig_table[["name", "distance", "elevation_deg", "azimuth_deg", "fx", "fy", "pp_d
 # %%
 for name, value in {"n_frames": len(r.frames), "n_cameras": len(r.names), "image_width": r.width,
                     "image_height": r.height, "mask_area_fraction_mean": float(areas.mean()),
-                    "mask_area_fraction_min": float(areas.min())}.items():
+                    "mask_area_fraction_min": float(areas.min()), "raw_mask_on_border_rate": float(on_border.mean()),
+                    "skew_abs_max_px": float(r.cams.skew.abs().max())}.items():
     record(name, value)
 
 # %%
@@ -122,3 +147,4 @@ print("frames, cameras, size:", len(r.frames), len(r.names), r.width, r.height)
 print("mask area fraction, frame", frame, ":", rounded(area_fraction, 3))
 print("mask area fraction, mean over frames:", rounded(areas.mean(), 3))
 print("camera distance to the arena origin (mm):", rounded(rig_table["distance"], 1))
+print("raw masks on the image border:", int(on_border.sum()), "of", on_border.size)

@@ -31,10 +31,13 @@
 # | `standard_camera_zoom` | as above, plus each view zoomed as if its camera stood at 2.7 | **approximate** (recorded in the JSON) |
 #
 # All: world Z-up, centred on the triangulated mouse centre (least squares over the rays through the mask
-# centroids), one uniform scale per sample so that the mean camera distance is 2.7, lens distortion undone
-# by OpenCV when the calibration has it. Nothing is assumed: each variant is graded (size CV, centre-of-mass
-# offset, clipping), and its cameras are checked against the ground truth of the synthetic rig (reprojection
-# of the true gaussian centres, IoU of the rendered true silhouette with the written alpha).
+# centroids), one uniform scale per sample so that the mean camera distance is 2.7. A calibration's lens
+# distortion and skew are undone inside the one warp per view (`preprocess.lens_maps`), so written cameras are
+# skew-free pinholes; output pixels whose ray lies beyond the radius where the lens polynomial folds back are
+# left empty (no "ghost" mice); mask statistics see the whole undistorted mask, even where it leaves the raw
+# frame. Nothing is assumed: each variant is graded on what it is meant to control (below), and its cameras
+# are checked against the ground truth of the synthetic rig (reprojection of the true gaussian centres through
+# the real lens, IoU of the rendered true silhouette with the written alpha).
 
 # %% tags=["parameters"]
 out_dir = "../outputs/smoke"
@@ -109,22 +112,40 @@ for name in methods:
 
 # %% [markdown]
 # ## Grades
-# Size = sqrt(mask area), CoM offset = distance of the mask's centre of mass from the image centre, both in
-# 512-equivalent px (measured at the written size × 512 / size). `size_cv` pools every view of the dataset;
-# the within-sample CV is over the views of one sample, mean over samples. Clipped = mask on the image border
-# (empty views, and views whose raw rig mask was near-empty, count too). Limits (from `grading.GRADE_LIMITS`;
-# D otherwise):
+# One set of limits for every method, on the numbers a preprocessing can control (definitions in
+# `facelift_lib/grading.py`; px are 512-equivalent, measured at the written size × 512 / size):
+# - **size CV per camera**: sqrt(mask area) of one camera followed across the samples (CV, mean over
+#   cameras). Not across the views of one sample: with one scale per sample (geometry kept) views differ by
+#   perspective, which no exact method can remove; that CV is shown, not graded.
+# - **CoM offset**: the mask's centre of mass from the image centre.
+# - **clip rate**: views whose mask touches the written border although the raw mask did not touch the raw
+#   border (a mouse the camera itself cut is the recording's: "raw mask on border"); empty and near-empty views count.
+# - **focal CV**: spread of the written focal lengths within a sample (FaceLift's views share one).
+# - **camera agreement**: mask CoM to the written camera's projection of the mouse centre, as a fraction of
+#   the mouse's size: ~0.1 whenever cameras match their pixels; ghost pixels or wrong cameras raise it.
+#
+# Limits (`grading.GRADE_LIMITS`; D otherwise):
 
 # %%
 graded = {name: grade_dataset(data_dir / name) for name in methods}
 pd.DataFrame(graded[method][1]["grade_limits"]).T.rename(columns={
-    "size_cv": "size CV <", "com_offset_px": "CoM offset px <", "clip_rate": "clip rate < (0: none at all)"})
+    "size_cv": "size CV per camera <", "com_offset_px": "CoM offset px <", "clip_rate": "clip rate < (0: none at all)",
+    "focal_cv": "focal CV <", "camera_agreement": "camera agreement <"})
+
+# %% [markdown]
+# What each method sets by construction (`grading.METHOD_CONTROLS`), and the grade each number alone would give:
+
+# %%
+pd.DataFrame({name: {**{k: v + (" *" if k in s["controls"] else "") for k, v in s["grade_by_number"].items()},
+                     "grade": s["grade"]} for name, (_, s) in graded.items()}).T  # *: controlled by the method
 
 # %%
 grades = pd.DataFrame({name: {
-    "grade": s["grade"], "size CV %": 100 * s["size_cv"], "within-sample CV %": 100 * s["size_cv_within_sample_mean"],
-    "across-samples CV %": 100 * s["size_cv_across_samples"], "CoM offset px": s["com_offset_px"],
-    "clip rate": s["clip_rate"], "raw mask on border": s["raw_border_rate"], "mouse area %": 100 * s["area_fraction_mean"],
+    "grade": s["grade"], "size CV per camera %": 100 * s["size_cv_per_camera"], "CoM offset px": s["com_offset_px"],
+    "clip rate": s["clip_rate"], "focal CV %": 100 * s["focal_cv"], "camera agreement": s["camera_agreement"],
+    "within-sample CV %": 100 * s["size_cv_within_sample_mean"], "pooled CV %": 100 * s["size_cv"],
+    "edge views (all)": s["clip_rate_all"], "raw mask on border": s["raw_border_rate"],
+    "mouse area %": 100 * s["area_fraction_mean"],
 } for name, (_, s) in graded.items()}).T
 grades.style.format(precision=2)
 
@@ -132,15 +153,18 @@ grades.style.format(precision=2)
 # ## Are the cameras right? Ground truth says
 # The synthetic rig knows the true mouse (gaussians, rig mm); on a real rig (no `gt/`) this section is skipped.
 # - Reprojection (px at the written size): the true gaussian centres through the sample's normalisation and
-#   the written cameras, against where the warp put their pixels (each view's stored `raw_to_image` transform
-#   applied to their raw projections). Exact variants sit at float precision (~1e-13 px);
+#   the written cameras, against where the warp put their pixels (their raw projections through the real
+#   lens and skew, taken back through the inverse lens model and each view's stored `raw_to_image`
+#   transform). Exact variants sit at float precision (~1e-10 px);
 #   `standard_camera_zoom` shows the size of its approximation.
 #   For exact variants this agrees by construction (written camera and stored transform are the same algebra,
 #   `K_img R_rel K⁻¹`), so it checks the bookkeeping, not the pixels: those are checked by the mask IoU below
 #   and by the marker-blob test in `tests/test_preprocess.py`.
 # - Mask IoU: the true mouse rendered through the written cameras vs the written alpha > 0.5. At the smoke
 #   size the mouse is a few dozen pixels wide with a sub-pixel tail, so IoU is limited by resolution
-#   (for `standard_camera` it rises from ~0.78 at 128² to ~0.97 at 512²), not by the cameras.
+#   (for `standard_camera` it rises from ~0.78 at 128² to ~0.97 at 512²), not by the cameras. Views whose raw
+#   camera cut the mouse (raw mask on the border) lower it further: the ground truth also renders the part
+#   the camera never saw.
 # - Focal spread: the CV of the written focal lengths within a sample. `bbox_centered` stays exact only by
 #   giving every view its own focal length; FaceLift's data has one focal for all views.
 
@@ -168,8 +192,9 @@ plt.show()
 
 # %% [markdown]
 # ## Reading the numbers
-# - **Bounding boxes** follow the tail: the box centre leaves the body, so the CoM offset is large, and the box
-#   side (not the area) sets the scale, so sizes vary; per-view boxes (`bbox_centered`) vary most.
+# - **Bounding boxes** follow the tail: the box centre leaves the body, so the CoM offset is large (grade D),
+#   and the box side (not the area) sets the scale; per-view boxes (`bbox_centered`) also give every view
+#   its own focal length.
 # - **pixel_based** puts the centre of mass at the image centre by construction. What is left of its size CV
 #   is real: one scale per sample keeps the differences between views (camera distance, a mouse seen end-on
 #   or side-on) and between frames (rearing). Its crops are exact, but each view has its own principal point.
@@ -177,7 +202,9 @@ plt.show()
 #   Its CoM offset is the gap between the 2D mask centroid and the projection of the triangulated 3D centre;
 #   the mouse is small because the rig cameras stand ~4 body lengths away, and that ratio is kept.
 #   `standard_camera_zoom` evens out the camera distances at the price of inexact cameras.
-# - Grades rank how consistently the mouse is framed, not whether the cameras are right: that is the table above.
+# - Grades rank how consistently the mouse is framed; camera agreement is the one graded number about the
+#   cameras, and it is the same (~0.1) for every exact variant. Whether the cameras are right to the pixel is
+#   the ground-truth table above.
 
 # %% [markdown]
 # ## Explorer (JupyterLab only: frame and camera sliders, every variant side by side)
@@ -214,9 +241,12 @@ record("preprocess_n_samples", len(datasets[method]))
 for name in methods:
     s = graded[name][1]
     record(f"grade_{name}", s["grade"])
+    record(f"size_cv_per_camera_{name}", s["size_cv_per_camera"])
     record(f"size_cv_{name}", s["size_cv"])
     record(f"com_offset_px_{name}", s["com_offset_px"])
     record(f"clip_rate_{name}", s["clip_rate"])
+    record(f"focal_cv_{name}", s["focal_cv"])
+    record(f"camera_agreement_{name}", s["camera_agreement"])
     if has_gt:
         record(f"reproj_max_px_{name}", float(exactness.loc[name, "reproj max px"]))
         record(f"mask_iou_mean_{name}", float(exactness.loc[name, "IoU mean"]))
@@ -227,5 +257,6 @@ for name in methods:
     s = graded[name][1]
     exact = (f", reproj max {exactness.loc[name, 'reproj max px']:.1f} px, IoU {exactness.loc[name, 'IoU mean']:.2f}"
              if has_gt else "")
-    print(f"{name}: grade {s['grade']}, size CV {100 * s['size_cv']:.1f} %, CoM offset {s['com_offset_px']:.1f} px, "
-          f"clip rate {s['clip_rate']:.2f}{exact}")
+    print(f"{name}: grade {s['grade']}, size CV per camera {100 * s['size_cv_per_camera']:.0f} %, "
+          f"CoM offset {s['com_offset_px']:.0f} px, clip rate {s['clip_rate']:.2f}, focal CV {100 * s['focal_cv']:.0f} %, "
+          f"camera agreement {s['camera_agreement']:.1f}{exact}")
