@@ -207,24 +207,45 @@ def _tile(img: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(img[None], size=(size, size), mode=mode)[0]
 
 
+class _Laps:
+    """Wall seconds per stage, added into `into` (None: not timed); CUDA work is synchronised before each read."""
+
+    def __init__(self, into: dict[str, float] | None, device: torch.device):
+        self.into, self.cuda, self.t = into, device.type == "cuda", time.perf_counter()
+
+    def __call__(self, stage: str) -> None:
+        if self.into is None:
+            return
+        if self.cuda:
+            torch.cuda.synchronize()
+        now = time.perf_counter()
+        self.into[stage] = self.into.get(stage, 0.0) + now - self.t
+        self.t = now
+
+
 @torch.no_grad()
-def process_frame(ctx: FrameContext, frame: int) -> dict[str, Any]:
-    """One rig frame -> its files (PLY, panel) and its record (returned and written as frames/<name>.json, last)."""
+def process_frame(ctx: FrameContext, frame: int, timings: dict[str, float] | None = None) -> dict[str, Any]:
+    """One rig frame -> its files (PLY, panel) and its record (returned and written as frames/<name>.json, last).
+    timings: a dict to add the wall seconds of each stage to (benchmarks/bench_sequence.py); not in the record."""
     cfg, model, bg = ctx.cfg, ctx.model, ctx.background
+    lap = _Laps(timings, ctx.device)
     out, name = Path(cfg.out_dir), frame_name(frame)
     pcfg = variant_config(cfg.method, size=cfg.preprocess_size, workers=1)
     rgba, cams = preprocess_frame(read_rig_frame(ctx.rig, frame), pcfg)
     rgba_t = torch.from_numpy(rgba).permute(0, 3, 1, 2).float() / 255.0
     S = model.config.image_size
     images, K, w2c = (x.to(ctx.device) for x in resize_views(rgba_t, cams, S, bg.cpu()))  # [V,4,S,S] on white
+    lap("read + preprocess")
     V = len(images)
     h = held_out_camera(frame, V)
     inputs = [v for v in range(V) if v != h]
     g5 = model(images[None, inputs, :3], (K[None, inputs], w2c[None, inputs]))[0].to(torch.float32)
+    lap("GS-LRM (5 views)")
     rgb_h, alpha_h = render_views(g5, K[[h]], w2c[[h]], S, bg)
     m = {k: float(v[0]) for k, v in image_metrics(rgb_h, alpha_h, images[[h], :3], images[[h], 3:4]).items()}
-
+    lap("render + score held-out")
     g6 = model(images[None, :, :3], (K[None], w2c[None]))[0].to(torch.float32)
+    lap("GS-LRM (6 views)")
     kept, filtered = filter_gaussians(g6, cfg.export)
     norm = cams.meta["normalization"]
     g_mm = to_rig_mm(kept, norm)
@@ -235,7 +256,7 @@ def process_frame(ctx: FrameContext, frame: int) -> dict[str, Any]:
     if ctx.has_gt:
         gt = load_ground_truth(ctx.rig.dir, frame)
         truth = frame_readouts(gt.means, gt.opacities, cfg.readout)
-
+    lap("filter + PLY + readouts")
     first_input = inputs[0]
     panel = torch.cat([_tile(images[first_input, :3], cfg.panel_size), _tile(images[h, :3], cfg.panel_size),
                        _tile(rgb_h[0].clamp(0, 1), cfg.panel_size), turning_view(kept, frame, cfg, bg)], 2).cpu()
@@ -249,6 +270,7 @@ def process_frame(ctx: FrameContext, frame: int) -> dict[str, Any]:
               "ply": ply.relative_to(out).as_posix(), "panel": panel_path.relative_to(out).as_posix(),
               "normalization": {"scale": float(norm["scale"]), "translation": list(norm["translation"])}}
     _atomic_json(out / "frames" / f"{name}.json", record)
+    lap("panel + JSON")
     return record
 
 

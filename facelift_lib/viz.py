@@ -407,3 +407,45 @@ def plot_by_group(tables: Mapping[str, Any], columns: Sequence[str], labels: Seq
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+# --- sequences (notebook 07) ------------------------------------------------------------------------------
+def plot_trajectory(tracks: Mapping[str, Any], ax: Any = None, arrow_every: int = 4, arrow_mm: float = 12.0,
+                    title: str | None = None) -> Any:
+    """Top view of centroid paths {label: DataFrame with centroid_x_mm, centroid_y_mm[, heading_deg]} in rig mm,
+    one colour each, with heading arrows every `arrow_every` frames (where heading_deg is given); a dot marks
+    the first frame. Returns the axes."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 5))
+    for n, (label, df) in enumerate(tracks.items()):
+        x, y = df["centroid_x_mm"].to_numpy(), df["centroid_y_mm"].to_numpy()
+        ax.plot(x, y, "-", color=f"C{n}", linewidth=1.2, label=label)
+        ax.plot(x[:1], y[:1], "o", color=f"C{n}", markersize=4)
+        if "heading_deg" in df:
+            h = np.radians(df["heading_deg"].to_numpy())
+            s = slice(None, None, max(1, arrow_every))
+            ax.quiver(x[s], y[s], arrow_mm * np.cos(h[s]), arrow_mm * np.sin(h[s]), color=f"C{n}", angles="xy",
+                      scale_units="xy", scale=1.0, width=0.004, alpha=0.8)
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.set_xlabel("x (mm)")
+    ax.set_ylabel("y (mm)")
+    ax.legend(fontsize=7, loc="best")
+    ax.set_title(title or "centroid path (top view), arrows: heading", fontsize=9)
+    return ax
+
+
+def plot_readouts(series: Mapping[str, Any], columns: Sequence[str], x: str = "timestamp_s",
+                  units: Mapping[str, str] | None = None, size: tuple[float, float] = (3.6, 2.6)) -> Figure:
+    """One panel per readout column over time: {label: DataFrame} overlaid (e.g. predicted, smoothed, true)."""
+    fig, axes = plt.subplots(1, len(columns), figsize=(size[0] * len(columns), size[1]), squeeze=False)
+    for ax, col in zip(axes[0], columns):
+        for n, (label, df) in enumerate(series.items()):
+            if col in df:
+                xs = df[x] if x in df else df.index
+                ax.plot(xs, df[col], color=f"C{n}", linewidth=1.0, label=label)
+        ax.set_title(col + (f" ({units[col]})" if units and col in units else ""), fontsize=9)
+        ax.set_xlabel(x, fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig

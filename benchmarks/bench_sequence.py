@@ -1,0 +1,83 @@
+"""Frames per second of notebook 07's whole frame loop (facelift_lib.sequence), and where a frame's time goes.
+
+A synthetic sequence rig (notebook 07's smoke defaults: 288x256 images, 4000 gaussians, trajectory seed 1) is
+built once into --work (reused if there), then:
+  1. `run_sequence` from an empty output folder, `--workers` processes x `--threads` torch threads: frames per
+     second of the whole loop, model loading and process start-up included (what a user waits for);
+  2. the same frames once more in this process with `process_frame(..., timings=...)`: the mean seconds per
+     frame of each stage (read + preprocess, GS-LRM 5 views, render + score, GS-LRM 6 views, filter + PLY +
+     readouts, panel + JSON), the model already loaded.
+GS-LRM is the 05 smoke model: a trained checkpoint with --checkpoint (a ckpt_*.pt or run folder), else the same
+architecture with random weights (same cost per frame up to the number of gaussians the filters keep).
+
+    .venv/bin/python benchmarks/bench_sequence.py [--frames 48] [--workers 1] [--threads 1] [--checkpoint PATH]
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from facelift_lib.gslrm import GSLRM, GSLRMConfig
+from facelift_lib.rig import ensure_rig
+from facelift_lib.sequence import (SequenceConfig, make_context, prepare_output, process_frame, run_sequence,
+                                   torch_threads)
+
+SMOKE_MODEL = dict(image_size=64, patch_size=4, d=128, n_layers=4, n_heads=4)  # notebook 05's `model` default
+
+
+def smoke_checkpoint(folder: Path) -> Path:
+    """A random-weight checkpoint of the 05 smoke architecture (load_trained_model reads it)."""
+    torch.manual_seed(0)
+    cfg = GSLRMConfig(**SMOKE_MODEL)
+    path = folder / "ckpt_0000000000000000.pt"
+    torch.save({"model": GSLRM(cfg).state_dict(), "model_config": cfg.to_dict()}, path)
+    return path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--frames", type=int, default=48)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--checkpoint", default=None, help="GS-LRM ckpt_*.pt or run folder (default: random smoke model)")
+    ap.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "bench_sequence"))
+    args = ap.parse_args()
+
+    work = Path(args.work)
+    t0 = time.perf_counter()
+    rig = ensure_rig(work / "rig", n_frames=args.frames, seed=1, image_scale=0.25, n_gaussians=4000)
+    print(f"rig: {args.frames} frames at {work / 'rig'} ({time.perf_counter() - t0:.1f} s, 0 if reused)")
+    ckpt = Path(args.checkpoint) if args.checkpoint else smoke_checkpoint(work)
+    out = work / "sequence"
+    shutil.rmtree(out, ignore_errors=True)
+    cfg = SequenceConfig(rig_dir=str(rig), out_dir=str(out), checkpoint=str(ckpt), threads=args.threads, device="cpu")
+
+    stats = run_sequence(cfg, workers=args.workers, progress=False)
+    print(f"whole loop: {stats.processed} frames in {stats.seconds:.1f} s with {args.workers} worker(s) x "
+          f"{args.threads} thread(s): {stats.fps:.2f} frames/s (model loading and process start-up included)")
+
+    shutil.rmtree(out)
+    prepare_output(cfg)
+    timings: dict[str, float] = {}
+    with torch_threads(args.threads):
+        ctx = make_context(cfg)
+        per_frame = []
+        for f in range(args.frames):
+            t = time.perf_counter()
+            process_frame(ctx, f, timings)
+            per_frame.append(time.perf_counter() - t)
+    n = args.frames
+    print(f"per frame, model loaded, one process x {args.threads} thread(s): median {statistics.median(per_frame):.3f} s "
+          f"({1 / statistics.median(per_frame):.2f} frames/s)")
+    for stage, seconds in timings.items():
+        print(f"  {stage:<26} {seconds / n * 1000:7.1f} ms  ({seconds / sum(timings.values()):.0%})")
+
+
+if __name__ == "__main__":
+    main()
