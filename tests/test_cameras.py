@@ -484,6 +484,32 @@ def test_dannce_keeps_skew_as_the_file_has_it(tmp_path):
     torch.testing.assert_close(ani.K, cams.K, atol=1e-9, rtol=0)
 
 
+def test_real_rig_dannce_calibration_with_all_six_skews_imports_and_preprocesses(tmp_path):
+    """The virtual markerless_mouse_1 rig with the real calibration's six skews and lenses, written as a DANNCE
+    .mat from the format's definition, loads with every skew as the file has it, becomes a rig folder's
+    new_cam.pkl and loads there (load_rig, preprocess.load_rig_cameras) without refusal."""
+    from facelift_lib import preprocess, rig as R
+
+    real = R.markerless_mouse_rig(1.0, lens="real")
+    params, raw = dannce_fixture(real)
+    scipy.io.savemat(tmp_path / "markerless_mouse_1_dannce.mat",
+                     {"params": params, "camnames": np.array([[f"Camera{i + 1}" for i in range(6)]], dtype=object)})
+    cams = C.load_dannce_mat(tmp_path / "markerless_mouse_1_dannce.mat", 1152, 1024)
+    assert cams.names == [f"Camera{i + 1}" for i in range(6)]
+    np.testing.assert_allclose(cams.skew.numpy(), REAL_SKEWS, atol=1e-9)
+    X = arena_points()
+    np.testing.assert_allclose(C.project_points_opencv(cams, X).numpy(), np.stack([dannce_project(p, X) for p in raw]),
+                               atol=1e-6)
+    folder = tmp_path / "rig"
+    C.save_mammal_pkl(cams, folder / "new_cam.pkl")
+    (folder / "rig.json").write_text(json.dumps({"units": "mm", "width": 1152, "height": 1024, "frames": [0],
+                                                 "camera_names": cams.names}))
+    for n in cams.names:
+        (folder / "images" / n).mkdir(parents=True)
+    loaded = preprocess.load_rig_cameras(folder).cams
+    torch.testing.assert_close(loaded.skew, cams.skew, atol=1e-9, rtol=0)
+
+
 def test_dannce_refuses_a_non_upper_triangular_k(tmp_path):
     params, _ = dannce_fixture(mm_rig())
     params[1, 0]["K"][0, 1] = 3.0   # transposed layout: K[1,0] of the camera, which no pinhole has

@@ -689,10 +689,11 @@ def test_markers_land_where_written_cameras_project_them_with_real_skew_and_lens
         assert ok.sum() >= 3 and err.max() < 0.15, f"{method} view {v}: blobs off by {err.round(3)} px"
 
 
-def _ghost_setup():
-    """A Camera1-like lens at 288x256 with a small 'mouse' disc at normalised (0.33, 0.12), and a standard
-    camera (FaceLift focal, 128²) turned to look at it: its corners reach beyond the lens's fold (r 0.672)."""
-    d = np.array(REAL_DIST[0])
+def _ghost_setup(lens: int):
+    """A lens of the real calibration (REAL_DIST[lens]) at 288x256 with a small 'mouse' disc at normalised
+    (0.33, 0.12), and a standard camera (FaceLift focal, 128²) turned to look at it: its corners reach beyond
+    the lens's fold (r 0.672 / 0.652 / 0.712 for Camera1 / 2 / 4)."""
+    d = np.array(REAL_DIST[lens])
     f = 412.5
     K = np.array([[f, -5.89 / 4, 154.0], [0.0, 1.005 * f, 123.0], [0.0, 0.0, 1.0]])
     xn = np.array([0.33, 0.12])
@@ -712,8 +713,9 @@ def _ghost_setup():
     return image, mask, K, d, R_rel, K_img, S
 
 
-def test_standard_camera_paints_no_ghost_beyond_the_lens_fold(monkeypatch):
-    image, mask, K, d, R_rel, K_img, S = _ghost_setup()
+@pytest.mark.parametrize("lens", [0, 1, 2], ids=["Camera1", "Camera2", "Camera4"])
+def test_standard_camera_paints_no_ghost_beyond_the_lens_fold(monkeypatch, lens):
+    image, mask, K, d, R_rel, K_img, S = _ghost_setup(lens)
     corners = np.array([[0.5, 0.5, 1.0], [S - 0.5, 0.5, 1.0], [0.5, S - 0.5, 1.0], [S - 0.5, S - 0.5, 1.0]])
     rays = corners @ (np.linalg.inv(K_img).T @ R_rel)
     assert (np.linalg.norm(rays[:, :2] / rays[:, 2:], axis=-1) > distortion_valid_radius(d)).any()  # reaches it
@@ -752,26 +754,37 @@ def test_undistorted_mask_stats_keep_a_border_mask_whole():
 
 @pytest.fixture(scope="module")
 def real_lens_rig(tmp_path_factory) -> Path:
-    """The procedural mouse through the real calibration's skews and strong lenses, near the border: 3 frames."""
-    return make_rig_dataset(tmp_path_factory.mktemp("rig") / "real", n_frames=3, seed=1, image_scale=0.125,
+    """The procedural mouse through the real calibration's skews and strong lenses, in the default arena (near
+    the border): 7 frames at 144x128; in frames 5 and 6 a standard camera's corners reach past cam_2's fold
+    onto raw pixels of the mouse (measured: 13 ghost pixels there without the guard)."""
+    return make_rig_dataset(tmp_path_factory.mktemp("rig") / "real", n_frames=7, seed=0, image_scale=0.125,
                             n_gaussians=1000, lens="real")
 
 
+def ghost_pixels(sample_dir: Path, rig_dir: Path) -> int:
+    """Written mask pixels more than 2 px from the ground-truth silhouette rendered through the written cameras."""
+    images, cams = load_sample(sample_dir, background=None)
+    scale, trans = preprocess.sample_normalization(cams)
+    g = load_ground_truth(rig_dir, int(cams.meta["preprocess"]["rig_frame"]))
+    _, alpha, _ = render_gaussians(g.transformed(scale, torch.from_numpy(trans).float()), cams)
+    near = np.stack([cv2.dilate((a[..., 0] > 0.05).numpy().astype(np.uint8), np.ones((5, 5))) for a in alpha])
+    return int(((images[:, 3] > 0.5).numpy() & (near == 0)).sum())
+
+
 @pytest.mark.parametrize("method", METHODS)
-def test_real_lens_rig_through_every_method_exact_and_ghost_free(real_lens_rig, tmp_path, method):
+def test_real_lens_rig_through_every_method_exact_and_ghost_free(real_lens_rig, tmp_path, method, monkeypatch):
     """Every method on the strong rig: ground-truth centres reproject < 0.5 px (skew absorbed, lens inverted);
-    the written alpha has no pixel away from the ground-truth silhouette (no ghosts); border masks are whole."""
-    dirs = preprocess_rig(real_lens_rig, tmp_path / "out", method=method, size=128)
+    the written alpha has no pixel away from the ground-truth silhouette (no ghosts); written cameras have no
+    skew. For standard_camera the same frames without the fold guard do show ghosts (the test can fail)."""
+    frames = [0, 5, 6]
+    dirs = preprocess_rig(real_lens_rig, tmp_path / "out", method=method, size=128, frames=frames)
     table = consistency_table(dirs, lambda f: load_ground_truth(real_lens_rig, f))
     assert table["reproj_max_px"].max() < 0.5
-    assert table["iou"].mean() > IOU_FLOORS[method][1] - 0.05, table["iou"].round(3).tolist()
+    assert table["iou"].mean() > IOU_FLOORS[method][1] - 0.08, table["iou"].round(3).tolist()
     for d in dirs:
-        images, cams = load_sample(d, background=None)
-        assert float(cams.K[:, 0, 1].abs().max()) == 0.0
-        scale, trans = preprocess.sample_normalization(cams)
-        g = load_ground_truth(real_lens_rig, int(cams.meta["preprocess"]["rig_frame"]))
-        _, alpha, _ = render_gaussians(g.transformed(scale, torch.from_numpy(trans).float()), cams)
-        near = cv2.dilate((alpha[..., 0] > 0.05).numpy().astype(np.uint8).transpose(1, 2, 0), np.ones((5, 5)))
-        near = near.reshape(*near.shape[:2], -1).transpose(2, 0, 1)
-        ghosts = ((images[:, 3] > 0.5).numpy() & (near == 0)).sum()
-        assert ghosts == 0, f"{d.name}: {ghosts} written mask pixels far from the true mouse"
+        assert float(Cameras.from_opencv_json(d / "opencv_cameras.json").K[:, 0, 1].abs().max()) == 0.0
+        assert ghost_pixels(d, real_lens_rig) == 0, f"{d.name}: written mask pixels far from the true mouse"
+    if method == "standard_camera":
+        monkeypatch.setattr(preprocess, "distortion_valid", lambda xy, dist: np.ones(xy.shape[:-1], bool))
+        unguarded = preprocess_rig(real_lens_rig, tmp_path / "unguarded", method=method, size=128, frames=frames)
+        assert sum(ghost_pixels(d, real_lens_rig) for d in unguarded) > 0
