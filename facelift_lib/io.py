@@ -415,6 +415,36 @@ def _remove_dead_temps(parent: Path, name: str) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+# --- parameters ------------------------------------------------------------------------------
+def check_number_fields(params: object) -> None:
+    """Refuse a dataclass (TrainParams, TrainConfig) whose number/bool fields hold another type, e.g. max_steps="40"
+    from a YAML profile, which would fail much later with a message naming nothing. Fields are judged by their
+    default's type (int: int; float: int or float; bool: bool); None passes where the annotation allows it."""
+    import dataclasses
+
+    problems = []
+    for f in dataclasses.fields(params):
+        default, value = f.default, getattr(params, f.name)
+        if default is dataclasses.MISSING or isinstance(default, str) or default is None:
+            continue
+        if value is None and "None" in str(f.type):
+            continue
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, int):
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif isinstance(default, float):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        else:
+            continue
+        if not ok:
+            problems.append(f"{f.name}={value!r} ({type(value).__name__}), expected {type(default).__name__} "
+                            f"like the default {default!r}")
+    if problems:
+        raise ValueError(f"{type(params).__name__}: {'; '.join(problems)} (a number in quotes in the YAML? "
+                         "write it without quotes)")
+
+
 # --- list files -------------------------------------------------------------------------------
 def read_list_file(path: str | Path) -> list[Path]:
     """Sample folders listed one per line; blank lines and lines starting with # are skipped.

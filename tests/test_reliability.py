@@ -471,3 +471,13 @@ def test_every_torch_load_in_the_workbook_is_weights_only():
             if (name == "torch.load" and not safe) or name in ("pickle.load", "pickle.loads"):
                 offenders.append(f"{path.relative_to(REPO)}:{node.lineno}: {name}")
     assert not offenders, offenders
+
+
+def test_trainer_params_refuse_a_string_where_a_number_goes():
+    from facelift_lib.gslrm.train import TrainConfig
+    from facelift_lib.mvdiffusion.train import TrainParams
+
+    for cls in (TrainConfig, TrainParams):
+        with pytest.raises(ValueError, match=rf"{cls.__name__}: max_steps='40' \(str\), expected int.*without quotes"):
+            cls(max_steps="40")
+        cls(max_steps=40)

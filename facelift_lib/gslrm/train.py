@@ -50,7 +50,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
-from ..io import save_torch_atomic
+from ..io import check_number_fields, save_torch_atomic
 from ..locks import FolderLock, die_with_parent, launched_worker
 from ..metrics import make_lpips, render_views, ssim_map
 from .data import ViewsDataset, collate, split_views
@@ -126,6 +126,7 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        check_number_fields(self)  # max_steps="40" from a YAML fails here, naming the field
         if self.finetune not in FINETUNE_MODES:
             raise ValueError(f"TrainConfig.finetune must be one of {FINETUNE_MODES}, got {self.finetune!r}")
         if not 0 < self.num_input_views <= self.num_views:

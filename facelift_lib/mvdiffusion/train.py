@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from ..io import load_sample, read_list_file, save_torch_atomic, write_image
+from ..io import check_number_fields, load_sample, read_list_file, save_torch_atomic, write_image
 from ..locks import FolderLock, die_with_parent, launched_worker
 from .model import LatentMVDiffusion, PixelModelConfig, PixelMVDiffusion
 from .pipeline import (CHECKPOINT_FORMAT, load_facelift_pipeline, load_weights, model_from_checkpoint,
@@ -104,6 +104,7 @@ class TrainParams:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        check_number_fields(self)  # max_steps="40" from a YAML fails here, naming the field
         if self.model not in ("pixel", "facelift"):
             raise ValueError(f"TrainParams.model must be 'pixel' or 'facelift', got {self.model!r}")
         if not 0 <= self.reference_view_idx < self.num_views:
