@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 
 LOCK_NAME = ".facelift.lock"
+_UMASK = os.umask(0o022)  # read once at import (os.umask can only be read by setting it) ...
+os.umask(_UMASK)  # ... and put back at once
 
 
 class FolderLockedError(RuntimeError):
@@ -31,7 +33,8 @@ class FolderLockedError(RuntimeError):
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write `data` to a unique temp file beside `path`, fsync, then rename over `path`.
+    """Write `data` to a unique temp file beside `path`, then rename over `path` (no fsync: this guards against
+    crashes and full disks, not power loss).
 
     Readers see the old file or the new one, never half of one; two writers never share a temp name.
     An OSError (disk full, read-only folder) leaves the old file untouched and is re-raised with the
@@ -44,10 +47,9 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     except OSError as e:
         raise type(e)(e.errno, f"cannot write {path}: {e.strerror or e}; {_os_error_hint(e)}") from e
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # the mode a plain open() would give, not mkstemp's 0600
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:
         Path(tmp).unlink(missing_ok=True)

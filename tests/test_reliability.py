@@ -66,6 +66,7 @@ def test_save_sample_replaces_atomically_and_keeps_unmanaged_files(tmp_path):
     assert torch.allclose(got, (disc_views(seed=2) * 255).round() / 255, atol=1e-6)
     assert (d / "notes.txt").read_text() == "kept"
     assert oct(d.stat().st_mode & 0o777) == oct(0o777 & ~_umask())  # not mkdtemp's 0700
+    assert oct((d / io.CAMERA_FILE).stat().st_mode & 0o777) == oct(0o666 & ~_umask())  # nor mkstemp's 0600
 
 
 def _umask() -> int:
