@@ -277,3 +277,19 @@ def test_a_killed_process_resumes_with_identical_outputs(clean_run, tiny_rig, ti
     assert 0 < len(done) < N_FRAMES, f"the kill should land mid-sequence; frames done: {sorted(done)}"
     run_sequence(cfg, progress=False)
     assert output_files(Path(cfg.out_dir)) == output_files(Path(clean_run[0].out_dir))
+
+
+def test_trajectory_and_readout_plots_draw_every_series():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from facelift_lib import viz
+
+    truth = readout_frame().assign(timestamp_s=np.arange(30) / 10)
+    ax = viz.plot_trajectory({"predicted": readout_frame(noise=1.0), "true": truth})
+    assert len(ax.get_lines()) == 4 and len(ax.collections) == 2  # path + start dot each; one quiver each
+    fig = viz.plot_readouts({"predicted": truth, "true": truth}, ["heading_deg", "height_mm"])
+    assert [len(a.get_lines()) for a in fig.axes] == [2, 2]
+    plt.close("all")
