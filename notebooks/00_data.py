@@ -34,7 +34,7 @@ rig_dir = None         # a real rig folder; None builds the synthetic rig in <ou
 n_frames = 8           # synthetic rig: frames to film
 rig_scale = 0.25       # synthetic rig: images are the real rig's 1152x1024 times this
 n_gaussians = 4000     # synthetic rig: gaussians per mouse
-rig_lens = "real"      # synthetic rig: "real" (markerless_mouse_1's skew + strong distortion) or "pinhole"
+rig_lens = "real"      # synthetic rig: "real" (skew + strong distortion of markerless_mouse_1) or "pinhole"
 arena_radius_mm = 110.0  # synthetic rig: how far the mouse wanders from the arena centre (110: often at the border)
 frame = 0              # the frame shown below
 
