@@ -316,7 +316,8 @@ def pixel_rays(cams: Cameras, height: int | None = None, width: int | None = Non
                dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-pixel world rays with FaceLift's pixel-centre convention.
 
-    d_cam = ((x+0.5-cx)/fx, (y+0.5-cy)/fy, 1) normalised, d = R_c2w d_cam, o = camera centre.
+    d_cam = K^-1 (x+0.5, y+0.5, 1) normalised (((x+0.5-cx-s y_n)/fx, y_n = (y+0.5-cy)/fy, 1); s = skew, 0 for
+    the workbook's own cameras), d = R_c2w d_cam, o = camera centre.
     `height/width` resample the grid (intrinsics scaled accordingly) for a model working at
     another resolution. Returns (origins [V,H,W,3], dirs [V,H,W,3]) in `dtype`.
     """
@@ -324,10 +325,12 @@ def pixel_rays(cams: Cameras, height: int | None = None, width: int | None = Non
     sx, sy = W / cams.width, H / cams.height
     fx, fy = cams.fx * sx, cams.fy * sy
     cx, cy = cams.cx * sx, cams.cy * sy
+    skew = cams.skew * sx
     ys, xs = torch.meshgrid(torch.arange(H, dtype=torch.float64), torch.arange(W, dtype=torch.float64), indexing="ij")
+    y_n = (ys[None] + 0.5 - cy[:, None, None]) / fy[:, None, None]
     d_cam = torch.stack([
-        (xs[None] + 0.5 - cx[:, None, None]) / fx[:, None, None],
-        (ys[None] + 0.5 - cy[:, None, None]) / fy[:, None, None],
+        (xs[None] + 0.5 - cx[:, None, None] - skew[:, None, None] * y_n) / fx[:, None, None],  # K^-1, skew too
+        y_n,
         torch.ones(len(cams), H, W, dtype=torch.float64),
     ], -1)
     d_cam = torch.nn.functional.normalize(d_cam, dim=-1)

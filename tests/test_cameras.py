@@ -592,3 +592,15 @@ def test_project_points_opencv_without_distortion_equals_pinhole():
     cams = mm_rig(with_dist=False)
     X = arena_points()
     torch.testing.assert_close(C.project_points_opencv(cams, X), cams.project(torch.as_tensor(X))[0], atol=1e-9, rtol=0)
+
+
+def test_pixel_rays_of_a_skewed_camera_project_back_to_their_pixels():
+    cams = mm_rig(with_dist=False)
+    K = cams.K.clone()
+    K[:, 0, 1] = torch.tensor(REAL_SKEWS[:4], dtype=torch.float64)
+    cams = cams.replace(K=K, width=64, height=48)
+    o, d = C.pixel_rays(cams, dtype=torch.float64)
+    uv, _ = cams.project((o + 100.0 * d)[0].reshape(-1, 3))
+    ys, xs = torch.meshgrid(torch.arange(48, dtype=torch.float64) + 0.5, torch.arange(64, dtype=torch.float64) + 0.5,
+                            indexing="ij")
+    torch.testing.assert_close(uv[0], torch.stack([xs, ys], -1).reshape(-1, 2), atol=1e-6, rtol=0)
