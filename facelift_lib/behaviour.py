@@ -131,6 +131,15 @@ def fix_heading_sign(df: pd.DataFrame, how: str = "motion", **kw) -> pd.DataFram
     return out
 
 
+def circular_std_deg(heading_deg: np.ndarray | pd.Series) -> float:
+    """Circular standard deviation of headings (degrees), sqrt(-2 ln R) with R the mean resultant length: how much
+    a heading varies over a sequence (0 = constant; a full turn at constant speed gives ~inf, large values)."""
+    h = np.radians(np.asarray(heading_deg, dtype=np.float64))
+    h = h[np.isfinite(h)]
+    R = float(np.hypot(np.cos(h).mean(), np.sin(h).mean())) if len(h) else float("nan")
+    return float(np.degrees(np.sqrt(-2.0 * np.log(max(R, 1e-12)))))
+
+
 def readout_errors(pred: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
     """Per frame, pred vs truth (same columns, same row order): centroid_err_mm (3D distance), centroid_xy_err_mm,
     heading_err_deg (absolute, wrapped), length_err_mm and height_err_mm (signed, pred - truth)."""

@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .behaviour import (CENTROID, READOUT_COLUMNS, ReadoutConfig, cloud_step, frame_readouts,
+from .behaviour import (CENTROID, READOUT_COLUMNS, ReadoutConfig, circular_std_deg, cloud_step, frame_readouts,
                         fix_heading_sign, jitter, readout_errors, smooth_readouts)
 from .cameras import FACELIFT_DISTANCE, FACELIFT_FOCAL, orbit_cameras
 from .gaussians import Gaussians, load_ply, save_ply
@@ -572,14 +572,15 @@ def finish_sequence(cfg: SequenceConfig, smooth_window: int = 7, smooth_polyorde
                            "heldout_ssim_masked": float(heldout["heldout_ssim_masked"].mean()),
                            "heldout_mask_iou": float(heldout["heldout_mask_iou"].mean())}
     protocols = {k: heldout_p for k in s}
-    acc = jitter(readouts)
-    s.update({f"{k}": v for k, v in acc.items()})
+    s.update(jitter(readouts))
+    s["heading_spread_deg"] = circular_std_deg(readouts["heading_deg"])
     if truth is not None:
         err, err_s = readout_errors(readouts, truth), readout_errors(smoothed, truth)
         for k in ("centroid_err_mm", "heading_err_deg"):
             s[k], s[f"{k}_smoothed"] = float(err[k].mean()), float(err_s[k].mean())
         s["length_err_mm"] = float(err["length_err_mm"].abs().mean())
         s["height_err_mm"] = float(err["height_err_mm"].abs().mean())
+        s["true_heading_spread_deg"] = circular_std_deg(truth["heading_deg"])
         for name, df in (("", readouts), ("_smoothed", smoothed)):
             s.update({f"{k}{name}": v for k, v in jitter(df, truth).items()})
         if len(clouds) and "true_cloud_step_mm" in clouds:

@@ -191,6 +191,9 @@ else:
         "vs the same readouts of the true gaussians; jitter = RMS of (predicted step - true step) between frames"))
     print(f"|length error| {res.summary['length_err_mm']:.1f} mm, |height error| {res.summary['height_err_mm']:.1f} mm; "
           f"cloud jitter {res.summary['cloud_jitter_mm']:.2f} mm (RMS of cloud step - true cloud step)")
+    print(f"heading spread over the sequence (circular std): predicted {res.summary['heading_spread_deg']:.0f}°, "
+          f"true {res.summary['true_heading_spread_deg']:.0f}° (a predicted spread far below the true one: the model "
+          "puts the mouse in one orientation whatever the views show)")
     print(f"estimator offset: the true gaussians' centroid is {res.summary['truth_centroid_vs_trunk_mm']:.1f} mm from the "
           f"generator's trunk centre (head and tail pull it); the predicted one {res.summary['centroid_err_vs_trunk_mm']:.1f} mm")
     for name in ("centroid_err_mm", "heading_err_deg", "centroid_jitter_mm"):

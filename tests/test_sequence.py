@@ -293,3 +293,11 @@ def test_trajectory_and_readout_plots_draw_every_series():
     fig = viz.plot_readouts({"predicted": truth, "true": truth}, ["heading_deg", "height_mm"])
     assert [len(a.get_lines()) for a in fig.axes] == [2, 2]
     plt.close("all")
+
+
+def test_circular_spread_of_headings():
+    from facelift_lib.behaviour import circular_std_deg
+
+    assert circular_std_deg([170.0, -170.0, 180.0]) < 10.0  # across the wrap: one direction
+    assert circular_std_deg(np.full(5, 42.0)) == pytest.approx(0.0, abs=1e-4)
+    assert circular_std_deg(np.linspace(-180, 180, 36, endpoint=False)) > 300.0  # every direction
