@@ -103,14 +103,24 @@ class EvalProtocol:
         return EvalProtocol(**{**{f.name: getattr(self, f.name) for f in fields(self)}, **changes})
 
     # --- text -----------------------------------------------------------------------------------------
-    def label(self, max_samples: int = 4) -> str:
-        """One line for captions and printed records: 'val n=2 (000003, 000007) · views 0-4 → 5 · masks: ...'."""
+    def label(self, max_samples: int = 4, per_row: Iterable[str] = ()) -> str:
+        """One line for captions and printed records: 'val n=2 (000003, 000007) · views 0-4 → 5 · masks: ...'.
+        Fields named in `per_row` read '…' or are left out, and are listed at the end (a table's caption,
+        where they have a column each)."""
+        per_row = set(per_row) | ({"n"} if "samples" in set(per_row) else set())
         shown = ", ".join(self.samples[:max_samples]) + (", …" if self.n > max_samples else "")
-        parts = [f"{self.split} n={self.n} ({shown})", f"views {_views_text(self.input_views)} → "
-                 f"{_views_text(self.scored_views)}", f"masks: {self.mask_source}", f"{self.background} bg",
-                 f"{self.resolution}²"]
-        parts += [f"{k}={v}" for k, v in self.extra]
-        return " · ".join(parts)
+        head = [text for f, text in (("split", self.split), ("n", f"n={self.n}"), ("samples", f"({shown})"))
+                if f not in per_row]
+        views = [text if f not in per_row else "…" for f, text in (("input_views", _views_text(self.input_views)),
+                                                                   ("scored_views", _views_text(self.scored_views)))]
+        tail = [text for f, text in (("mask_source", f"masks: {self.mask_source}"),
+                                     ("background", f"{self.background} bg"), ("resolution", f"{self.resolution}²"))
+                if f not in per_row]
+        tail += [] if "extra" in per_row else [f"{k}={v}" for k, v in self.extra]
+        parts = [" ".join(head)] if head else []
+        parts += [f"views {views[0]} → {views[1]}", *tail]
+        listed = [f for f in PROTOCOL_FIELDS if f in per_row]
+        return " · ".join(parts + ([f"per row: {', '.join(listed)}"] if listed else []))
 
     # --- plain dicts (summary.json, record payloads) ----------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -224,13 +234,25 @@ def compare(a: Measured, b: Measured, allow: Iterable[str] = (), what: str = "")
 
 
 # --- tables -------------------------------------------------------------------------------------------
+def _short(value: Any, max_items: int = 3) -> Any:
+    """A table cell for a protocol field: tuples of samples/views as short text, pairs as k=v."""
+    if not isinstance(value, tuple):
+        return value
+    if value and isinstance(value[0], tuple):
+        return ", ".join(f"{k}={v}" for k, v in value)
+    if value and isinstance(value[0], int):
+        return _views_text(value)
+    return ", ".join(value[:max_items]) + (", …" if len(value) > max_items else "")
+
+
 def protocol_table(rows: Mapping[str, Mapping[str, Any]], protocols: Mapping[str, EvalProtocol],
                    allow: Iterable[str] = (), what: str = "metrics table"):
     """A metrics table (one row per name of `rows`) that carries its protocol.
 
     Every row's protocol passes the gate against the first row's, except in the fields of `allow`; those
     fields get a column each (so the difference shows beside the numbers), and the shared protocol (the
-    first row's label) is in `table.attrs["protocol"]` for the caption. Returns a pandas DataFrame.
+    first row's label, differing fields marked "per row") is in `table.attrs["protocol"]` for the caption.
+    Returns a pandas DataFrame.
     """
     import pandas as pd
 
@@ -242,10 +264,8 @@ def protocol_table(rows: Mapping[str, Mapping[str, Any]], protocols: Mapping[str
     table = pd.DataFrame({n: dict(rows[n]) for n in names}).T
     differing = {k for n in names[1:] for k in protocols[names[0]].differences(protocols[n])}
     for field_name in [f for f in PROTOCOL_FIELDS if f in differing]:
-        values = [getattr(protocols[n], field_name) for n in names]
-        table[field_name] = [", ".join(map(str, v)) if isinstance(v, tuple) and field_name != "extra" else v
-                             for v in values]
-    table.attrs["protocol"] = protocols[names[0]].label()
+        table[field_name] = [_short(getattr(protocols[n], field_name)) for n in names]
+    table.attrs["protocol"] = protocols[names[0]].label(per_row=differing)
     return table
 
 

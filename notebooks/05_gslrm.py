@@ -9,7 +9,7 @@
 #       format_version: '1.3'
 #       jupytext_version: 1.19.6
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
@@ -49,7 +49,7 @@ background_gaussian_fraction = 0.1  # CPU speed-up for training renders; 1.0 on 
 skip_grad_norm = 200.0
 lpips_weights = None          # LOCAL folder with LPIPS backbone weights: adds LPIPS to the metrics (nothing downloads)
 resume = False                # smoke: a fresh, reproducible run every time
-ckpt_every = None             # steps between checkpoints; None = max_steps // 4
+ckpt_every = None             # steps between checkpoints; None: max_steps // 4
 turntable_n_frames = 24       # frames of the turntable GIF
 
 # %%
@@ -67,6 +67,7 @@ from facelift_lib.gslrm.export import (ExportFilters, export_fidelity, export_pl
                                        turntable_frames)
 from facelift_lib.gslrm.train import dataset_lists, profile_train_config, train
 from facelift_lib.metrics import background_only, evaluate, predict_and_render
+from facelift_lib.protocol import EvalProtocol, Measured, protocol_table
 from facelift_lib.workbook import record
 
 out = Path(out_dir)
@@ -122,34 +123,41 @@ plt.show()
 # One protocol for everything (`facelift_lib.metrics.evaluate`): predict from views 0-4 of each validation
 # sample, render view 5, compare with the target at the model's resolution over the white background.
 # Baselines by the same code: an **empty render** (background only) and the **untrained model** (same
-# architecture and seed, no training).
+# architecture and seed, no training). Every number carries its evaluation protocol (split, samples, input →
+# scored views, mask source, background, resolution, n; `facelift_lib.protocol`): rows measured differently
+# refuse to share a table unless the difference is named, as the training-samples row names its split.
 
 # %%
 torch.manual_seed(seed)
 untrained = GSLRM(cfg.model_config()).eval().to(device)
 trained = result.model.to(device)
 predictors = {"empty render": background_only, "untrained": untrained, "trained": trained}
-metric_kw = dict(views="held_out", num_input_views=cfg.num_input_views, device=device, lpips_weights=lpips_weights)
+mask_source = {"preprocessed": "02 rig masks (preprocessed)", "synthetic": "04 generated alpha"}[data_source]
+metric_kw = dict(views="held_out", num_input_views=cfg.num_input_views, device=device, lpips_weights=lpips_weights,
+                 mask_source=mask_source)
 tables, rows = {}, {}
 for name, predictor in predictors.items():
-    tables[name], rows[name] = evaluate(predictor, val_set, **metric_kw)
+    tables[name], rows[name] = evaluate(predictor, val_set, split="val", **metric_kw)
 # the same trained model on the held-out view of its *training* samples: the gap to the row above is overfitting
-_, rows["trained, on training samples"] = evaluate(trained, train_set, **metric_kw)
+_, rows["trained, on training samples"] = evaluate(trained, train_set, split="train", **metric_kw)
+protocols = {name: row.pop("protocol") for name, row in rows.items()}
 columns = ["psnr_masked", "ssim_masked", "mask_iou", "psnr_full", "ssim_full"] + (["lpips_full"] if lpips_weights else [])
-metrics = pd.DataFrame(rows).T[columns + ["n_samples"]]
-display(metrics.style.format(precision=3).set_caption("held-out view 5 (means); validation samples unless stated"))
-display(tables["trained"].style.format(precision=3).set_caption("trained model, per validation sample"))
+metrics = protocol_table({name: {c: row[c] for c in columns} for name, row in rows.items()}, protocols,
+                         allow=["split", "samples"]).astype({c: float for c in columns})
+display(metrics.style.format(precision=3).set_caption(f"held-out view (means); protocol: {metrics.attrs['protocol']}"))
+display(tables["trained"].style.format(precision=3).set_caption(f"trained model, per sample; {protocols['trained'].label()}"))
 for name, key in (("empty render", "empty"), ("untrained", "untrained"), ("trained", "trained"),
                   ("trained, on training samples", "trained_seen")):
     for m in ("psnr_masked", "ssim_masked", "mask_iou", "psnr_full"):
-        record(f"gslrm_{key}_{m}", float(metrics.loc[name, m]))
+        record(f"gslrm_{key}_{m}", float(metrics.loc[name, m]), protocol=protocols[name])
 
 # %%
 # NBVAL_CHECK_OUTPUT
+measured = {(name, m): Measured(metrics.loc[name, m], protocols[name]) for name in predictors for m in columns}
 for base in ("empty render", "untrained"):
-    for m in ("mask_iou", "psnr_masked"):
-        print(f"trained beats {base} on {m}: {bool(metrics.loc['trained', m] > metrics.loc[base, m])}")
-print("validation samples:", int(metrics.loc["trained", "n_samples"]))
+    for m in ("mask_iou", "psnr_masked"):  # `>` on Measured values passes the protocol gate first
+        print(f"trained beats {base} on {m}: {bool(measured['trained', m] > measured[base, m])}")
+print("validation samples:", protocols["trained"].n)
 
 # %% [markdown]
 # ## Held-out views: input, target, prediction
@@ -195,11 +203,14 @@ filters = ExportFilters()
 ply, report = export_ply(recon, recon_dir / f"recon_{item['name']}.ply", filters)
 kept, _ = filter_gaussians(recon, filters)
 fidelity = export_fidelity(recon, kept, item["K"], item["w2c"], image_size, val_set.background)
+fidelity_protocol = EvalProtocol(split="val", samples=[item["name"]], input_views=range(6), scored_views=range(6),
+                                 mask_source="05 unfiltered prediction's alpha", background=val_set.background_name,
+                                 resolution=image_size)
 print("PLY:", ply)
 print("filters (gaussians removed):", report)
 print(f"export fidelity vs the full prediction: PSNR masked {fidelity['psnr_masked']:.1f} dB, "
       f"full {fidelity['psnr_full']:.1f} dB, Mask IoU {fidelity['mask_iou']:.3f}")
 record("gslrm_ply", str(ply))
 record("gslrm_ply_gaussians", report["kept"])
-record("gslrm_export_fidelity_psnr_masked", fidelity["psnr_masked"])
-record("gslrm_export_fidelity_mask_iou", fidelity["mask_iou"])
+record("gslrm_export_fidelity_psnr_masked", fidelity["psnr_masked"], protocol=fidelity_protocol)
+record("gslrm_export_fidelity_mask_iou", fidelity["mask_iou"], protocol=fidelity_protocol)

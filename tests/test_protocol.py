@@ -114,6 +114,11 @@ def test_protocol_table_gates_rows_and_shows_allowed_differences():
         protocol_table(rows, protocols)
     table = protocol_table(rows, protocols, allow=["split"])
     assert table["split"].tolist() == ["val", "val", "train"]
+    assert table.attrs["protocol"] == "n=2 (000003, 000007) · " + proto().label().split(" · ", 1)[1] + " · per row: split"
+    protocols["on training samples"] = proto(split="train", samples=["000001", "000002", "000004", "000005"])
+    table = protocol_table(rows, protocols, allow=["split", "samples"])
+    assert table["samples"].tolist()[-1] == "000001, 000002, 000004, …" and table["n"].tolist() == [2, 2, 4]
+    assert table.attrs["protocol"].startswith("views 0-4 → 5") and table.attrs["protocol"].endswith("per row: split, samples, n")
     with pytest.raises(ValueError, match="no protocol"):
         protocol_table(rows, {"trained": proto()})
 

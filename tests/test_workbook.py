@@ -334,6 +334,7 @@ def test_committed_notebooks_are_what_jupyterlab_saves():
     spec = _installed_kernelspec()
     for src in workbook.discover_notebooks():
         path = src.with_suffix(".ipynb")
+        assert path.is_file(), f"{path.name} is not committed: make notebooks"
         text = path.read_text()
         nb = nbformat.reads(text, as_version=4)
         assert nb.metadata.get("kernelspec") == spec, (path.name, nb.metadata.get("kernelspec"))
