@@ -870,7 +870,8 @@ def _require_file(path: str | Path, what: str) -> Path:
 
 # What a calibration pickle may reference: numpy arrays, dtypes and scalars (numpy 1 and 2 module names).
 # dicts, lists, tuples, numbers and strings need no reference at all.
-_PICKLE_ALLOWED = {(m, n) for m in ("numpy.core.multiarray", "numpy._core.multiarray") for n in ("_reconstruct", "scalar")} \
+_PICKLE_ALLOWED = {(m, n) for m in ("numpy.core.multiarray", "numpy._core.multiarray")
+                   for n in ("_reconstruct", "scalar")} \
     | {(m, "_frombuffer") for m in ("numpy.core.numeric", "numpy._core.numeric")} \
     | {("numpy", "ndarray"), ("numpy", "dtype"), ("collections", "OrderedDict")}
 

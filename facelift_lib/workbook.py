@@ -472,7 +472,8 @@ def previous_run_died(summary_path: Path) -> dict[str, Any] | None:
         return None
     if not isinstance(earlier, dict) or earlier.get("status") != "running":
         return None
-    running = [n for n, e in earlier.get("notebooks", {}).items() if isinstance(e, dict) and e.get("status") == "running"]
+    running = [n for n, e in earlier.get("notebooks", {}).items()
+               if isinstance(e, dict) and e.get("status") == "running"]
     return {"pid": earlier.get("pid"), "notebook": running[0] if running else None}
 
 

@@ -275,8 +275,8 @@ def test_diffusion_dataset_refuses_non_square_and_all_empty_alpha_samples(tmp_pa
 
 
 # --- one writer per training run folder; a resume says so -------------------------------------------------
-HOLDER = ("from facelift_lib.locks import FolderLock; import sys, time; FolderLock(sys.argv[1], 'a test holder').acquire();"
-          " print('locked', flush=True); time.sleep(120)")
+HOLDER = ("from facelift_lib.locks import FolderLock; import sys, time; "
+          "FolderLock(sys.argv[1], 'a test holder').acquire(); print('locked', flush=True); time.sleep(120)")
 
 
 @pytest.fixture
