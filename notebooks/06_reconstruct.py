@@ -9,7 +9,7 @@
 #       format_version: '1.3'
 #       jupytext_version: 1.19.6
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
@@ -71,6 +71,7 @@ from facelift_lib.gslrm.train import load_trained_model
 from facelift_lib.io import load_sample, read_list_file
 from facelift_lib.mvdiffusion import load_checkpoint_pipeline
 from facelift_lib.mvdiffusion.train import latest_checkpoint, on_white, resize_images
+from facelift_lib.protocol import EvalProtocol, protocol_table
 from facelift_lib.reconstruct import reconstruct, reconstruct_from_views, reconstruction_report, rendered_views
 from facelift_lib.synthetic import standard_sample_ground_truth
 from facelift_lib.workbook import record
@@ -112,9 +113,16 @@ for d in dirs:
 report = pd.DataFrame(rows)
 per_view = pd.concat(per_view, ignore_index=True)
 columns = ["psnr_masked", "ssim_masked", "mask_iou", "psnr_full", "accuracy_mm", "completeness_mm", "chamfer_mm"]
-means = report.groupby("reconstruction")[columns].mean()
-display(means.style.format(precision=2).set_caption(f"means over {len(dirs)} sample(s): renders at the 6 standard "
-                                                   "cameras vs the true views; gaussian centres vs the true ones (mm)"))
+# how every number below was measured; the two reconstructions differ only in the views GS-LRM read
+protocols = {kind: EvalProtocol(split=samples_list.stem, samples=[d.name for d in dirs], input_views=inputs,
+                                scored_views=range(len(true_views)), mask_source="true views' alpha (ground-truth renders)",
+                                background="white", resolution=gslrm.config.image_size, extra={"min_opacity": min_opacity})
+             for kind, inputs in (("pipeline", [0]), ("oracle views", range(len(true_views))))}
+grouped = report.groupby("reconstruction")[columns].mean()
+means = protocol_table({kind: grouped.loc[kind] for kind in protocols}, protocols, allow=["input_views"])
+means = means.astype({c: float for c in columns})
+display(means.style.format(precision=2).set_caption(f"means: renders at the standard cameras vs the true views; gaussian "
+                                                   f"centres vs the true ones (mm). Protocol: {means.attrs['protocol']}"))
 display(report.set_index(["sample", "reconstruction"])[columns + ["n_gaussians_used"]].style.format(precision=2))
 
 # %%
@@ -175,5 +183,5 @@ print("PLY:", ply, " filters (gaussians removed):", filtered)
 for key in ("pipeline", "oracle views"):
     tag = key.split()[0]
     for m in ("psnr_masked", "mask_iou", "chamfer_mm", "accuracy_mm", "completeness_mm"):
-        record(f"recon_{tag}_{m}", float(means.loc[key, m]))
+        record(f"recon_{tag}_{m}", float(means.loc[key, m]), protocol=protocols[key])
 record("recon_ply", str(ply))
