@@ -148,13 +148,15 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--lens", default="pinhole", choices=["pinhole", "real"],
+                    help="rig.markerless_mouse_rig lens: 'real' adds the real calibration's skew and strong distortion")
     ap.add_argument("--image-ext", nargs="+", default=[".png", ".jpg"], choices=IMAGE_EXTS,
                     help="formats of the rig's RGB frames to measure end to end")
     ap.add_argument("--mask-bits", nargs="+", type=int, default=[1, 8], choices=[1, 8],
                     help="bit depths of the rig's mask PNGs to measure end to end")
     args = ap.parse_args()
 
-    cams = markerless_mouse_rig()
+    cams = markerless_mouse_rig(lens=args.lens)
     rng = np.random.default_rng(args.seed)
     frames = [synthetic_frame(cams, f, rng) for f in range(args.frames)]
     n_views = args.frames * len(cams)

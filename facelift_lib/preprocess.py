@@ -401,24 +401,46 @@ def lens_maps(K_src: np.ndarray, dist: np.ndarray | None, R_rel: np.ndarray, K_o
     by R_rel about the raw camera (K_src with skew, dist [5] or None): output pixel centre
     (origin + (j + 0.5, i + 0.5)) -> ray R_rel^T K_out^-1 p -> OpenCV's lens model -> raw pixel K_src [x_d, 1].
 
-    Exact where OpenCV's own maps are not: cv2.initUndistortRectifyMap (like cv2.projectPoints) ignores the
-    skew of K_src. Rays outside the lens model's one-to-one region (`cameras.distortion_valid`: beyond the
-    radius where the radial polynomial folds back) or behind the camera map outside the image, so they are
-    background with no mask, never a "ghost" copy of raw pixels from inside the fold.
+    cv2.initUndistortRectifyMap does the lens model with the skew-free K0 = skew_free(K_src) (it ignores skew,
+    as cv2.projectPoints does); the skew is then added exactly: K_src = S K0 with S the shear
+    u += s (v - cy) / fy. Rays outside the lens model's one-to-one region (`cameras.distortion_valid`: beyond
+    the radius where the radial polynomial folds back) or behind the camera map outside the image, so they
+    are background with no mask, never a "ghost" copy of raw pixels from inside the fold.
     """
-    ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)
-    p = np.stack([xs + 0.5 + origin[0], ys + 0.5 + origin[1], np.ones_like(xs)], -1)
-    ray = p @ (np.linalg.inv(K_out).T @ R_rel)                        # (R_rel^T K_out^-1 p)^T
-    front = ray[..., 2] > 1e-12
-    xn = ray[..., :2] / np.where(front, ray[..., 2], 1.0)[..., None]
-    if dist is not None and np.any(np.asarray(dist) != 0):
-        ok = front & distortion_valid(xn, dist)
-        xn, _ = distort_normalized_np(xn, dist)
-    else:
-        ok = front
-    uv = xn @ K_src[:2, :2].T + K_src[:2, 2] - 0.5                    # OpenCV: pixel centres at integers
-    uv[~ok] = _OUTSIDE
-    return uv[..., 0].astype(np.float32), uv[..., 1].astype(np.float32)
+    K_src = np.asarray(K_src, dtype=np.float64)
+    K0 = skew_free(K_src)
+    K_shift = np.array([[1.0, 0.0, -origin[0]], [0.0, 1.0, -origin[1]], [0.0, 0.0, 1.0]]) @ K_out
+    d = np.zeros(5) if dist is None else np.asarray(dist, dtype=np.float64)
+    mx, my = cv2.initUndistortRectifyMap(opencv_intrinsics(K0), d, R_rel, opencv_intrinsics(K_shift),
+                                         (width, height), cv2.CV_32FC1)
+    if K_src[0, 1] != 0:
+        cy_cv = K_src[1, 2] - 0.5
+        mx = mx + np.float32(K_src[0, 1] / K_src[1, 1]) * (my - np.float32(cy_cv))
+    # the guard: rays of the output pixels (a homography of the grid). The output square maps to a convex
+    # quadrilateral of rays, so when its corners lie in front and well inside the fold, every pixel does.
+    H64 = R_rel.T @ np.linalg.inv(K_shift)
+    corners = np.array([[0, 0, 1], [width, 0, 1], [0, height, 1], [width, height, 1]], dtype=np.float64) @ H64.T
+    r_max = float(distortion_valid_radius(d))
+    if (corners[:, 2] > 0).all() and (np.linalg.norm(corners[:, :2] / corners[:, 2:], axis=-1) < 0.7 * r_max).all():
+        return mx, my
+    H = H64.astype(np.float32)
+    xs = np.arange(width, dtype=np.float32) + 0.5
+    ys = (np.arange(height, dtype=np.float32) + 0.5)[:, None]
+    z = H[2, 0] * xs + H[2, 1] * ys + H[2, 2]
+    ok = z > 1e-12
+    if math.isfinite(r_max):
+        zs = np.where(ok, z, 1.0)
+        xn = (H[0, 0] * xs + H[0, 1] * ys + H[0, 2]) / zs
+        yn = (H[1, 0] * xs + H[1, 1] * ys + H[1, 2]) / zs
+        r2 = xn * xn + yn * yn
+        ok &= r2 < r_max ** 2
+        near = ok & (r2 > (0.7 * r_max) ** 2)  # the Jacobian (tangential terms) matters only near the fold
+        if near.any():
+            pts = np.stack([xn[near], yn[near]], -1).astype(np.float64)
+            ok[near] = distortion_valid(pts, d)
+    mx[~ok] = _OUTSIDE
+    my[~ok] = _OUTSIDE
+    return mx, my
 
 
 def undistorted_extent(K: np.ndarray, dist: np.ndarray | None, width: int, height: int, n_per_side: int = 256

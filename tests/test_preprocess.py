@@ -689,6 +689,12 @@ def test_markers_land_where_written_cameras_project_them_with_real_skew_and_lens
         assert ok.sum() >= 3 and err.max() < 0.15, f"{method} view {v}: blobs off by {err.round(3)} px"
 
 
+def without_fold_guard(monkeypatch) -> None:
+    """Switch preprocessing's lens-fold guard off (every ray counts as valid), to show what it prevents."""
+    monkeypatch.setattr(preprocess, "distortion_valid", lambda xy, dist: np.ones(xy.shape[:-1], bool))
+    monkeypatch.setattr(preprocess, "distortion_valid_radius", lambda dist: np.asarray(math.inf))
+
+
 def _ghost_setup(lens: int):
     """A lens of the real calibration (REAL_DIST[lens]) at 288x256 with a small 'mouse' disc at normalised
     (0.33, 0.12), and a standard camera (FaceLift focal, 128²) turned to look at it: its corners reach beyond
@@ -727,7 +733,7 @@ def test_standard_camera_paints_no_ghost_beyond_the_lens_fold(monkeypatch, lens)
     rays = np.stack([xs + 0.5, ys + 0.5, np.ones_like(xs, dtype=float)], -1) @ (np.linalg.inv(K_img).T @ R_rel)
     assert distortion_valid(rays[:, :2] / rays[:, 2:], d).all()
     # the test can fail: without the guard the fold paints ghost copies of the disc
-    monkeypatch.setattr(preprocess, "distortion_valid", lambda xy, dist: np.ones(xy.shape[:-1], bool))
+    without_fold_guard(monkeypatch)
     ghost = preprocess.warp_view(image, mask, K, d, R_rel, K_img, S)
     assert cv2.connectedComponents((ghost[..., 3] > 127).astype(np.uint8))[0] - 1 > 1
 
@@ -785,7 +791,7 @@ def test_real_lens_rig_through_every_method_exact_and_ghost_free(real_lens_rig, 
         assert float(Cameras.from_opencv_json(d / "opencv_cameras.json").K[:, 0, 1].abs().max()) == 0.0
         assert ghost_pixels(d, real_lens_rig) == 0, f"{d.name}: written mask pixels far from the true mouse"
     if method == "standard_camera":
-        monkeypatch.setattr(preprocess, "distortion_valid", lambda xy, dist: np.ones(xy.shape[:-1], bool))
+        without_fold_guard(monkeypatch)
         unguarded = preprocess_rig(real_lens_rig, tmp_path / "unguarded", method=method, size=128, frames=frames)
         assert sum(ghost_pixels(d, real_lens_rig) for d in unguarded) > 0
 
