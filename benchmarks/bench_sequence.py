@@ -10,7 +10,8 @@ built once into --work (reused if there), then:
 GS-LRM is the 05 smoke model: a trained checkpoint with --checkpoint (a ckpt_*.pt or run folder), else the same
 architecture with random weights (same cost per frame up to the number of gaussians the filters keep).
 
-    .venv/bin/python benchmarks/bench_sequence.py [--frames 48] [--workers 1] [--threads 1] [--checkpoint PATH]
+    .venv/bin/python benchmarks/bench_sequence.py [--frames 48] [--workers 1] [--threads 1] [--device cpu]
+        [--checkpoint PATH]
 """
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=48)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu", help="torch device of the loop (cuda on the GPU box)")
     ap.add_argument("--checkpoint", default=None, help="GS-LRM ckpt_*.pt or run folder (default: random smoke model)")
     ap.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "bench_sequence"))
     args = ap.parse_args()
@@ -56,7 +58,7 @@ def main() -> None:
     ckpt = Path(args.checkpoint) if args.checkpoint else smoke_checkpoint(work)
     out = work / "sequence"
     shutil.rmtree(out, ignore_errors=True)
-    cfg = SequenceConfig(rig_dir=str(rig), out_dir=str(out), checkpoint=str(ckpt), threads=args.threads, device="cpu")
+    cfg = SequenceConfig(rig_dir=str(rig), out_dir=str(out), checkpoint=str(ckpt), threads=args.threads, device=args.device)
 
     stats = run_sequence(cfg, workers=args.workers, progress=False)
     print(f"whole loop: {stats.processed} frames in {stats.seconds:.1f} s with {args.workers} worker(s) x "
