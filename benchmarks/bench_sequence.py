@@ -58,7 +58,8 @@ def main() -> None:
     ckpt = Path(args.checkpoint) if args.checkpoint else smoke_checkpoint(work)
     out = work / "sequence"
     shutil.rmtree(out, ignore_errors=True)
-    cfg = SequenceConfig(rig_dir=str(rig), out_dir=str(out), checkpoint=str(ckpt), threads=args.threads, device=args.device)
+    cfg = SequenceConfig(rig_dir=str(rig), out_dir=str(out), checkpoint=str(ckpt), threads=args.threads,
+                         device=args.device)
 
     stats = run_sequence(cfg, workers=args.workers, progress=False)
     print(f"whole loop: {stats.processed} frames in {stats.seconds:.1f} s with {args.workers} worker(s) x "

@@ -9,9 +9,10 @@ One frame's gaussians (centres in rig mm, world Z up, floor at z = 0) -> `frame_
   height_mm             `height_quantile` of the centres' z: how high the mouse reaches above the floor (rearing)
 
 A sequence of readouts (a DataFrame, one row per frame) -> `fix_heading_sign` (the sign from the direction of
-travel, `heading_from_motion`, or by temporal continuity, `heading_continuity`, instead of per frame), `readout_errors` against the same readouts of the true gaussians,
-`jitter` (frame-to-frame steps against the true motion), `smooth_readouts` (Savitzky-Golay, parameterised)
-and `cloud_step` (how far the whole cloud moves between frames). Pure numpy/torch: nothing here reads files.
+travel, `heading_from_motion`, or by temporal continuity, `heading_continuity`, instead of per frame),
+`readout_errors` against the same readouts of the true gaussians, `jitter` (frame-to-frame steps against the
+true motion), `smooth_readouts` (Savitzky-Golay, parameterised), `circular_std_deg` (how much the heading
+varies) and `cloud_step` (how far the whole cloud moves between frames). Pure numpy/torch: nothing here reads files.
 """
 from __future__ import annotations
 
