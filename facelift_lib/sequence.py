@@ -448,6 +448,14 @@ def heldout_table(records: list[dict]) -> pd.DataFrame:
     return pd.DataFrame([{"frame": r["frame"], **{c: r[c] for c in cols}} for r in records]).set_index("frame")
 
 
+def mask_centres(records: list[dict]) -> pd.DataFrame:
+    """Per frame, the mouse centre preprocessing found without any model (rays through the 6 mask centroids,
+    least squares; the sample normalisation's centre) as centroid_{x,y,z}_mm: the baseline for the centroid."""
+    c = np.array([[-float(x) for x in r["normalization"]["translation"]] for r in records])
+    return pd.DataFrame({"frame": [r["frame"] for r in records], CENTROID[0]: c[:, 0], CENTROID[1]: c[:, 1],
+                         CENTROID[2]: c[:, 2]}).set_index("frame")
+
+
 def trunk_truth(rig: Rig, frames: Sequence[int]) -> pd.DataFrame | None:
     """The generator's body centre of a synthetic rig (the mean of the trunk gaussians, gt/centers.json) per frame,
     as trunk_{x,y,z}_mm; None for a rig without gt/centers.json (a real rig)."""
@@ -596,8 +604,18 @@ def finish_sequence(cfg: SequenceConfig, smooth_window: int = 7, smooth_polyorde
             s.update({f"{k}{name}": v for k, v in jitter(df, truth).items()})
         if len(clouds) and "true_cloud_step_mm" in clouds:
             s["cloud_jitter_mm"] = float(np.sqrt(np.mean((clouds["cloud_step_mm"] - clouds["true_cloud_step_mm"]) ** 2)))
+        # baseline without GS-LRM: the mouse centre preprocessing triangulates from the mask centroids' rays
+        base = mask_centres(records)
+        s["baseline_centroid_err_mm"] = float(np.linalg.norm(base[CENTROID].to_numpy() - truth[CENTROID].to_numpy(),
+                                                             axis=1).mean())
+        s["baseline_centroid_jitter_mm"] = float(np.sqrt(np.mean(np.sum(
+            (np.diff(base[CENTROID].to_numpy(), axis=0) - np.diff(truth[CENTROID].to_numpy(), axis=0)) ** 2, 1))))
         for k in s:
             protocols.setdefault(k, gt_p)
+        for k in ("baseline_centroid_err_mm", "baseline_centroid_jitter_mm"):
+            protocols[k] = {**gt_p, "input_views": "all 6 rig masks (no GS-LRM)", "extra": {
+                **gt_p["extra"], "what": "preprocessing's mouse centre: least-squares meeting point of the rays "
+                                         "through the 6 mask centroids"}}
     if trunk is not None:  # the estimator's own offset: opacity-weighted centroid of the whole mouse vs its trunk
         tc = trunk[["trunk_x_mm", "trunk_y_mm", "trunk_z_mm"]].to_numpy()
         s["centroid_err_vs_trunk_mm"] = float(np.linalg.norm(readouts[CENTROID].to_numpy() - tc, axis=1).mean())

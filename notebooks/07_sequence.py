@@ -50,7 +50,7 @@ seed = 0
 rig_dir = None               # a real rig (DESIGN.md layout); None: a synthetic sequence in <out_dir>/sequence/rig
 n_frames = 48                # synthetic sequence: frames (walking, turning, rearing)
 rig_seed = 1                 # synthetic sequence: trajectory seed (00's rig uses `seed`: frames GS-LRM trained on)
-rig_scale = 0.25             # synthetic sequence: image size x this (1.0 = the real rig's 1152x1024)
+rig_scale = 0.25             # synthetic sequence: image size x this (1.0 = the real rig: 1152x1024)
 n_gaussians = 4000           # synthetic sequence: gaussians per mouse
 gslrm_checkpoint = None      # default: the newest checkpoint of out_dir/gslrm/run (05)
 method = "standard_camera"   # preprocessing variant GS-LRM was trained on (02's `method`)
@@ -195,7 +195,9 @@ else:
             "heading jitter (deg)": res.summary[f"heading_jitter_deg{label}"],
             "length jitter (mm)": res.summary[f"length_jitter_mm{label}"],
             "height jitter (mm)": res.summary[f"height_jitter_mm{label}"]}
-    display(pd.DataFrame(rows).T.style.format(precision=2).set_caption(
+    rows["baseline: mask-ray centre, no GS-LRM"] = {"centroid error (mm)": res.summary["baseline_centroid_err_mm"],
+                                                    "centroid jitter (mm)": res.summary["baseline_centroid_jitter_mm"]}
+    display(pd.DataFrame(rows).T.style.format(precision=2, na_rep="-").set_caption(
         "vs the same readouts of the true gaussians; jitter = RMS of (predicted step - true step) between frames"))
     print(f"|length error| {res.summary['length_err_mm']:.1f} mm, |height error| {res.summary['height_err_mm']:.1f} mm; "
           f"cloud jitter {res.summary['cloud_jitter_mm']:.2f} mm (RMS of cloud step - true cloud step)")

@@ -339,3 +339,9 @@ def test_true_gaussians_score_the_held_out_camera_and_the_readouts_of_the_truth(
     for k in ("centroid_x_mm", "centroid_y_mm", "centroid_z_mm", "height_mm"):
         assert r["readouts"][k] == pytest.approx(r["truth"][k], abs=0.5), k
     assert abs(angle_diff_deg(r["readouts"]["heading_deg"], r["truth"]["heading_deg"])) < 2.0
+
+
+def test_mask_centre_baseline_is_reported_with_the_truth(clean_run):
+    _, _, res = clean_run
+    assert 0.0 <= res.summary["baseline_centroid_err_mm"] < 10.0  # the rays through the mask centroids meet near it
+    assert "no GS-LRM" in res.protocols["baseline_centroid_err_mm"]["input_views"]
