@@ -33,7 +33,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # the library's per-frame bars would
 import cv2
 import numpy as np
 
-from facelift_lib.cameras import save_mammal_pkl
+from facelift_lib.calibration import save_mammal_pkl
 from facelift_lib.preprocess import (PreprocessConfig, RigFrame, preprocess_frame, preprocess_rig,
                                      single_threaded_libraries)
 from facelift_lib.io import JPEG_QUALITY, PNG_PARAMS, write_mask

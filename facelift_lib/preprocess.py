@@ -17,7 +17,7 @@ One frame (all its views at once: the mouse centre and the scale are shared) goe
 6. one resampling per view (``cv2.warpAffine`` / ``warpPerspective``, or ``remap`` through `lens_maps` when
    there is distortion), RGBA PNG (alpha = warped mask) + opencv_cameras.json. A calibration's skew is
    absorbed there exactly (T starts from the whole raw K); written cameras have none. Output rays beyond the
-   radius where the lens polynomial folds back are outside the frame (`cameras.distortion_valid`), so a strong
+   radius where the lens polynomial folds back are outside the frame (`calibration.distortion_valid`), so a strong
    lens cannot paint ghost copies of the mouse.
 
 Pixel convention: continuous pixel coordinates with pixel centres at +0.5 (DESIGN.md) everywhere in this
@@ -44,9 +44,9 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from facelift_lib.cameras import (FACELIFT_DISTANCE, FACELIFT_FOCAL, FACELIFT_SIZE, Cameras, distort_normalized_np,
-                                  distortion_valid, distortion_valid_radius, look_at_w2c, project_points_opencv,
-                                  similarity_normalize, undistort_normalized)
+from facelift_lib.calibration import (distort_normalized_np, distortion_valid, distortion_valid_radius,
+                                      project_points_opencv, undistort_normalized)
+from facelift_lib.cameras import FACELIFT_DISTANCE, FACELIFT_FOCAL, FACELIFT_SIZE, Cameras, look_at_w2c, similarity_normalize
 from facelift_lib.gaussians import Gaussians
 from facelift_lib.io import load_sample, save_sample
 from facelift_lib.render import render_gaussians
@@ -403,7 +403,7 @@ def lens_maps(K_src: np.ndarray, dist: np.ndarray | None, R_rel: np.ndarray, K_o
 
     cv2.initUndistortRectifyMap does the lens model with the skew-free K0 = skew_free(K_src) (it ignores skew,
     as cv2.projectPoints does); the skew is then added exactly: K_src = S K0 with S the shear
-    u += s (v - cy) / fy. Rays outside the lens model's one-to-one region (`cameras.distortion_valid`: beyond
+    u += s (v - cy) / fy. Rays outside the lens model's one-to-one region (`calibration.distortion_valid`: beyond
     the radius where the radial polynomial folds back) or behind the camera map outside the image, so they
     are background with no mask, never a "ghost" copy of raw pixels from inside the fold.
     """
@@ -449,7 +449,7 @@ def undistorted_extent(K: np.ndarray, dist: np.ndarray | None, width: int, heigh
     [width x height] of camera (K, dist) once undistorted (+2 px), so no undistorted mask pixel falls off it.
 
     The undistorted frame is bounded by the undistorted raw border and, for a lens that folds, by the valid
-    radius (`cameras.distortion_valid_radius`): both are sampled, the parts that lie in the frame kept.
+    radius (`calibration.distortion_valid_radius`): both are sampled, the parts that lie in the frame kept.
     """
     dist = np.zeros(5) if dist is None else np.asarray(dist, dtype=np.float64)
     t = (np.arange(n_per_side) + 0.5) / n_per_side

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from facelift_lib.cameras import (FACELIFT_DISTANCE, Cameras, intrinsics, load_mammal_pkl, look_at_w2c,
-                                  save_mammal_pkl, similarity_normalize, undistort_normalized)
+from facelift_lib.calibration import load_mammal_pkl, save_mammal_pkl, undistort_normalized
+from facelift_lib.cameras import FACELIFT_DISTANCE, Cameras, intrinsics, look_at_w2c, similarity_normalize
 from facelift_lib.gaussians import Gaussians, load_ply, matrix_to_quat, save_ply
 from facelift_lib.io import read_image, write_image, write_mask
 from facelift_lib.render import render, render_gaussians
@@ -539,7 +539,7 @@ class RawViewMap:
 def raw_view_maps(cams: Cameras) -> list[RawViewMap | None]:
     """Per camera, the RawViewMap of `render_raw_views` (None where the camera is a plain pinhole).
 
-    Each raw pixel centre p goes K^-1 p (the whole K: skew included) -> `cameras.undistort_normalized`
+    Each raw pixel centre p goes K^-1 p (the whole K: skew included) -> `calibration.undistort_normalized`
     (exact inverse inside the lens model's valid region) -> the skew-free pinhole K0 on a canvas that holds
     every such point."""
     out: list[RawViewMap | None] = []

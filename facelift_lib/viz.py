@@ -214,7 +214,7 @@ def plot_camera_distributions(cams: Mapping[str, Cameras],
     """Side-by-side distributions of camera sets (e.g. FaceLift vs a mouse rig), scale-free so mm and
     FaceLift units compare: azimuth/elevation, distance / mean distance, horizontal FoV, fy/fx,
     principal-point offset (fraction of the image) and roll. `targets`: the point each set looks at."""
-    from facelift_lib.cameras import describe
+    from facelift_lib.camera_report import describe
 
     targets = targets or {}
     fig, axes = plt.subplots(2, 3, figsize=(13, 6.5))

@@ -45,7 +45,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from facelift_lib import cameras, preprocess, rig, viz
+from facelift_lib import calibration, camera_report, preprocess, rig, viz
 from facelift_lib.workbook import record, rounded
 
 rig_dir = rig.workbook_rig(rig_dir, out_dir, n_frames=n_frames, seed=seed, image_scale=rig_scale,
@@ -116,22 +116,22 @@ viz.plot_cameras_3d(r.cams, points=points, colors=colors, max_points=2000)
 # %% [markdown]
 # ## The lenses
 # Skew (K[0,1], px) is kept as the calibration has it; preprocessing absorbs it in its warp. A strong lens's
-# radial polynomial folds back beyond some undistorted radius (`cameras.distortion_valid_radius`): no pixel
+# radial polynomial folds back beyond some undistorted radius (`calibration.distortion_valid_radius`): no pixel
 # may be sampled from beyond it (it would copy bits of the mouse to where it is not). Corner radius: the
 # undistorted radius of the farthest raw image corner, for comparison.
 
 # %%
 dist = r.cams.dist.numpy() if r.cams.dist is not None else np.zeros((len(r.names), 5))
 corners = np.array([[0, 0, 1], [r.width, 0, 1], [0, r.height, 1], [r.width, r.height, 1]], dtype=float)
-corner_r = [float(np.nanmax(np.linalg.norm(cameras.undistort_normalized(
+corner_r = [float(np.nanmax(np.linalg.norm(calibration.undistort_normalized(
     (corners @ np.linalg.inv(r.cams.K[v].numpy()).T)[:, :2], dist[v]), axis=-1))) for v in range(len(r.names))]
 lenses = pd.DataFrame({"skew px": r.cams.skew.numpy(), "k1": dist[:, 0], "k2": dist[:, 1], "k3": dist[:, 4],
-                       "valid radius": cameras.distortion_valid_radius(dist), "corner radius": corner_r,
+                       "valid radius": calibration.distortion_valid_radius(dist), "corner radius": corner_r,
                        "raw mask on border": on_border.mean(0)}, index=r.names)
 lenses.round(4)
 
 # %%
-rig_table = cameras.describe(r.cams)
+rig_table = camera_report.describe(r.cams)
 rig_table[["name", "distance", "elevation_deg", "azimuth_deg", "fx", "fy", "pp_dx_px", "pp_dy_px"]].round(2)
 
 # %%

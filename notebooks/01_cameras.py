@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from facelift_lib import cameras, preprocess, rig, viz
+from facelift_lib import camera_report, cameras, preprocess, rig, viz
 from facelift_lib.workbook import record, rounded
 
 rig_dir = rig.workbook_rig(rig_dir, out_dir)
@@ -82,10 +82,10 @@ targets = {"mouse rig, mm": center_mm}
 # %% [markdown]
 # ## The numbers, per camera set
 # Distance (in each set's own units), intrinsics, where each camera sits around its target, and how it is
-# built (`cameras.describe`, min and max over the views).
+# built (`camera_report.describe`, min and max over the views).
 
 # %%
-tables = {label: cameras.describe(c, targets.get(label, (0.0, 0.0, 0.0))) for label, c in sets.items()}
+tables = {label: camera_report.describe(c, targets.get(label, (0.0, 0.0, 0.0))) for label, c in sets.items()}
 cols = ["distance", "elevation_deg", "azimuth_gap_deg", "fx", "fy_over_fx", "hfov_deg", "pp_dx_px", "pp_dy_px",
         "up_z", "roll_deg", "lookat_error_deg"]
 overview = pd.concat(tables, names=["set", "view"]).groupby(level="set", sort=False)[cols].agg(["min", "max"])
@@ -156,7 +156,7 @@ pd.Series(up_axes, name="detected up axis").to_frame()
 # Each pixel's ray enters the model as `[d, o + (-o·d) d]` (direction, and the ray point nearest the
 # origin). Left: the rays' directions; right: each ray line's distance from the origin (|o × d|, the norm
 # of the Plücker moment). Then one number per rig view: the mean distance between its ray embedding and
-# that of the nearest standard view (`cameras.ray_distance_to_reference`; 0 = sees exactly like a standard
+# that of the nearest standard view (`camera_report.ray_distance_to_reference`; 0 = sees exactly like a standard
 # view). FaceLift's own training cameras (elevation 20°) give the scale of what the model tolerates.
 
 # %%
@@ -164,14 +164,14 @@ viz.plot_ray_distributions({"FaceLift standard": standard, "mouse rig, FaceLift 
 plt.show()
 
 # %%
-ray_matrix = cameras.ray_distance_matrix(mouse, standard, size=ray_grid)            # [V_rig, 6]
+ray_matrix = camera_report.ray_distance_matrix(mouse, standard, size=ray_grid)            # [V_rig, 6]
 ray_to_standard = ray_matrix.min(dim=1).values
 per_view = pd.DataFrame({"ray distance": ray_to_standard.numpy(),
                          "nearest standard view": [standard.names[i] for i in ray_matrix.argmin(dim=1)]},
                         index=mouse.names)
 baselines = {"FaceLift standard": standard, "FaceLift human sample": human,
              "mouse_standard_6view (el 20°)": cameras.mouse_standard_6view()}
-baseline_ray = {label: cameras.ray_distance_to_reference(c, standard, size=ray_grid)
+baseline_ray = {label: camera_report.ray_distance_to_reference(c, standard, size=ray_grid)
                 for label, c in baselines.items() if c is not None}
 print("reference scale, mean ray distance to the nearest standard view:",
       {label: round(float(v.mean()), 3) for label, v in baseline_ray.items()})
@@ -184,10 +184,10 @@ plt.show()
 # %% [markdown]
 # ## Mismatches, graded
 # Scale-free quantities where the rig differs from FaceLift's standard cameras, each graded
-# ok / minor / major against `cameras.MismatchThresholds` (the note says what it does to FaceLift).
+# ok / minor / major against `camera_report.MismatchThresholds` (the note says what it does to FaceLift).
 
 # %%
-mismatches = cameras.domain_mismatches(standard, r.cams, target_b=center_mm)
+mismatches = camera_report.domain_mismatches(standard, r.cams, target_b=center_mm)
 severity_order = {"major": 0, "minor": 1, "ok": 2}
 (mismatches.sort_values("severity", key=lambda s: s.map(severity_order), kind="stable")
  [["quantity", "unit", "value_a", "value_b", "deviation", "severity", "note"]].round(3))

@@ -57,7 +57,7 @@ import matplotlib.pyplot as plt
 import torch
 
 from facelift_lib import viz
-from facelift_lib.cameras import describe
+from facelift_lib.camera_report import describe
 from facelift_lib.io import load_sample, read_list_file
 from facelift_lib.mvdiffusion import train as mvtrain
 from facelift_lib.synthetic import build_standard_view_dataset

@@ -1,4 +1,4 @@
-"""cameras.py against FaceLift's real camera files, hand-computed rays, and each rig format's own convention."""
+"""cameras.py, calibration.py and camera_report.py against FaceLift's real camera files, hand-computed rays, and each rig format's own convention."""
 from __future__ import annotations
 
 import json
@@ -13,6 +13,7 @@ import toml
 import torch
 from scipy.spatial.transform import Rotation
 
+from facelift_lib import calibration, camera_report
 from facelift_lib import cameras as C
 from facelift_lib.gaussians import Gaussians
 
@@ -88,7 +89,7 @@ def test_facelift_standard_is_reordered_file_and_matches_inference_selection(ref
 
 
 def test_mouse_standard_6view_is_its_spec_and_both_presets_write_their_type(tmp_path):
-    d = C.describe(C.mouse_standard_6view())
+    d = camera_report.describe(C.mouse_standard_6view())
     np.testing.assert_allclose(d["distance"], 2.7, atol=1e-9)
     np.testing.assert_allclose(d["elevation_deg"], 20.0, atol=1e-9)
     np.testing.assert_allclose(d["azimuth_deg"], [0, 60, 120, 180, 240, 300], atol=1e-9)
@@ -280,7 +281,7 @@ def test_up_axis_from_positions_when_up_vectors_disagree():
 
 # --- describe / mismatches / ray distance -------------------------------------------------------
 def test_describe_standard_cameras():
-    df = C.describe(C.facelift_standard()).set_index("name")
+    df = camera_report.describe(C.facelift_standard()).set_index("name")
     np.testing.assert_allclose(df["distance"], 2.7, atol=1e-12)
     np.testing.assert_allclose(df["elevation_deg"], 0.0, atol=1e-9)
     want_az = {"front": 270, "front_right": 225, "right": 180, "back": 90, "left": 0, "front_left": 315}
@@ -296,40 +297,40 @@ def test_describe_standard_cameras():
 
 def test_describe_measures_elevation_lookat_error_and_roll():
     cams = C.orbit_cameras([30.0], 20.0, distance=3.0)
-    df = C.describe(cams).iloc[0]
+    df = camera_report.describe(cams).iloc[0]
     assert df["elevation_deg"] == pytest.approx(20.0) and df["up_angle_to_z_deg"] == pytest.approx(20.0)
     assert df["azimuth_deg"] == pytest.approx(30.0) and df["azimuth_gap_deg"] == 360.0
     # aim 0.3 beside the target (perpendicular to the line of sight): look-at error atan(0.3/3)
     off = C.Cameras(K=cams.K, w2c=C.look_at_w2c(torch.tensor([[3.0, 0.0, 0.0]]), target=(0.0, 0.3, 0.0)),
                     width=512, height=512)
-    assert C.describe(off)["lookat_error_deg"].iloc[0] == pytest.approx(math.degrees(math.atan(0.1)))
+    assert camera_report.describe(off)["lookat_error_deg"].iloc[0] == pytest.approx(math.degrees(math.atan(0.1)))
     roll = torch.eye(4, dtype=torch.float64)
     roll[:3, :3] = torch.tensor(Rotation.from_euler("z", 10, degrees=True).as_matrix())  # about the optical axis
     rolled = cams.replace(w2c=roll @ cams.w2c)
-    r = C.describe(rolled).iloc[0]
+    r = camera_report.describe(rolled).iloc[0]
     assert abs(r["roll_deg"]) == pytest.approx(10.0) and r["lookat_error_deg"] == pytest.approx(0.0, abs=1e-6)
 
 
 def test_domain_mismatches_grades_what_differs():
     std = C.facelift_standard()
-    same = C.domain_mismatches(std, std)
+    same = camera_report.domain_mismatches(std, std)
     assert (same["severity"] == "ok").all()
     rig = mm_rig()
-    rows = C.domain_mismatches(std, rig, target_b=(0.0, 0.0, 0.0)).set_index("quantity")
-    el = C.describe(rig)["elevation_deg"].mean()
+    rows = camera_report.domain_mismatches(std, rig, target_b=(0.0, 0.0, 0.0)).set_index("quantity")
+    el = camera_report.describe(rig)["elevation_deg"].mean()
     assert rows.loc["elevation_mean_deg", "value_b"] == pytest.approx(el)
     assert rows.loc["elevation_mean_deg", "severity"] == "major"            # ~30° above FaceLift's 0°
     assert rows.loc["image_aspect", "severity"] == "minor"                  # 1152/1024 = 1.125
     assert rows.loc["lookat_error_max_deg", "value_b"] > 2.0                # aimed at (12,-8,35), not the origin
     assert rows.loc["distortion_max_px", "value_b"] > 0 and rows.loc["distortion_max_px", "value_a"] == 0
     assert rows.loc["up_axis_is_z", "severity"] == "ok"
-    lax = C.domain_mismatches(std, rig, thresholds=C.MismatchThresholds(elevation_mean_deg=(90.0, 90.0)))
+    lax = camera_report.domain_mismatches(std, rig, thresholds=camera_report.MismatchThresholds(elevation_mean_deg=(90.0, 90.0)))
     assert lax.set_index("quantity").loc["elevation_mean_deg", "severity"] == "ok"
 
 
 def test_distortion_displacement_matches_cv2():
     cams = mm_rig()
-    disp = C.distortion_displacement_px(cams)
+    disp = calibration.distortion_displacement_px(cams)
     # the same border pixels, distorted by cv2: undistorted normalised coords as points at z=1
     v = 0
     K, d = cams.K[v].numpy(), cams.dist[v].numpy()
@@ -341,54 +342,54 @@ def test_distortion_displacement_matches_cv2():
 
 def test_ray_distance_to_reference():
     std = C.facelift_standard()
-    assert C.ray_distance_to_reference(std[[4, 0, 2]], std).abs().max() < 1e-12
-    dists = [float(C.ray_distance_to_reference(C.orbit_cameras([270.0], el), std)[0]) for el in (5.0, 20.0, 40.0)]
+    assert camera_report.ray_distance_to_reference(std[[4, 0, 2]], std).abs().max() < 1e-12
+    dists = [float(camera_report.ray_distance_to_reference(C.orbit_cameras([270.0], el), std)[0]) for el in (5.0, 20.0, 40.0)]
     assert 0 < dists[0] < dists[1] < dists[2]
-    m = C.ray_distance_matrix(C.orbit_cameras([270.0, 0.0], 0.0), std)
+    m = camera_report.ray_distance_matrix(C.orbit_cameras([270.0, 0.0], 0.0), std)
     assert m.shape == (2, 6) and m.argmin(1).tolist() == [0, 4]   # front and left
 
 
 # --- rig importers -------------------------------------------------------------------------
 def test_mammal_pkl_fixture_round_trip_and_projection(tmp_path):
     rig = mm_rig()
-    K_cv = C._shift_pixels(rig.K, -0.5).numpy()   # what an OpenCV calibration stores (pixel centres at integers)
+    K_cv = calibration._shift_pixels(rig.K, -0.5).numpy()   # what an OpenCV calibration stores (pixel centres at integers)
     R, T, D = rig.w2c[:, :3, :3].numpy(), rig.w2c[:, :3, 3].numpy(), rig.dist.numpy()
     fixture = {i: {"K": K_cv[i], "R": R[i], "T": T[i], "dist": D[i]} for i in range(4)}
     with open(tmp_path / "new_cam.pkl", "wb") as f:
         pickle.dump(fixture, f)
-    cams = C.load_mammal_pkl(tmp_path / "new_cam.pkl")
+    cams = calibration.load_mammal_pkl(tmp_path / "new_cam.pkl")
     assert (cams.width, cams.height, cams.names) == (1152, 1024, ["0", "1", "2", "3"])
     torch.testing.assert_close(cams.K, torch.as_tensor(K_cv), atol=1e-12, rtol=0)   # OpenCV pixels, as stored
-    wb = C.load_mammal_pkl(tmp_path / "new_cam.pkl", pixel_centers="workbook")
+    wb = calibration.load_mammal_pkl(tmp_path / "new_cam.pkl", pixel_centers="workbook")
     torch.testing.assert_close(wb.K, rig.K, atol=1e-6, rtol=0)
-    torch.testing.assert_close(C.opencv_to_workbook_pixels(cams).K, wb.K, atol=1e-12, rtol=0)
+    torch.testing.assert_close(calibration.opencv_to_workbook_pixels(cams).K, wb.K, atol=1e-12, rtol=0)
     torch.testing.assert_close(cams.w2c, rig.w2c, atol=1e-6, rtol=0)
     torch.testing.assert_close(cams.dist, rig.dist, atol=1e-12, rtol=0)
     X = arena_points()
     want = np.stack([opencv_model_np(K_cv[i], R[i], T[i], D[i], X) for i in range(4)])
-    np.testing.assert_allclose(C.project_points_opencv(cams, X).numpy(), want, atol=1e-6)
-    np.testing.assert_allclose(C.project_points_opencv(wb, X).numpy(), want + 0.5, atol=1e-6)
+    np.testing.assert_allclose(calibration.project_points_opencv(cams, X).numpy(), want, atol=1e-6)
+    np.testing.assert_allclose(calibration.project_points_opencv(wb, X).numpy(), want + 0.5, atol=1e-6)
     # our writer produces the same schema and reads back
-    out = C.save_mammal_pkl(cams.replace(names=rig.names), tmp_path / "ours.pkl")
+    out = calibration.save_mammal_pkl(cams.replace(names=rig.names), tmp_path / "ours.pkl")
     with open(out, "rb") as f:
         raw = pickle.load(f)
     assert sorted(raw) == [0, 1, 2, 3] and set(raw[0]) == {"K", "R", "T", "dist", "name"}
     np.testing.assert_allclose(raw[2]["K"], K_cv[2], atol=1e-9)
-    back = C.load_mammal_pkl(out)
+    back = calibration.load_mammal_pkl(out)
     assert back.names == rig.names
     torch.testing.assert_close(back.w2c, cams.w2c, atol=1e-12, rtol=0)
 
 
 def test_mammal_pkl_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="new_cam.pkl"):
-        C.load_mammal_pkl(tmp_path / "missing.pkl")
+        calibration.load_mammal_pkl(tmp_path / "missing.pkl")
     rig = mm_rig()
     bad = {i: {"K": rig.K[i].numpy(), "R": rig.w2c[i, :3, :3].numpy(), "T": rig.w2c[i, :3, 3].numpy()} for i in range(2)}
     bad[0]["dist"] = np.zeros(5)
     with open(tmp_path / "bad.pkl", "wb") as f:
         pickle.dump(bad, f)
     with pytest.raises(ValueError, match="lack 'dist'"):
-        C.load_mammal_pkl(tmp_path / "bad.pkl")
+        calibration.load_mammal_pkl(tmp_path / "bad.pkl")
 
 
 def dannce_fixture(rig: C.Cameras, k3: bool = True) -> tuple[np.ndarray, list[dict]]:
@@ -396,7 +397,7 @@ def dannce_fixture(rig: C.Cameras, k3: bool = True) -> tuple[np.ndarray, list[di
     params = np.empty((len(rig), 1), dtype=object)
     raw = []
     for i in range(len(rig)):
-        K0 = C._shift_pixels(rig.K[i], -0.5).numpy()          # 0-based OpenCV intrinsics
+        K0 = calibration._shift_pixels(rig.K[i], -0.5).numpy()          # 0-based OpenCV intrinsics
         K1 = K0.copy()
         K1[0, 2] += 1.0
         K1[1, 2] += 1.0                                      # MATLAB pixels are 1-based
@@ -433,20 +434,20 @@ def test_dannce_mat_fixture_round_trip_and_projection(tmp_path, k3):
     camnames[0, :] = rig.names
     scipy.io.savemat(tmp_path / "cal_dannce.mat", {"params": params, "camnames": camnames,
                                                    "labelData": np.zeros((1, 1))})
-    cams = C.load_dannce_mat(tmp_path / "cal_dannce.mat", 1152, 1024)
+    cams = calibration.load_dannce_mat(tmp_path / "cal_dannce.mat", 1152, 1024)
     assert cams.names == rig.names
     # OpenCV 0-based principal point: the file's (cx - 1, cy - 1), focal lengths unchanged
     K_file = torch.as_tensor(np.stack([p["K"].T for p in raw]))
     torch.testing.assert_close(cams.K[:, :2, 2], K_file[:, :2, 2] - 1.0, atol=1e-12, rtol=0)
     torch.testing.assert_close(cams.fx, K_file[:, 0, 0], atol=1e-12, rtol=0)
-    wb = C.load_dannce_mat(tmp_path / "cal_dannce.mat", 1152, 1024, pixel_centers="workbook")
+    wb = calibration.load_dannce_mat(tmp_path / "cal_dannce.mat", 1152, 1024, pixel_centers="workbook")
     torch.testing.assert_close(wb.K, rig.K, atol=1e-6, rtol=0)
     torch.testing.assert_close(cams.w2c, rig.w2c, atol=1e-6, rtol=0)
     torch.testing.assert_close(cams.dist, rig.dist, atol=1e-12, rtol=0)
     X = arena_points()
     want = np.stack([dannce_project(p, X) for p in raw])
-    np.testing.assert_allclose(C.project_points_opencv(cams, X).numpy(), want, atol=1e-6)
-    back = C.load_dannce_mat(C.save_dannce_mat(cams, tmp_path / "ours.mat"), 1152, 1024)
+    np.testing.assert_allclose(calibration.project_points_opencv(cams, X).numpy(), want, atol=1e-6)
+    back = calibration.load_dannce_mat(calibration.save_dannce_mat(cams, tmp_path / "ours.mat"), 1152, 1024)
     torch.testing.assert_close(back.K, cams.K, atol=1e-12, rtol=0)
     torch.testing.assert_close(back.w2c, cams.w2c, atol=1e-12, rtol=0)
     torch.testing.assert_close(back.dist, cams.dist, atol=1e-12, rtol=0)
@@ -467,19 +468,19 @@ def test_dannce_keeps_skew_as_the_file_has_it(tmp_path):
     params, raw = dannce_fixture(rig)
     assert params[1, 0]["K"][1, 0] == pytest.approx(float(K[1, 0, 1]))   # transposed layout: skew at (2,1) in MATLAB
     scipy.io.savemat(tmp_path / "s.mat", {"params": params})
-    cams = C.load_dannce_mat(tmp_path / "s.mat", 1152, 1024)
+    cams = calibration.load_dannce_mat(tmp_path / "s.mat", 1152, 1024)
     torch.testing.assert_close(cams.skew, K[:, 0, 1], atol=1e-12, rtol=0)
     X = arena_points()
     want = np.stack([dannce_project(p, X) for p in raw])
-    np.testing.assert_allclose(C.project_points_opencv(cams, X).numpy(), want, atol=1e-6)
+    np.testing.assert_allclose(calibration.project_points_opencv(cams, X).numpy(), want, atol=1e-6)
     pinhole = cams.replace(dist=None)
     np.testing.assert_allclose(pinhole.project(torch.as_tensor(X))[0].numpy(),
-                               C.project_points_opencv(pinhole, X).numpy(), atol=1e-9)
-    back = C.load_dannce_mat(C.save_dannce_mat(cams, tmp_path / "ours.mat"), 1152, 1024)
+                               calibration.project_points_opencv(pinhole, X).numpy(), atol=1e-9)
+    back = calibration.load_dannce_mat(calibration.save_dannce_mat(cams, tmp_path / "ours.mat"), 1152, 1024)
     torch.testing.assert_close(back.K, cams.K, atol=1e-12, rtol=0)
     # the other importers keep it too
-    mm = C.load_mammal_pkl(C.save_mammal_pkl(cams, tmp_path / "new_cam.pkl"), 1152, 1024)
-    ani = C.load_anipose_toml(C.save_anipose_toml(cams, tmp_path / "calibration.toml"))
+    mm = calibration.load_mammal_pkl(calibration.save_mammal_pkl(cams, tmp_path / "new_cam.pkl"), 1152, 1024)
+    ani = calibration.load_anipose_toml(calibration.save_anipose_toml(cams, tmp_path / "calibration.toml"))
     torch.testing.assert_close(mm.K, cams.K, atol=1e-12, rtol=0)
     torch.testing.assert_close(ani.K, cams.K, atol=1e-9, rtol=0)
 
@@ -494,14 +495,14 @@ def test_real_rig_dannce_calibration_with_all_six_skews_imports_and_preprocesses
     params, raw = dannce_fixture(real)
     scipy.io.savemat(tmp_path / "markerless_mouse_1_dannce.mat",
                      {"params": params, "camnames": np.array([[f"Camera{i + 1}" for i in range(6)]], dtype=object)})
-    cams = C.load_dannce_mat(tmp_path / "markerless_mouse_1_dannce.mat", 1152, 1024)
+    cams = calibration.load_dannce_mat(tmp_path / "markerless_mouse_1_dannce.mat", 1152, 1024)
     assert cams.names == [f"Camera{i + 1}" for i in range(6)]
     np.testing.assert_allclose(cams.skew.numpy(), REAL_SKEWS, atol=1e-9)
     X = arena_points()
-    np.testing.assert_allclose(C.project_points_opencv(cams, X).numpy(), np.stack([dannce_project(p, X) for p in raw]),
+    np.testing.assert_allclose(calibration.project_points_opencv(cams, X).numpy(), np.stack([dannce_project(p, X) for p in raw]),
                                atol=1e-6)
     folder = tmp_path / "rig"
-    C.save_mammal_pkl(cams, folder / "new_cam.pkl")
+    calibration.save_mammal_pkl(cams, folder / "new_cam.pkl")
     (folder / "rig.json").write_text(json.dumps({"units": "mm", "width": 1152, "height": 1024, "frames": [0],
                                                  "camera_names": cams.names}))
     for n in cams.names:
@@ -515,7 +516,7 @@ def test_dannce_refuses_a_non_upper_triangular_k(tmp_path):
     params[1, 0]["K"][0, 1] = 3.0   # transposed layout: K[1,0] of the camera, which no pinhole has
     scipy.io.savemat(tmp_path / "s.mat", {"params": params})
     with pytest.raises(ValueError, match="not \\[\\[fx,s,cx\\]"):
-        C.load_dannce_mat(tmp_path / "s.mat", 1152, 1024)
+        calibration.load_dannce_mat(tmp_path / "s.mat", 1152, 1024)
 
 
 REAL_LENSES = {  # (k1, k2, p1, p2, k3) of the real calibration and the radius where its radial model folds
@@ -528,29 +529,29 @@ REAL_LENSES = {  # (k1, k2, p1, p2, k3) of the real calibration and the radius w
 @pytest.mark.parametrize("name", sorted(REAL_LENSES))
 def test_distortion_valid_radius_of_the_real_lenses(name):
     dist, limit = REAL_LENSES[name]
-    r_max = float(C.distortion_valid_radius(dist))
+    r_max = float(calibration.distortion_valid_radius(dist))
     assert r_max == pytest.approx(limit, abs=0.001)
     k1, k2, _, _, k3 = dist
     r = np.array([0.98, 1.0, 1.02]) * r_max
     radial = r * (1 + k1 * r ** 2 + k2 * r ** 4 + k3 * r ** 6)
     assert radial[0] < radial[1] > radial[2]                           # the fold: r_d peaks there
-    assert float(C.distortion_valid_radius([0.1, 0.01, 0.0, 0.0, 0.0])) == math.inf
+    assert float(calibration.distortion_valid_radius([0.1, 0.01, 0.0, 0.0, 0.0])) == math.inf
     xy = np.array([[0.5 * r_max, 0.0], [0.0, 0.99 * r_max], [1.01 * r_max, 0.0]])
-    assert C.distortion_valid(xy, np.array(dist)).tolist() == [True, True, False]
+    assert calibration.distortion_valid(xy, np.array(dist)).tolist() == [True, True, False]
 
 
 def test_undistort_normalized_inverts_inside_the_fold_and_refuses_beyond():
     dist = np.array(REAL_LENSES["Camera1"][0])
     x = np.random.default_rng(0).uniform(-0.46, 0.46, (500, 2))
-    xd, _ = C.distort_normalized_np(x, dist)
-    np.testing.assert_allclose(C.undistort_normalized(xd, dist), x, atol=1e-10)
+    xd, _ = calibration.distort_normalized_np(x, dist)
+    np.testing.assert_allclose(calibration.undistort_normalized(xd, dist), x, atol=1e-10)
     beyond = np.array([[0.0, 0.7]])                                  # r_d above the peak (0.585)
-    assert np.isnan(C.undistort_normalized(beyond, dist)).all()
+    assert np.isnan(calibration.undistort_normalized(beyond, dist)).all()
 
 
 def test_anipose_toml_fixture_round_trip_and_projection(tmp_path):
     rig = mm_rig()
-    K_cv = C._shift_pixels(rig.K, -0.5).numpy()
+    K_cv = calibration._shift_pixels(rig.K, -0.5).numpy()
     R, T, D = rig.w2c[:, :3, :3].numpy(), rig.w2c[:, :3, 3].numpy(), rig.dist.numpy()
     fixture = {f"cam_{i}": {"name": rig.names[i], "size": [1152, 1024], "matrix": K_cv[i].tolist(),
                             "distortions": D[i].tolist(), "rotation": Rotation.from_matrix(R[i]).as_rotvec().tolist(),
@@ -558,18 +559,18 @@ def test_anipose_toml_fixture_round_trip_and_projection(tmp_path):
     fixture["metadata"] = {"adjusted": False, "error": 0.42}
     with open(tmp_path / "calibration.toml", "w") as f:
         toml.dump(fixture, f)
-    cams = C.load_anipose_toml(tmp_path / "calibration.toml")
+    cams = calibration.load_anipose_toml(tmp_path / "calibration.toml")
     assert (cams.width, cams.height, cams.names) == (1152, 1024, rig.names)
     assert cams.meta["anipose_metadata"] == {"adjusted": False, "error": 0.42}
     torch.testing.assert_close(cams.K, torch.as_tensor(K_cv), atol=1e-12, rtol=0)
-    torch.testing.assert_close(C.load_anipose_toml(tmp_path / "calibration.toml", pixel_centers="workbook").K, rig.K,
+    torch.testing.assert_close(calibration.load_anipose_toml(tmp_path / "calibration.toml", pixel_centers="workbook").K, rig.K,
                                atol=1e-6, rtol=0)
     torch.testing.assert_close(cams.w2c, rig.w2c, atol=1e-6, rtol=0)
     torch.testing.assert_close(cams.dist, rig.dist, atol=1e-12, rtol=0)
     X = arena_points()
     want = np.stack([opencv_model_np(K_cv[i], R[i], T[i], D[i], X) for i in range(4)])
-    np.testing.assert_allclose(C.project_points_opencv(cams, X).numpy(), want, atol=1e-6)
-    back = C.load_anipose_toml(C.save_anipose_toml(cams, tmp_path / "ours.toml"))
+    np.testing.assert_allclose(calibration.project_points_opencv(cams, X).numpy(), want, atol=1e-6)
+    back = calibration.load_anipose_toml(calibration.save_anipose_toml(cams, tmp_path / "ours.toml"))
     torch.testing.assert_close(back.K, cams.K, atol=1e-9, rtol=0)
     torch.testing.assert_close(back.w2c, cams.w2c, atol=1e-9, rtol=0)
     assert back.names == cams.names and back.meta["anipose_metadata"]["error"] == 0.42
@@ -581,17 +582,17 @@ def test_anipose_refuses_fisheye_and_mixed_sizes(tmp_path):
     with open(tmp_path / "f.toml", "w") as f:
         toml.dump({"cam_0": {**base, "name": "A", "fisheye": True}}, f)
     with pytest.raises(ValueError, match="fisheye"):
-        C.load_anipose_toml(tmp_path / "f.toml")
+        calibration.load_anipose_toml(tmp_path / "f.toml")
     with open(tmp_path / "m.toml", "w") as f:
         toml.dump({"cam_0": {**base, "name": "A"}, "cam_1": {**base, "name": "B", "size": [800, 600]}}, f)
     with pytest.raises(ValueError, match="different image sizes"):
-        C.load_anipose_toml(tmp_path / "m.toml")
+        calibration.load_anipose_toml(tmp_path / "m.toml")
 
 
 def test_project_points_opencv_without_distortion_equals_pinhole():
     cams = mm_rig(with_dist=False)
     X = arena_points()
-    torch.testing.assert_close(C.project_points_opencv(cams, X), cams.project(torch.as_tensor(X))[0], atol=1e-9, rtol=0)
+    torch.testing.assert_close(calibration.project_points_opencv(cams, X), cams.project(torch.as_tensor(X))[0], atol=1e-9, rtol=0)
 
 
 def test_pixel_rays_of_a_skewed_camera_project_back_to_their_pixels():

@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 import torch
 
-from facelift_lib.cameras import (Cameras, distortion_valid, distortion_valid_radius, intrinsics, look_at_w2c,
-                                  project_points_opencv, save_mammal_pkl, undistort_normalized)
+from facelift_lib.calibration import (distortion_valid, distortion_valid_radius, project_points_opencv, save_mammal_pkl,
+                                      undistort_normalized)
+from facelift_lib.cameras import Cameras, intrinsics, look_at_w2c
 from facelift_lib.render import render_gaussians
 from facelift_lib import preprocess
 from facelift_lib.gaussians import Gaussians
@@ -583,9 +584,9 @@ def test_camera_count_differs_from_image_folders(tmp_path):
 
 
 @pytest.mark.parametrize("key,view,index,value,says", [
-    ("T", 2, 0, float("nan"), r"has NaN/inf in \['T'\]"),      # refused by cameras.load_mammal_pkl already
+    ("T", 2, 0, float("nan"), r"has NaN/inf in \['T'\]"),      # refused by calibration.load_mammal_pkl already
     ("dist", 3, 1, float("nan"), r"has NaN/inf in \['dist'\]"),
-    ("K", 1, (0, 0), float("inf"), r"has NaN/inf in \['K'\]"),   # refused by cameras.load_mammal_pkl already
+    ("K", 1, (0, 0), float("inf"), r"has NaN/inf in \['K'\]"),   # refused by calibration.load_mammal_pkl already
 ])
 def test_non_finite_calibration_names_the_camera(tmp_path, key, view, index, value, says):
     rig = write_rig(tmp_path / "rig", n_frames=1)

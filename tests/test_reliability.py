@@ -183,7 +183,8 @@ def test_resume_latest_from_a_crafted_checkpoint_runs_no_code(tmp_path, tiny_mv_
 
 
 def test_a_crafted_calibration_pickle_runs_no_code(tmp_path):
-    from facelift_lib.cameras import load_mammal_pkl, mouse_standard_6view, save_mammal_pkl
+    from facelift_lib.calibration import load_mammal_pkl, save_mammal_pkl
+    from facelift_lib.cameras import mouse_standard_6view
 
     marker = tmp_path / "code_ran"
     good = save_mammal_pkl(mouse_standard_6view(), tmp_path / "good.pkl")
@@ -198,7 +199,8 @@ def test_a_crafted_calibration_pickle_runs_no_code(tmp_path):
 
 
 def test_a_truncated_calibration_pickle_is_named(tmp_path):
-    from facelift_lib.cameras import load_mammal_pkl, mouse_standard_6view, save_mammal_pkl
+    from facelift_lib.calibration import load_mammal_pkl, save_mammal_pkl
+    from facelift_lib.cameras import mouse_standard_6view
 
     path = save_mammal_pkl(mouse_standard_6view(), tmp_path / "new_cam.pkl")
     path.write_bytes(path.read_bytes()[:200])
@@ -207,7 +209,7 @@ def test_a_truncated_calibration_pickle_is_named(tmp_path):
 
 
 def test_a_text_file_given_as_dannce_mat_is_named(tmp_path):
-    from facelift_lib.cameras import load_dannce_mat
+    from facelift_lib.calibration import load_dannce_mat
 
     path = tmp_path / "cams_dannce.mat"
     path.write_text("these are my notes, not a calibration\n" * 5)
@@ -456,7 +458,7 @@ def test_reconstruct_checks_its_reference(ref, msg):
 
 def test_every_torch_load_in_the_workbook_is_weights_only():
     """A guard for new code: torch.load without weights_only=True, or a bare pickle.load, would run a crafted file's
-    code (calibration pickles go through cameras.read_calibration_pickle)."""
+    code (calibration pickles go through calibration.read_calibration_pickle)."""
     import ast
 
     offenders = []

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from facelift_lib import rig
-from facelift_lib.cameras import project_points_opencv
+from facelift_lib.calibration import project_points_opencv
 from facelift_lib.rig import (ARENA_RADIUS_MM, MOUSE_PARTS, RIG_LENSES, MousePose, arena_params, body_center,
                               ensure_rig, load_centers, load_ground_truth, load_rig, load_rig_frame, make_rig_dataset,
                               markerless_mouse_rig, mouse_gaussians, mouse_gaussians_with_parts, mouse_trajectory,
