@@ -6,7 +6,8 @@ built once into --work (reused if there), then:
      second of the whole loop, model loading and process start-up included (what a user waits for);
   2. the same frames once more in this process with `process_frame(..., timings=...)`: the mean seconds per
      frame of each stage (read + preprocess, GS-LRM 5 views, render + score, GS-LRM 6 views, filter + PLY +
-     readouts, panel + JSON), the model already loaded.
+     readouts, panel + JSON), the model already loaded, and the process's resident memory after a quarter of the
+     frames and after all of them (the loop streams: it should not grow).
 GS-LRM is the 05 smoke model: a trained checkpoint with --checkpoint (a ckpt_*.pt or run folder), else the same
 architecture with random weights (same cost per frame up to the number of gaussians the filters keep).
 
@@ -16,6 +17,7 @@ architecture with random weights (same cost per frame up to the number of gaussi
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import tempfile
@@ -30,6 +32,15 @@ from facelift_lib.sequence import (SequenceConfig, make_context, prepare_output,
                                    torch_threads)
 
 SMOKE_MODEL = dict(image_size=64, patch_size=4, d=128, n_layers=4, n_heads=4)  # notebook 05's `model` default
+
+
+def current_rss_mib() -> float:
+    """Resident set size of this process now (Linux /proc; NaN elsewhere)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+    except OSError:
+        return float("nan")
 
 
 def smoke_checkpoint(folder: Path) -> Path:
@@ -70,16 +81,20 @@ def main() -> None:
     timings: dict[str, float] = {}
     with torch_threads(args.threads):
         ctx = make_context(cfg)
-        per_frame = []
+        per_frame, rss = [], {}
         for f in range(args.frames):
             t = time.perf_counter()
             process_frame(ctx, f, timings)
             per_frame.append(time.perf_counter() - t)
+            if f + 1 in (args.frames // 4, args.frames):
+                rss[f + 1] = current_rss_mib()
     n = args.frames
     print(f"per frame, model loaded, one process x {args.threads} thread(s): median {statistics.median(per_frame):.3f} s "
           f"({1 / statistics.median(per_frame):.2f} frames/s)")
     for stage, seconds in timings.items():
         print(f"  {stage:<26} {seconds / n * 1000:7.1f} ms  ({seconds / sum(timings.values()):.0%})")
+    print("resident memory of this process after " + ", ".join(f"{k} frames: {v:.0f} MiB" for k, v in rss.items())
+          + " (streaming: it should not grow with the frames)")
 
 
 if __name__ == "__main__":
