@@ -38,6 +38,10 @@ distances kept), standard_camera_zoom also the size per camera (approximate came
 set of limits to every method, so grades compare; the summary lists the numbers its method controls
 ("controls") and the grade each number alone would give ("grade_by_number"), so a grade says what held it.
 
+Dataset checks against a rig's ground truth (`gt/`): `reprojection_error` (the JSON bookkeeping: written
+cameras vs the stored raw-to-image maps), `mask_consistency` (the pixels: the true mouse through the written
+cameras vs the written alpha, `metrics.mask_iou`) and `consistency_table` (both, per view of every sample).
+
 Grades, first that holds (GRADE_LIMITS): A = size CV per camera < 10 %, CoM offset < 3 px, no clipped view,
 focal CV < 2 %, camera agreement < 0.15; B = < 20 %, < 10 px, clip rate < 1 %, focal CV < 2 %, < 0.15;
 C = < 30 %, < 25 px, < 5 %, any focal, < 0.25; D otherwise. (Objects in FaceLift's own training renders vary
@@ -50,7 +54,7 @@ import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
@@ -58,8 +62,13 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from facelift_lib.cameras import Cameras
-from facelift_lib.io import CAMERA_FILE, image_paths
+from facelift_lib.calibration import project_points_opencv, undistort_normalized
+from facelift_lib.cameras import FACELIFT_SIZE, Cameras
+from facelift_lib.gaussians import Gaussians
+from facelift_lib.io import CAMERA_FILE, image_paths, load_sample
+from facelift_lib.metrics import mask_iou
+from facelift_lib.preprocess import apply_homography, sample_normalization
+from facelift_lib.render import render_gaussians
 
 REFERENCE_SIZE = 512          # px scale of the reported sizes and offsets
 NEAR_EMPTY_FRACTION = 0.001   # mask area below this fraction of the image: the view is (near-)empty
@@ -241,3 +250,85 @@ def grade_dataset(dataset_dir: str | Path, write_report: bool = True) -> tuple[p
         (dataset_dir / REPORT_FILE).write_text(json.dumps(summary, indent=1, default=float))
         views.to_csv(dataset_dir / VIEWS_FILE, index=False)
     return views, summary
+
+
+# --- dataset checks against the ground truth (rig frames with gt/) ----------------------------------------
+def reprojection_error(sample_dir: str | Path, points_world_rig: torch.Tensor | np.ndarray) -> dict[str, Any]:
+    """Do the written cameras see 3D points where the written pixels show them?
+
+    points_world_rig [N,3] (rig units) go through the sample's normalisation and the written cameras
+    (-> uv_cam), and through the raw cameras as the raw images see them (lens distortion, then the whole K,
+    skew included: `project_points_opencv`), back through the inverse lens model (`undistort_normalized`,
+    the map the warp inverts) and each view's stored image transform `raw_to_image` (-> uv_img, where the
+    warp put those points' pixels). Returns {"mean_px", "max_px", "per_view_mean_px" [V], "per_view_max_px"
+    [V]} over the points in front of every camera (and, with distortion, inside its lens model's valid
+    region): ~1e-10 px for exact methods, the size of the approximation for per_view_zoom.
+
+    For exact methods this agrees by construction: the written camera K_img [R_rel R | R_rel t] and the
+    stored raw_to_image T = K_img R_rel K^-1 come from the same plan, so the two sides are one algebra and
+    only float rounding separates them. It checks the JSON bookkeeping (normalisation, raw_to_image, written
+    cameras), not the pixels, and cannot see a wrong warp. The pixels are checked by `mask_consistency`
+    (ground-truth silhouette through the written cameras vs the written alpha) and by the marker-blob test in
+    tests/test_preprocess.py (blobs drawn at known 3D points found where the written cameras project them).
+    For per_view_zoom it measures a real gap (cameras moved to the target distance, pixels only zoomed).
+    """
+    cams = Cameras.from_opencv_json(Path(sample_dir) / "opencv_cameras.json")
+    scale, trans = sample_normalization(cams)
+    X = np.asarray(points_world_rig, dtype=np.float64).reshape(-1, 3)
+    uv_cam, z_cam = cams.project(torch.from_numpy(scale * (X + trans)))
+    ex = cams.frame_extras
+    has_dist = all("raw_dist" in e for e in ex)
+    raw = Cameras(K=torch.tensor([e["raw_K"] for e in ex], dtype=torch.float64),
+                  w2c=torch.tensor([e["raw_w2c"] for e in ex], dtype=torch.float64), width=1, height=1,
+                  dist=torch.tensor([e["raw_dist"] for e in ex], dtype=torch.float64) if has_dist else None)
+    uv_raw, z_raw = raw.project(torch.from_numpy(X))
+    front = ((z_cam > 0) & (z_raw > 0)).all(0).numpy()
+    uv_raw = uv_raw.numpy()
+    if has_dist:  # the raw pixels the lens really produced, taken back to the pinhole pixels the warp starts from
+        K_raw = raw.K.numpy()
+        seen = project_points_opencv(raw, X).numpy()
+        for v in range(len(raw)):
+            xd = np.concatenate([seen[v], np.ones_like(seen[v][:, :1])], -1) @ np.linalg.inv(K_raw[v]).T
+            xn = undistort_normalized(xd[:, :2], raw.dist[v].numpy())
+            uv_raw[v] = xn @ K_raw[v, :2, :2].T + K_raw[v, :2, 2]
+        front &= np.isfinite(uv_raw).all(-1).all(0)
+    T = np.asarray([e["raw_to_image"] for e in ex], dtype=np.float64)
+    uv_img = apply_homography(T, uv_raw)
+    err = np.linalg.norm(uv_cam.numpy()[:, front] - uv_img[:, front], axis=-1)  # [V,N]
+    return {"mean_px": float(err.mean()), "max_px": float(err.max()), "per_view_mean_px": err.mean(1).tolist(),
+            "per_view_max_px": err.max(1).tolist()}
+
+
+def mask_consistency(sample_dir: str | Path, gt_gaussians_world_rig: Gaussians, threshold: float = 0.5
+                     ) -> list[float]:
+    """IoU per view between the written alpha (> threshold) and the ground-truth mouse rendered through the
+    written cameras (alpha > threshold), the gaussians mapped by the sample's normalisation (`metrics.mask_iou`:
+    NaN for a view where both are empty)."""
+    images, cams = load_sample(sample_dir, background=None)
+    scale, trans = sample_normalization(cams)
+    g = gt_gaussians_world_rig.to(torch.float32).transformed(scale, torch.from_numpy(trans).float())
+    _, alpha, _ = render_gaussians(g, cams)
+    return mask_iou(alpha[..., 0], images[:, 3], threshold).tolist()
+
+
+def consistency_table(sample_dirs: Sequence[str | Path], gt_gaussians: Any) -> pd.DataFrame:
+    """Per view of every sample: reprojection error of the ground-truth gaussian centres and mask IoU.
+
+    gt_gaussians: a mapping or callable rig frame -> Gaussians (rig world); the frame of a sample is the
+    `preprocess.rig_frame` in its JSON. Columns: sample, frame, view, reproj_mean_px, reproj_max_px, iou,
+    fx_512 (the written focal length in 512-equivalent px: per-view values differ for bbox_centered).
+    """
+    get = gt_gaussians if callable(gt_gaussians) else gt_gaussians.__getitem__
+    rows = []
+    for d in tqdm(sample_dirs, desc="consistency", leave=False):
+        d = Path(d)
+        cams = Cameras.from_opencv_json(d / "opencv_cameras.json")
+        frame = int(cams.meta["preprocess"]["rig_frame"])
+        g = get(frame)
+        err = reprojection_error(d, g.means.double().numpy())
+        iou = mask_consistency(d, g)
+        for v in range(len(cams)):
+            rows.append({"sample": d.name, "frame": frame, "view": v, "reproj_mean_px": err["per_view_mean_px"][v],
+                         "reproj_max_px": err["per_view_max_px"][v], "iou": iou[v],
+                         "fx_512": float(cams.fx[v]) * FACELIFT_SIZE / cams.width})
+    return pd.DataFrame(rows)

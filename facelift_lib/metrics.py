@@ -23,7 +23,7 @@ from torchmetrics.functional.image import peak_signal_noise_ratio, structural_si
 from tqdm import tqdm
 
 from .gaussians import Gaussians
-from .protocol import EvalProtocol
+from .protocol import EvalProtocol, split_views
 from .render import render
 
 METRIC_COLUMNS = ("psnr_full", "psnr_masked", "ssim_full", "ssim_masked", "mask_iou")
@@ -182,7 +182,6 @@ def evaluate(model: Callable, dataset, views: str = "held_out", num_input_views:
     `mask_source` (where the dataset's alpha came from) named, the means also hold "protocol": the
     `protocol.EvalProtocol` of what was scored (samples, input/scored views, background, resolution).
     """
-    from .gslrm.data import split_views  # local import: metrics sits below gslrm in the module map
 
     if device is None:
         device = next(model.parameters()).device if isinstance(model, torch.nn.Module) else torch.device("cpu")

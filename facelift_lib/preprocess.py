@@ -40,17 +40,13 @@ from typing import Any, Iterator, Sequence
 
 import cv2
 import numpy as np
-import pandas as pd
 import torch
 from tqdm import tqdm
 
-from facelift_lib.calibration import (distort_normalized_np, distortion_valid, distortion_valid_radius,
-                                      project_points_opencv, undistort_normalized)
+from facelift_lib.calibration import distort_normalized_np, distortion_valid, distortion_valid_radius, undistort_normalized
 from facelift_lib.cameras import FACELIFT_DISTANCE, FACELIFT_FOCAL, FACELIFT_SIZE, Cameras, look_at_w2c, similarity_normalize
-from facelift_lib.gaussians import Gaussians
-from facelift_lib.io import load_sample, save_sample
-from facelift_lib.render import render_gaussians
-from facelift_lib.rig import Rig, frame_file, load_rig
+from facelift_lib.io import save_sample
+from facelift_lib.rig import Rig, RigError, RigFrame, load_rig, read_rig_frame
 
 METHODS = ("bbox_uniform", "bbox_centered", "pixel_based", "standard_camera")
 DISTANCE_MODES = ("fixed", "per_view_zoom")
@@ -65,8 +61,8 @@ ROLL_MODES = ("z_up", "minimal")
 RAW_NEAR_EMPTY_FRACTION = 0.0005
 
 
-class PreprocessError(ValueError):
-    """Bad rig input; the message names the file, the view and the fix."""
+class PreprocessError(RigError):
+    """Bad rig input for preprocessing; the message names the file, the view and the fix."""
 
 
 @dataclass(frozen=True)
@@ -581,31 +577,7 @@ def shrink_factors(plan: FramePlan, stats: MaskStats, antialias: bool) -> list[i
     return [int(1.0 / m) if m < 0.5 else 1 for m in mag]
 
 
-# --- reading a rig frame ------------------------------------------------------------------------------------
-@dataclass
-class RigFrame:
-    """One rig frame in memory: images [V] of [H,W,3] uint8 (OpenCV BGR), masks [V] of [H,W] uint8 (255 = mouse),
-    the raw cameras (rig units, optional distortion) and the file of each view (for messages and the JSON)."""
-
-    frame: int
-    images: list[np.ndarray]
-    masks: list[np.ndarray]
-    cams: Cameras
-    image_files: list[Path]
-    mask_files: list[Path]
-
-
-def _read_frame_file(path: Path, flags: int, what: str) -> np.ndarray:
-    if not path.is_file():
-        raise PreprocessError(f"{path}: {what} not found; every camera needs an image and a mask for every frame "
-                              "(or leave the frame out with frames=[...])")
-    img = cv2.imdecode(np.fromfile(path, dtype=np.uint8), flags)
-    if img is None:
-        raise PreprocessError(f"{path}: {what} cannot be decoded (corrupt or truncated file?); re-export it or "
-                              "leave the frame out with frames=[...]")
-    return img
-
-
+# --- checking a rig's calibration --------------------------------------------------------------------
 def check_calibration(cams: Cameras, source: str | Path) -> None:
     """Non-finite or non-positive intrinsics, non-finite poses or distortion -> PreprocessError naming the camera."""
     names = cams.names or [str(i) for i in range(len(cams))]
@@ -619,34 +591,6 @@ def check_calibration(cams: Cameras, source: str | Path) -> None:
         if not (cams.K[v, 0, 0] > 0 and cams.K[v, 1, 1] > 0):
             raise PreprocessError(f"{source}: camera {name!r} (view {v}) has focal lengths "
                                   f"fx={float(cams.K[v, 0, 0]):g}, fy={float(cams.K[v, 1, 1]):g}; they must be > 0")
-
-
-def read_rig_frame(rig: Rig, frame: int) -> RigFrame:
-    """Images and masks of one frame of a rig (`load_rig_cameras`; layout in DESIGN.md), all its cameras.
-
-    Errors (PreprocessError, naming file and view): a missing or undecodable image or mask, a mask whose
-    size differs from its image, an image whose size differs from the calibration's. (Empty masks are
-    refused by `preprocess_frame`, which measures them anyway.)
-    """
-    cams = rig.cams
-    images, masks, ifiles, mfiles = [], [], [], []
-    for v, name in enumerate(cams.names):
-        ip = frame_file(rig.dir, "images", name, frame, rig.image_ext)
-        mp = frame_file(rig.dir, "masks", name, frame)
-        img = _read_frame_file(ip, cv2.IMREAD_COLOR, f"image of view {v} ({name})")
-        mask = _read_frame_file(mp, cv2.IMREAD_GRAYSCALE, f"mask of view {v} ({name})")
-        if mask.shape[:2] != img.shape[:2]:
-            raise PreprocessError(f"{mp}: mask of view {v} ({name}) is {mask.shape[1]}x{mask.shape[0]} but its image "
-                                  f"{ip.name} is {img.shape[1]}x{img.shape[0]}; masks and images must have one size")
-        if (img.shape[1], img.shape[0]) != (cams.width, cams.height):
-            raise PreprocessError(f"{ip}: image of view {v} ({name}) is {img.shape[1]}x{img.shape[0]} but the "
-                                  f"calibration is for {cams.width}x{cams.height} (rig.json width/height); "
-                                  "resize it back or rescale the calibration")
-        images.append(img)
-        masks.append(mask)
-        ifiles.append(ip)
-        mfiles.append(mp)
-    return RigFrame(frame=frame, images=images, masks=masks, cams=cams, image_files=ifiles, mask_files=mfiles)
 
 
 # --- one frame -> one sample --------------------------------------------------------------------------------
@@ -724,16 +668,17 @@ def write_sample(sample_dir: str | Path, rgba: np.ndarray, cams: Cameras) -> Pat
 
 
 # --- a whole rig ----------------------------------------------------------------------------------------------
-def load_rig_cameras(rig_dir: str | Path) -> Rig:
-    """rig.json + new_cam.pkl (rig.load_rig), checked for what preprocessing needs: one image folder per
-    calibrated camera, finite calibration values, at least one frame. Errors name the file and the camera."""
-    rig = load_rig(rig_dir)
+def checked_rig(rig: Rig | str | Path) -> Rig:
+    """The rig (`rig.load_rig` when given its folder), checked for what preprocessing needs: one image folder
+    per calibrated camera, finite calibration values, at least one frame. Errors name the file and the camera.
+    Given a Rig, nothing is read again (the folder listing only)."""
+    rig = rig if isinstance(rig, Rig) else load_rig(rig)
     images = rig.dir / "images"
     folders = sorted(p.name for p in images.iterdir() if p.is_dir()) if images.is_dir() else []
     if sorted(rig.names) != folders:
-        raise PreprocessError(f"{images}: camera folders {folders} but {rig.dir / 'new_cam.pkl'} has {len(rig.cams)} "
+        raise PreprocessError(f"{images}: camera folders {folders} but {rig.calibration_file} has {len(rig.cams)} "
                               f"cameras named {rig.names} in rig.json; they must match one to one")
-    check_calibration(rig.cams, rig.dir / "new_cam.pkl")
+    check_calibration(rig.cams, rig.calibration_file)
     if not rig.frames:
         raise PreprocessError(f"{rig.dir / 'rig.json'}: lists no frames")
     return rig
@@ -767,7 +712,7 @@ def _one_frame(rig: Rig, frame: int, out_dir: Path, cfg: PreprocessConfig) -> Pa
         rf = read_rig_frame(rig, frame)
         rgba, out = preprocess_frame(rf, cfg)
         return write_sample(out_dir / sample_name(frame), rgba, out)
-    except PreprocessError as e:
+    except RigError as e:  # PreprocessError too
         raise PreprocessError(f"rig frame {frame}: {e}") from e
     except cv2.error as e:
         detail = " ".join(str(e).split())
@@ -793,10 +738,12 @@ def remove_samples_except(out_dir: Path, keep: set[str]) -> list[Path]:
     return stale
 
 
-def preprocess_rig(rig_dir: str | Path, out_dir: str | Path, method: str = "standard_camera",
+def preprocess_rig(rig: Rig | str | Path, out_dir: str | Path, method: str = "standard_camera",
                    frames: Sequence[int] | None = None, size: int = FACELIFT_SIZE,
                    config: PreprocessConfig | None = None) -> list[Path]:
-    """Every frame of a rig folder (or `frames`) -> FaceLift samples out_dir/frame_XXXXXX/; returns their folders.
+    """Every frame of a rig (or `frames`) -> FaceLift samples out_dir/frame_XXXXXX/; returns their folders.
+
+    `rig`: a `Rig` (`rig.load_rig`, read once and passed to every call) or its folder (read here).
 
     `method` is a method or a named variant (VARIANTS, e.g. "standard_camera_zoom"); it and `size` override
     those fields of `config`, whose other fields (fills, workers, ...) apply. Frames run in a pool of
@@ -812,13 +759,13 @@ def preprocess_rig(rig_dir: str | Path, out_dir: str | Path, method: str = "stan
     # distance_mode belongs to standard_camera: a config made for it must not make other methods fail.
     mode = base.distance_mode if VARIANTS[method]["method"] == "standard_camera" else "fixed"
     cfg = dataclasses.replace(base, **{"distance_mode": mode, **VARIANTS[method], "size": size})
-    rig_dir, out_dir = Path(rig_dir), Path(out_dir)
-    rig = load_rig_cameras(rig_dir)
+    out_dir = Path(out_dir)
+    rig = checked_rig(rig)
     all_frames = rig.frames
     frames = all_frames if frames is None else [int(f) for f in frames]
     unknown = sorted(set(frames) - set(all_frames))
     if unknown:
-        raise PreprocessError(f"{rig_dir / 'rig.json'}: frames {unknown[:10]} are not in this rig (it has "
+        raise PreprocessError(f"{rig.dir / 'rig.json'}: frames {unknown[:10]} are not in this rig (it has "
                               f"{len(all_frames)} frames, {all_frames[0]}..{all_frames[-1]})")
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_samples_except(out_dir, {sample_name(f) for f in frames})
@@ -850,90 +797,6 @@ def sample_normalization(cams: Cameras) -> tuple[float, np.ndarray]:
     if not norm:
         raise ValueError("opencv_cameras.json has no 'normalization'; it was not written by preprocess_rig")
     return float(norm["scale"]), np.asarray(norm["translation"], dtype=np.float64)
-
-
-def reprojection_error(sample_dir: str | Path, points_world_rig: torch.Tensor | np.ndarray) -> dict[str, Any]:
-    """Do the written cameras see 3D points where the written pixels show them?
-
-    points_world_rig [N,3] (rig units) go through the sample's normalisation and the written cameras
-    (-> uv_cam), and through the raw cameras as the raw images see them (lens distortion, then the whole K,
-    skew included: `project_points_opencv`), back through the inverse lens model (`undistort_normalized`,
-    the map the warp inverts) and each view's stored image transform `raw_to_image` (-> uv_img, where the
-    warp put those points' pixels). Returns {"mean_px", "max_px", "per_view_mean_px" [V], "per_view_max_px"
-    [V]} over the points in front of every camera (and, with distortion, inside its lens model's valid
-    region): ~1e-10 px for exact methods, the size of the approximation for per_view_zoom.
-
-    For exact methods this agrees by construction: the written camera K_img [R_rel R | R_rel t] and the
-    stored raw_to_image T = K_img R_rel K^-1 come from the same plan, so the two sides are one algebra and
-    only float rounding separates them. It checks the JSON bookkeeping (normalisation, raw_to_image, written
-    cameras), not the pixels, and cannot see a wrong warp. The pixels are checked by `mask_consistency`
-    (ground-truth silhouette through the written cameras vs the written alpha) and by the marker-blob test in
-    tests/test_preprocess.py (blobs drawn at known 3D points found where the written cameras project them).
-    For per_view_zoom it measures a real gap (cameras moved to the target distance, pixels only zoomed).
-    """
-    cams = Cameras.from_opencv_json(Path(sample_dir) / "opencv_cameras.json")
-    scale, trans = sample_normalization(cams)
-    X = np.asarray(points_world_rig, dtype=np.float64).reshape(-1, 3)
-    uv_cam, z_cam = cams.project(torch.from_numpy(scale * (X + trans)))
-    ex = cams.frame_extras
-    has_dist = all("raw_dist" in e for e in ex)
-    raw = Cameras(K=torch.tensor([e["raw_K"] for e in ex], dtype=torch.float64),
-                  w2c=torch.tensor([e["raw_w2c"] for e in ex], dtype=torch.float64), width=1, height=1,
-                  dist=torch.tensor([e["raw_dist"] for e in ex], dtype=torch.float64) if has_dist else None)
-    uv_raw, z_raw = raw.project(torch.from_numpy(X))
-    front = ((z_cam > 0) & (z_raw > 0)).all(0).numpy()
-    uv_raw = uv_raw.numpy()
-    if has_dist:  # the raw pixels the lens really produced, taken back to the pinhole pixels the warp starts from
-        K_raw = raw.K.numpy()
-        seen = project_points_opencv(raw, X).numpy()
-        for v in range(len(raw)):
-            xd = np.concatenate([seen[v], np.ones_like(seen[v][:, :1])], -1) @ np.linalg.inv(K_raw[v]).T
-            xn = undistort_normalized(xd[:, :2], raw.dist[v].numpy())
-            uv_raw[v] = xn @ K_raw[v, :2, :2].T + K_raw[v, :2, 2]
-        front &= np.isfinite(uv_raw).all(-1).all(0)
-    T = np.asarray([e["raw_to_image"] for e in ex], dtype=np.float64)
-    uv_img = apply_homography(T, uv_raw)
-    err = np.linalg.norm(uv_cam.numpy()[:, front] - uv_img[:, front], axis=-1)  # [V,N]
-    return {"mean_px": float(err.mean()), "max_px": float(err.max()), "per_view_mean_px": err.mean(1).tolist(),
-            "per_view_max_px": err.max(1).tolist()}
-
-
-def mask_consistency(sample_dir: str | Path, gt_gaussians_world_rig: Gaussians, threshold: float = 0.5
-                     ) -> list[float]:
-    """IoU per view between the written alpha (> threshold) and the ground-truth mouse rendered through the
-    written cameras (alpha > threshold), the gaussians mapped by the sample's normalisation."""
-    images, cams = load_sample(sample_dir, background=None)
-    scale, trans = sample_normalization(cams)
-    g = gt_gaussians_world_rig.to(torch.float32).transformed(scale, torch.from_numpy(trans).float())
-    _, alpha, _ = render_gaussians(g, cams)
-    rendered = alpha[..., 0] > threshold
-    written = images[:, 3] > threshold
-    inter = (rendered & written).flatten(1).sum(1).double()
-    union = (rendered | written).flatten(1).sum(1).double()
-    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union)).tolist()
-
-
-def consistency_table(sample_dirs: Sequence[str | Path], gt_gaussians: Any) -> pd.DataFrame:
-    """Per view of every sample: reprojection error of the ground-truth gaussian centres and mask IoU.
-
-    gt_gaussians: a mapping or callable rig frame -> Gaussians (rig world); the frame of a sample is the
-    `preprocess.rig_frame` in its JSON. Columns: sample, frame, view, reproj_mean_px, reproj_max_px, iou,
-    fx_512 (the written focal length in 512-equivalent px: per-view values differ for bbox_centered).
-    """
-    get = gt_gaussians if callable(gt_gaussians) else gt_gaussians.__getitem__
-    rows = []
-    for d in tqdm(sample_dirs, desc="consistency", leave=False):
-        d = Path(d)
-        cams = Cameras.from_opencv_json(d / "opencv_cameras.json")
-        frame = int(cams.meta["preprocess"]["rig_frame"])
-        g = get(frame)
-        err = reprojection_error(d, g.means.double().numpy())
-        iou = mask_consistency(d, g)
-        for v in range(len(cams)):
-            rows.append({"sample": d.name, "frame": frame, "view": v, "reproj_mean_px": err["per_view_mean_px"][v],
-                         "reproj_max_px": err["per_view_max_px"][v], "iou": iou[v],
-                         "fx_512": float(cams.fx[v]) * FACELIFT_SIZE / cams.width})
-    return pd.DataFrame(rows)
 
 
 def train_val_split(sample_dirs: Sequence[str | Path], val_fraction: float = 0.2) -> tuple[list[Path], list[Path]]:

@@ -29,6 +29,26 @@ PROTOCOL_FIELDS = ("split", "samples", "input_views", "scored_views", "mask_sour
                    "resolution", "n", "extra")
 
 
+def split_views(num_views: int, num_input_views: int, views: str = "held_out") -> tuple[list[int], list[int]]:
+    """(input view ids, evaluated/supervised view ids) in the fixed view order.
+
+    views: "held_out" = the views after the inputs, "input" = the inputs themselves, "all" = every view.
+    """
+    if not 0 < num_input_views <= num_views:
+        raise ValueError(f"num_input_views must be in 1..{num_views}, got {num_input_views}")
+    inputs = list(range(num_input_views))
+    if views == "held_out":
+        if num_input_views == num_views:
+            raise ValueError(f"views='held_out' needs num_input_views < {num_views} (all views are inputs)")
+        return inputs, list(range(num_input_views, num_views))
+    if views == "input":
+        return inputs, inputs
+    if views == "all":
+        return inputs, list(range(num_views))
+    raise ValueError(f"views must be 'held_out', 'input' or 'all', got {views!r}")
+
+
+
 class ProtocolMismatch(ValueError):
     """Numbers measured under different protocols were compared; the message names each differing field."""
 

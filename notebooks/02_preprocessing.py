@@ -59,19 +59,19 @@ import torch
 from IPython.display import display
 
 from facelift_lib import viz
-from facelift_lib.grading import grade_dataset, view_rows
+from facelift_lib.grading import consistency_table, grade_dataset, view_rows
 from facelift_lib.io import load_sample, validate_dataset, write_list_file
-from facelift_lib.preprocess import (PreprocessConfig, consistency_table, load_rig_cameras, mask_stats,
-                                     preprocess_rig, read_rig_frame, train_val_split)
-from facelift_lib.rig import load_ground_truth, workbook_rig
+from facelift_lib.preprocess import PreprocessConfig, checked_rig, mask_stats, preprocess_rig, train_val_split
+from facelift_lib.rig import has_ground_truth, load_ground_truth, read_rig_frame
+from facelift_lib.synthetic_rig import workbook_rig
 from facelift_lib.workbook import record
 
 torch.manual_seed(seed)
 assert method in methods, f"method={method!r} must be one of the methods run here: {methods}"
-rig_dir = workbook_rig(rig_dir, out_dir)
-has_gt = (rig_dir / "gt").is_dir()  # only a synthetic rig knows the true mouse
+rig = checked_rig(workbook_rig(rig_dir, out_dir))  # read once (rig.json + calibration), passed on below
+rig_dir = rig.dir
+has_gt = has_ground_truth(rig)  # only a synthetic rig knows the true mouse
 data_dir = Path(out_dir) / "data"
-rig = load_rig_cameras(rig_dir)
 rig_cams = rig.cams
 frames = rig.frames if n_frames is None else rig.frames[:n_frames]
 print(f"rig {rig_dir}: {len(rig_cams)} cameras {rig_cams.width}x{rig_cams.height}, {len(frames)} frames")
@@ -83,8 +83,7 @@ print(f"rig {rig_dir}: {len(rig_cams)} cameras {rig_cams.width}x{rig_cams.height
 
 # %%
 raw = read_rig_frame(rig, frames[0])
-raw_images = torch.stack([torch.from_numpy(im[..., ::-1].copy()) for im in raw.images]).permute(0, 3, 1, 2) / 255
-raw_masks = torch.stack([torch.from_numpy(m) for m in raw.masks]) / 255
+raw_images, raw_masks = raw.as_tensors()
 viz.image_grid(raw_images, masks=raw_masks, marks=mask_stats(raw.masks).com, titles=rig_cams.names,
                suptitle=f"rig frame {frames[0]} (raw)")
 plt.show()
@@ -95,7 +94,7 @@ plt.show()
 # %%
 datasets = {}
 for name in methods:
-    datasets[name] = preprocess_rig(rig_dir, data_dir / name, method=name, frames=frames, size=size,
+    datasets[name] = preprocess_rig(rig, data_dir / name, method=name, frames=frames, size=size,
                                     config=PreprocessConfig(workers=workers))
     print(f"{name:22s} {len(datasets[name])} samples -> {data_dir / name}")
 
@@ -170,7 +169,7 @@ grades.style.format(precision=2)
 
 # %%
 if has_gt:
-    consistency = {name: consistency_table(datasets[name], lambda f: load_ground_truth(rig_dir, f)) for name in methods}
+    consistency = {name: consistency_table(datasets[name], lambda f: load_ground_truth(rig, f)) for name in methods}
     exactness = pd.DataFrame({name: {
         "reproj mean px": t["reproj_mean_px"].mean(), "reproj max px": t["reproj_max_px"].max(),
         "IoU mean": t["iou"].mean(), "IoU min": t["iou"].min(),

@@ -1,4 +1,5 @@
-"""grading: the numbers on discs we place ourselves, the grade limits, the report files."""
+"""grading: the numbers on discs we place ourselves, the grade limits, the report files; the dataset checks
+against a rig's ground truth (reprojection error, mask consistency)."""
 from __future__ import annotations
 
 import json
@@ -10,10 +11,14 @@ import pytest
 import torch
 
 from facelift_lib.cameras import orbit_cameras
-from facelift_lib.grading import (GRADE_LIMITS, GRADED, METHOD_CONTROLS, grade_dataset, grade_of_number,
-                                   grade_preprocessing, view_rows)
-from facelift_lib.io import save_sample
-from facelift_lib.preprocess import VARIANTS
+from facelift_lib.grading import (GRADE_LIMITS, GRADED, METHOD_CONTROLS, consistency_table, grade_dataset,
+                                   grade_of_number, grade_preprocessing, mask_consistency, reprojection_error,
+                                   view_rows)
+from facelift_lib.io import load_sample, save_sample, validate_sample
+from facelift_lib.preprocess import METHODS, VARIANTS, PreprocessConfig, preprocess_rig
+from facelift_lib.rig import load_ground_truth
+# the rig folders and ground truth the preprocessing tests build (a module-scoped fixture among them)
+from test_preprocess import IOU_FLOORS, MARKERS, ellipsoid_gaussians, synthetic_rig, write_rig  # noqa: F401
 
 
 def disc_sample(path, size: int, discs: list[tuple[float, float, float]], extras=None):
@@ -144,3 +149,66 @@ def test_per_camera_size_cv_raw_border_clipping_and_camera_agreement(tmp_path):
     cv2.imwrite(str(d / "images" / "cam_001.png"), img)
     ghost = view_rows(d)
     assert clean[1]["camera_agreement"] < 0.05 and ghost[1]["camera_agreement"] > 0.25
+
+
+# --- dataset checks against the ground truth (moved from test_preprocess with the checks) --------------------
+@pytest.mark.parametrize("method,mode", [("pixel_based", "fixed"), ("standard_camera", "fixed"),
+                                         ("standard_camera", "per_view_zoom")])
+def test_preprocess_rig_writes_valid_samples_with_measured_consistency(tmp_path, method, mode):
+    rig = write_rig(tmp_path / "rig")
+    cfg = PreprocessConfig(distance_mode=mode, workers=2)
+    dirs = preprocess_rig(rig, tmp_path / "out", method=method, size=256, config=cfg)
+    assert [d.name for d in dirs] == ["frame_000000", "frame_000001"]
+    for d in dirs:
+        assert validate_sample(d) == []
+        images, cams = load_sample(d, background=None)
+        assert images.shape == (4, 4, 256, 256)
+        err = reprojection_error(d, MARKERS)
+        if mode == "fixed":
+            assert err["max_px"] < 1e-6
+        else:
+            assert err["max_px"] > 0.05  # cameras moved to 2.7: off-centre points no longer agree exactly
+    # The gaussian ellipsoid renders ~0.5 px wider than the exact silhouette: IoU ~0.95, not 1.
+    iou = mask_consistency(dirs[0], ellipsoid_gaussians())
+    assert len(iou) == 4 and min(iou) > (0.88 if mode == "fixed" else 0.5)
+    table = consistency_table(dirs[:1], {0: ellipsoid_gaussians()})
+    assert list(table["view"]) == [0, 1, 2, 3] and (table["frame"] == 0).all()
+    np.testing.assert_allclose(table["iou"], iou)
+    assert (table["reproj_max_px"] < 1e-6).all() == (mode == "fixed")
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_synthetic_rig_ground_truth_agrees_with_the_written_samples(synthetic_rig, tmp_path, method):
+    dirs = preprocess_rig(synthetic_rig, tmp_path / "out", method=method, size=128)
+    assert [d.name for d in dirs] == ["frame_000000", "frame_000001"]
+    table = consistency_table(dirs, lambda f: load_ground_truth(synthetic_rig, f))
+    assert len(table) == 12 and table["reproj_max_px"].max() < 0.5   # bookkeeping (same algebra: ~1e-13 px)
+    min_floor, mean_floor = IOU_FLOORS[method]
+    assert table["iou"].min() > min_floor and table["iou"].mean() > mean_floor, table["iou"].round(3).tolist()
+    # The IoU check can fail: the same sample with every principal point moved 2 px falls below the floor.
+    gt = load_ground_truth(synthetic_rig, 0)
+    cam_file = dirs[0] / "opencv_cameras.json"
+    data = json.loads(cam_file.read_text())
+    for view in data["frames"]:
+        view["cx"] += 2.0
+    cam_file.write_text(json.dumps(data))
+    assert np.mean(mask_consistency(dirs[0], gt)) < mean_floor
+
+
+def test_mask_consistency_and_metrics_share_one_mask_iou_convention(tmp_path):
+    """One Mask IoU (`metrics.mask_iou`): a view where both masks are empty is NaN (nothing to compare), not a
+    perfect 1.0; mask_consistency used to say 1.0 there while the metrics said NaN."""
+    from facelift_lib.gaussians import Gaussians
+    from facelift_lib.metrics import mask_iou
+
+    size = 32
+    images = torch.zeros(2, 4, size, size)
+    images[1, 3, 8:24, 8:24] = 1.0                                   # view 1 has a mask, view 0 none
+    cams = orbit_cameras([0.0, 90.0], 20.0, fx=548.99 * size / 512, width=size)
+    cams.meta = {"normalization": {"scale": 1.0, "translation": [0.0, 0.0, 0.0]}}
+    save_sample(tmp_path / "s", images, cams)
+    invisible = Gaussians(means=torch.zeros(1, 3), quats=torch.tensor([[1.0, 0, 0, 0]]), scales=torch.full((1, 3), 0.05),
+                          opacities=torch.zeros(1), colors=torch.full((1, 3), 0.5))
+    iou = mask_consistency(tmp_path / "s", invisible)
+    assert math.isnan(iou[0]) and iou[1] == 0.0
+    assert math.isnan(mask_iou(torch.zeros(1, size, size), torch.zeros(1, size, size)).item())

@@ -4,7 +4,7 @@ An item is a dict:
   images [V,4,S,S] float32 in [0,1]: RGB composited over the dataset's background, alpha in channel 3
   K [V,3,3] float32 intrinsics for S x S pixels, w2c [V,4,4] float32 (OpenCV), name (sample folder name)
 The view order is the sample's own (fixed): the first `num_input_views` are the model's inputs, the
-rest are held out (see `split_views`).
+rest are held out (see `protocol.split_views`).
 """
 from __future__ import annotations
 
@@ -93,25 +93,6 @@ class ViewsDataset(Dataset):
         return item
 
 
-def split_views(num_views: int, num_input_views: int, views: str = "held_out") -> tuple[list[int], list[int]]:
-    """(input view ids, evaluated/supervised view ids) in the fixed view order.
-
-    views: "held_out" = the views after the inputs, "input" = the inputs themselves, "all" = every view.
-    """
-    if not 0 < num_input_views <= num_views:
-        raise ValueError(f"num_input_views must be in 1..{num_views}, got {num_input_views}")
-    inputs = list(range(num_input_views))
-    if views == "held_out":
-        if num_input_views == num_views:
-            raise ValueError(f"views='held_out' needs num_input_views < {num_views} (all views are inputs)")
-        return inputs, list(range(num_input_views, num_views))
-    if views == "input":
-        return inputs, inputs
-    if views == "all":
-        return inputs, list(range(num_views))
-    raise ValueError(f"views must be 'held_out', 'input' or 'all', got {views!r}")
-
-
 def collate(items: Sequence[dict]) -> dict:
     """Stack items of equal view count and size into a batch (names stay a list)."""
     out = {k: torch.stack([it[k] for it in items]) for k in ("images", "K", "w2c")}
@@ -123,7 +104,7 @@ def write_toy_dataset(out_dir: str | Path, n_samples: int = 4, size: int = 32, s
                       n_gaussians: int = 2000, mm_per_unit: float = 60.0) -> tuple[Path, list[Path]]:
     """A tiny FaceLift-format dataset of the procedural mouse, for tests and benchmarks (seconds on CPU).
 
-    Poses from `rig.mouse_trajectory` (every 3rd frame), each centred on its trunk and scaled mm ->
+    Poses from `mouse.mouse_trajectory` (every 3rd frame), each centred on its trunk and scaled mm ->
     FaceLift units by 1/mm_per_unit, rendered (facelift_lib.render) into `mouse_standard_6view` at
     size x size, saved with io.save_sample. Writes out_dir/sample_XXX/ and out_dir/all.txt; returns
     (list file, sample folders). Not a substitute for preprocessing real rig frames (notebook 02).
@@ -131,7 +112,7 @@ def write_toy_dataset(out_dir: str | Path, n_samples: int = 4, size: int = 32, s
     from ..cameras import mouse_standard_6view
     from ..io import save_sample, write_list_file
     from ..render import render_gaussians
-    from ..rig import body_center, mouse_gaussians_with_parts, mouse_trajectory
+    from ..mouse import body_center, mouse_gaussians_with_parts, mouse_trajectory
 
     out_dir = Path(out_dir)
     cams = mouse_standard_6view()

@@ -53,7 +53,8 @@ from tqdm import tqdm
 from ..io import check_number_fields, save_torch_atomic
 from ..locks import FolderLock, die_with_parent, launched_worker
 from ..metrics import make_lpips, render_views, ssim_map
-from .data import ViewsDataset, collate, split_views
+from ..protocol import split_views
+from .data import ViewsDataset, collate
 from .model import (GSLRM, CheckpointError, GSLRMConfig, check_state_dict, model_from_checkpoint,
                     model_state_from_checkpoint, read_checkpoint)
 
