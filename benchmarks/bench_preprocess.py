@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_preprocess.py [--frames 24] [--size 512] [--workers 2] [--repeats 3]
                                                     [--image-ext .png .jpg] [--mask-bits 1 8]
 
-Synthetic frames: the 6 cameras of rig.markerless_mouse_rig(), camera-like images (smooth colour field +
+Synthetic frames: the 6 cameras of synthetic_rig.markerless_mouse_rig(), camera-like images (smooth colour field +
 Gaussian noise, sigma 8 grey levels, so PNGs compress like real footage) and the filled silhouette of a
 mouse-sized ellipsoid as the mask. Per method, median of `repeats` runs after one warm-up:
 - in memory: `preprocess_frame` on decoded frames (mask stats, plan, warps), frames spread over a thread pool;
@@ -34,10 +34,11 @@ import cv2
 import numpy as np
 
 from facelift_lib.calibration import save_mammal_pkl
-from facelift_lib.preprocess import (PreprocessConfig, RigFrame, preprocess_frame, preprocess_rig,
+from facelift_lib.preprocess import (PreprocessConfig, preprocess_frame, preprocess_rig,
                                      single_threaded_libraries)
 from facelift_lib.io import JPEG_QUALITY, PNG_PARAMS, write_mask
-from facelift_lib.rig import IMAGE_EXTS, frame_file, markerless_mouse_rig
+from facelift_lib.rig import IMAGE_EXTS, RigFrame, frame_file
+from facelift_lib.synthetic_rig import markerless_mouse_rig
 
 CASES = [("bbox_uniform", "fixed"), ("bbox_centered", "fixed"), ("pixel_based", "fixed"),
          ("standard_camera", "fixed"), ("standard_camera", "per_view_zoom")]
@@ -149,7 +150,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--lens", default="pinhole", choices=["pinhole", "real"],
-                    help="rig.markerless_mouse_rig lens: 'real' adds the real calibration's skew and strong distortion")
+                    help="synthetic_rig.markerless_mouse_rig lens: 'real' adds the real calibration's skew and "
+                         "strong distortion")
     ap.add_argument("--image-ext", nargs="+", default=[".png", ".jpg"], choices=IMAGE_EXTS,
                     help="formats of the rig's RGB frames to measure end to end")
     ap.add_argument("--mask-bits", nargs="+", type=int, default=[1, 8], choices=[1, 8],

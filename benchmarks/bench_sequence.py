@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from facelift_lib.gslrm import GSLRM, GSLRMConfig
-from facelift_lib.rig import ensure_rig
+from facelift_lib.synthetic_rig import ensure_rig
 from facelift_lib.sequence import (SequenceConfig, make_context, prepare_output, process_frame, run_sequence,
                                    torch_threads)
 

@@ -1,611 +1,40 @@
-"""A procedural mouse made of 3D gaussians, filmed by a virtual copy of the 6-camera markerless_mouse_1 rig.
+"""The rig folder on disk (layout in DESIGN.md): what a real rig and the synthetic one share.
 
-No real mouse data can be downloaded here, so this is the embedded default that runs anywhere, with a
-4D ground truth: the same N gaussians (gaussian i is the same bit of mouse in every frame) posed per frame.
+`load_rig` reads rig.json and the calibration it names once -> `Rig`; everything downstream takes that `Rig`.
+`read_rig_frame` is the one frame reader (-> `RigFrame`, as OpenCV decodes: BGR uint8; `RigFrame.as_tensors()`
+gives the library's form, RGB float [V,3,H,W] and bool masks). `has_ground_truth`, `load_ground_truth`,
+`load_centers` read what only a synthetic rig knows; `rig_to_facelift` puts rig cameras in FaceLift units.
 
-Units are millimetres, world Z-up, the arena floor is z = 0 and the arena centre is the origin.
-The mouse is built in a body frame (x forward, y left, z up, origin on the floor under the trunk centre),
-deformed (head turn, body bend, rearing), then scaled, turned to its heading and placed at (x, y).
+rig.json may name its calibration: `"calibration": {"format": "mammal" | "dannce" | "anipose", "file": ...}`
+(file relative to the rig folder); without the key it is MAMMAL's new_cam.pkl (older rig folders). Every
+format enters through its importer in `facelift_lib.calibration` with `pixel_centers="workbook"`: the one
+place where the half pixel between OpenCV's 0-based pixels and our pixel centres at +0.5 is applied.
 
-Public API: `MousePose`, `mouse_gaussians`, `mouse_gaussians_with_parts`, `body_center`, `mouse_trajectory`,
-`markerless_mouse_rig`, `make_rig_dataset`, `ensure_rig`, `workbook_rig`, `load_rig`, `load_rig_frame`, `load_ground_truth`,
-`load_centers`, `rig_to_facelift`.
+The procedural mouse is `facelift_lib.mouse`; the virtual rig that films it and writes a rig folder is
+`facelift_lib.synthetic_rig`.
 """
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from facelift_lib.calibration import load_mammal_pkl, save_mammal_pkl, undistort_normalized
-from facelift_lib.cameras import FACELIFT_DISTANCE, Cameras, intrinsics, look_at_w2c, similarity_normalize
-from facelift_lib.gaussians import Gaussians, load_ply, matrix_to_quat, save_ply
-from facelift_lib.io import read_image, write_image, write_mask
-from facelift_lib.render import render, render_gaussians
-
-# --- the mouse -------------------------------------------------------------------------------------------
-MOUSE_PARTS = ("trunk", "head", "snout", "nose", "ear", "eye", "limb", "foot", "tail")
-_HEAD_GROUP = ("head", "snout", "nose", "ear", "eye")
-FUR_COLORS = {"brown": (0.42, 0.31, 0.21), "black": (0.10, 0.09, 0.085), "white": (0.90, 0.88, 0.84)}
-_PINK = (0.86, 0.62, 0.60)
-_EYE = (0.02, 0.02, 0.02)
-
-# Body-frame landmarks at scale 1 (mm): an adult C57BL/6, nose tip to tail base ~91 mm, tail ~85 mm.
-_TRUNK_CENTER, _TRUNK_RADII = (0.0, 0.0, 17.0), (32.0, 15.0, 13.0)
-_SPINE_REAR, _SPINE_FRONT = -32.0, 26.0   # the stretch of the trunk that bends; beyond it parts are rigid
-_NECK = (26.0, 0.0, 20.0)                 # head turns about this point
-_HIP = (-20.0, 0.0, 8.0)                  # rearing pitches the body up about this point
-_TAIL_LENGTH = 85.0
-_TAIL_BASE_X = -31.0
-_REAR_MAX_DEG = 70.0                      # body pitch at rearing = 1 (a mouse rears to ~60-80°)
-
-
-@dataclass
-class MousePose:
-    """One frame's pose. Angles in degrees; positive head_pitch lifts the nose, positive yaw/bend turn left."""
-
-    x: float = 0.0               # body origin on the floor, world mm
-    y: float = 0.0
-    heading_deg: float = 0.0     # 0 = facing +X, 90 = facing +Y
-    bend_deg: float = 0.0        # yaw of the shoulders relative to the rump (C-shaped trunk)
-    head_yaw_deg: float = 0.0
-    head_pitch_deg: float = 0.0
-    tail_curve_deg: float = 0.0  # total sideways turn of the tail from base to tip
-    tail_wave_deg: float = 0.0   # amplitude of an S-shaped sway on top of the curve
-    rearing: float = 0.0         # 0 = on four paws, 1 = fully reared on the hind legs (body pitched 70° up)
-    scale: float = 1.0           # 1 = adult C57BL/6, ~91 mm nose to tail base, tail ~85 mm
-    fur: str = "brown"           # 'brown' | 'black' | 'white'
-
-
-def _ellipsoid_surface(n: int, radii: tuple[float, float, float], gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """n points on an axis-aligned ellipsoid at the origin -> (points [n,3], outward normals [n,3])."""
-    u = torch.nn.functional.normalize(torch.randn(n, 3, generator=gen, dtype=torch.float64), dim=-1)
-    r = torch.tensor(radii, dtype=torch.float64)
-    return u * r, torch.nn.functional.normalize(u / r, dim=-1)
-
-
-def _ellipsoid_area(radii: tuple[float, float, float]) -> float:
-    """Knud Thomsen's approximation (within ~1%)."""
-    a, b, c = radii
-    p = 1.6075
-    return 4 * math.pi * (((a * b) ** p + (a * c) ** p + (b * c) ** p) / 3) ** (1 / p)
-
-
-def _tube_surface(n: int, centerline, radius, gen: torch.Generator
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """n points on a tube around `centerline(u [n]) -> [n,3]`, u in [0,1], radius(u) -> [n].
-
-    Returns (points [n,3], normals [n,3], tangents [n,3], u [n]). The tube frame uses world z as reference
-    (our tubes are never vertical-and-twisted enough for that to matter).
-    """
-    u = torch.rand(n, generator=gen, dtype=torch.float64)
-    phi = torch.rand(n, generator=gen, dtype=torch.float64) * 2 * math.pi
-    c = centerline(u)
-    eps = 1e-4
-    tangent = torch.nn.functional.normalize(centerline((u + eps).clamp(max=1)) - centerline((u - eps).clamp(min=0)), dim=-1)
-    ref = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64).expand_as(tangent).clone()
-    ref[tangent[:, 2].abs() > 0.9] = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)
-    side = torch.nn.functional.normalize(torch.linalg.cross(tangent, ref), dim=-1)
-    up = torch.linalg.cross(side, tangent)
-    normal = phi.cos()[:, None] * up + phi.sin()[:, None] * side
-    return c + radius(u)[:, None] * normal, normal, tangent, u
-
-
-def _frame_from_normal(normal: torch.Tensor, tangent: torch.Tensor | None = None) -> torch.Tensor:
-    """Rotation matrices [n,3,3] whose 3rd column is the normal (the splat's thin axis), 1st column ~ tangent."""
-    x_axis = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)
-    tangent = x_axis.expand_as(normal).clone() if tangent is None else tangent.to(normal).clone()
-    parallel = (torch.nn.functional.normalize(tangent, dim=-1) * normal).sum(-1).abs() > 0.9
-    tangent[parallel] = torch.where(normal[parallel, :1].abs() > 0.9, torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64),
-                                    x_axis)
-    t1 = torch.nn.functional.normalize(tangent - (tangent * normal).sum(-1, keepdim=True) * normal, dim=-1)
-    t2 = torch.linalg.cross(normal, t1)
-    return torch.stack([t1, t2, normal], -1)
-
-
-def _rot_z(angle: torch.Tensor) -> torch.Tensor:
-    """[n] radians -> [n,3,3] rotations about +z."""
-    c, s = angle.cos(), angle.sin()
-    o, z = torch.ones_like(angle), torch.zeros_like(angle)
-    return torch.stack([c, -s, z, s, c, z, z, z, o], -1).reshape(-1, 3, 3)
-
-
-def _rot_axis(axis: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
-    """Rodrigues: unit axes [n,3] (or [3]), angles [n] radians -> [n,3,3]."""
-    axis = torch.nn.functional.normalize(axis.expand(len(angle), 3), dim=-1)
-    x, y, z = axis.unbind(-1)
-    zero = torch.zeros_like(x)
-    Kx = torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], -1).reshape(-1, 3, 3)
-    s, c = angle.sin()[:, None, None], angle.cos()[:, None, None]
-    return torch.eye(3, dtype=axis.dtype) + s * Kx + (1 - c) * (Kx @ Kx)
-
-
-@dataclass
-class _Canonical:
-    """The unposed mouse: body-frame splats, their spine coordinate and part id."""
-
-    points: torch.Tensor   # [N,3]
-    frames: torch.Tensor   # [N,3,3] splat axes (3rd = surface normal)
-    scales: torch.Tensor   # [N,3]
-    spine: torch.Tensor    # [N] x along the spine where the bend is evaluated
-    part: torch.Tensor     # [N] index into MOUSE_PARTS
-    tail_u: torch.Tensor   # [N] position along the tail 0..1 (0 elsewhere)
-
-
-# Fractions of the gaussian budget per part (the trunk takes the remainder).
-_PART_SHARE = {"head": 0.13, "snout": 0.05, "nose": 0.006, "ear": 0.06, "eye": 0.016, "limb": 0.10, "foot": 0.04,
-               "tail": 0.15}
-
-
-def _splats(points: torch.Tensor, normals: torch.Tensor, area: float, tangent: torch.Tensor | None = None,
-            along: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Flat splats covering `area` mm² with len(points) gaussians: (points, frames, scales [n,3]).
-
-    Tangential sigma ~0.7x the sample spacing so neighbours overlap into an opaque skin; `along`
-    stretches the first axis (e.g. along the tail).
-    """
-    spacing = math.sqrt(area / max(len(points), 1))
-    s = 0.7 * spacing
-    scales = torch.tensor([s * along, s, max(0.15 * s, 0.08)], dtype=torch.float64).expand(len(points), 3).clone()
-    return points, _frame_from_normal(normals, tangent), scales
-
-
-def _tail_centerline(u: torch.Tensor) -> torch.Tensor:
-    """[n] in 0..1 -> [n,3] unposed tail axis: from the rump (z=9) down onto the floor by u=0.2, then along -x."""
-    drop = torch.where(u < 0.2, 0.5 * (1 + torch.cos(math.pi * u / 0.2)), torch.zeros_like(u))
-    return torch.stack([_TAIL_BASE_X - _TAIL_LENGTH * u, torch.zeros_like(u), _tail_radius(u) + 6.4 * drop], -1)
-
-
-def _tail_radius(u: torch.Tensor) -> torch.Tensor:
-    return 2.6 - 1.8 * u
-
-
-def _canonical_mouse(n: int, gen: torch.Generator) -> _Canonical:
-    """Sample the unposed adult mouse with exactly n gaussians (n >= 500)."""
-    if n < 500:
-        raise ValueError(f"mouse_gaussians: n={n} is too few to cover the mouse; use n >= 500 (smoke: ~4000)")
-    counts = {p: max(int(round(f * n)), 8) for p, f in _PART_SHARE.items()}
-    counts["trunk"] = n - sum(counts.values())
-    pieces: list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = []
-
-    def add(part: str, pts, frames, scales, spine, tail_u=None):
-        pieces.append((part, pts, frames, scales, spine, torch.zeros(len(pts), dtype=torch.float64) if tail_u is None else tail_u))
-
-    def split(total: int, k: int) -> list[int]:
-        return [total // k + (1 if i < total % k else 0) for i in range(k)]
-
-    # Trunk: an ellipsoid that is wider at the hips than at the shoulders.
-    m = counts["trunk"]
-    p, nrm = _ellipsoid_surface(m, _TRUNK_RADII, gen)
-    taper = 1 - 0.12 * p[:, 0] / _TRUNK_RADII[0]
-    p[:, 1:] *= taper[:, None]
-    p += torch.tensor(_TRUNK_CENTER, dtype=torch.float64)
-    add("trunk", *_splats(p, nrm, _ellipsoid_area(_TRUNK_RADII), tangent=torch.tensor([1.0, 0, 0]).expand(m, 3)),
-        spine=p[:, 0].clamp(_SPINE_REAR, _SPINE_FRONT))
-
-    def blob(part: str, m: int, center, radii):
-        p, nrm = _ellipsoid_surface(m, radii, gen)
-        p = p + torch.tensor(center, dtype=torch.float64)
-        spine = torch.full((m,), _SPINE_FRONT, dtype=torch.float64)
-        return p, nrm, _ellipsoid_area(radii), spine
-
-    for part, center, radii in (("head", (36.0, 0.0, 21.0), (13.0, 10.0, 9.0)),
-                                ("snout", (50.0, 0.0, 18.5), (9.0, 5.5, 5.0)),
-                                ("nose", (58.5, 0.0, 18.5), (1.6, 2.0, 1.6))):
-        p, nrm, area, spine = blob(part, counts[part], center, radii)
-        add(part, *_splats(p, nrm, area), spine=spine)
-
-    # Eyes: dark beads half sunk into the head; ears: thin discs facing forward and out.
-    for side, m in zip((1.0, -1.0), split(counts["eye"], 2)):
-        p, nrm, area, spine = blob("eye", m, (44.0, 7.0 * side, 24.0), (2.0, 2.0, 2.0))
-        add("eye", *_splats(p, nrm, area), spine=spine)
-    for side, m in zip((1.0, -1.0), split(counts["ear"], 2)):
-        radii = (0.9, 6.0, 6.5)
-        p, nrm = _ellipsoid_surface(m, radii, gen)
-        R = _rot_axis(torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64), torch.tensor([math.radians(35.0 * side)]))[0]
-        R = _rot_axis(torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64), torch.tensor([math.radians(-25.0 * side)]))[0] @ R
-        p = p @ R.T + torch.tensor([31.0, 8.5 * side, 30.0], dtype=torch.float64)
-        add("ear", *_splats(p, nrm @ R.T, _ellipsoid_area(radii)), spine=torch.full((m,), _SPINE_FRONT, dtype=torch.float64))
-
-    # Limbs: tapered tubes from the belly to the floor; hind legs have thick thighs. Feet: flat pink pads.
-    legs = [(20.0, 7.0, 3.0, 2.0, 0.0), (-20.0, 10.0, 5.0, 2.2, 4.0)]  # x, |y|, top radius, bottom radius, foot dx
-    limb_counts = split(counts["limb"], 4)
-    foot_counts = split(counts["foot"], 4)
-    k = 0
-    for x, y, r0, r1, dx in legs:
-        for side in (1.0, -1.0):
-            top = torch.tensor([x, y * side, 12.0], dtype=torch.float64)
-            bottom = torch.tensor([x + dx * 0.5, (y + 1.0) * side, 2.0], dtype=torch.float64)
-            line = lambda u, top=top, bottom=bottom: top + u[:, None] * (bottom - top)  # noqa: E731
-            rad = lambda u, r0=r0, r1=r1: r0 + u * (r1 - r0)  # noqa: E731
-            p, nrm, tng, _ = _tube_surface(limb_counts[k], line, rad, gen)
-            area = math.pi * (r0 + r1) * float((bottom - top).norm())
-            add("limb", *_splats(p, nrm, area, tangent=tng), spine=p[:, 0].clamp(_SPINE_REAR, _SPINE_FRONT))
-            p, nrm, area, _ = blob("foot", foot_counts[k], (x + dx + 2.5, (y + 1.0) * side, 1.0), (4.0, 2.0, 1.0))
-            add("foot", *_splats(p, nrm, area), spine=p[:, 0].clamp(_SPINE_REAR, _SPINE_FRONT))
-            k += 1
-
-    # Tail: leaves the rump, drops to the floor within the first fifth, then lies along -x (posing curls it).
-    p, nrm, tng, tail_u = _tube_surface(counts["tail"], _tail_centerline, _tail_radius, gen)
-    add("tail", *_splats(p, nrm, math.pi * (2.6 + 0.8) * _TAIL_LENGTH, tangent=tng, along=1.6),
-        spine=torch.full((len(p),), _SPINE_REAR, dtype=torch.float64), tail_u=tail_u)
-
-    part_ids = torch.cat([torch.full((len(pc[1]),), MOUSE_PARTS.index(pc[0]), dtype=torch.long) for pc in pieces])
-    return _Canonical(points=torch.cat([pc[1] for pc in pieces]), frames=torch.cat([pc[2] for pc in pieces]),
-                      scales=torch.cat([pc[3] for pc in pieces]), spine=torch.cat([pc[4] for pc in pieces]),
-                      part=part_ids, tail_u=torch.cat([pc[5] for pc in pieces]))
-
-
-def _mouse_colors(part: torch.Tensor, fur: str, gen: torch.Generator) -> torch.Tensor:
-    """[N,3] colours: fur with per-gaussian noise, pinkish ears/nose/feet/tail, black eyes."""
-    if fur not in FUR_COLORS:
-        raise ValueError(f"MousePose.fur must be one of {sorted(FUR_COLORS)}, got {fur!r}")
-    n = len(part)
-    noise = torch.randn(n, 3, generator=gen, dtype=torch.float64) * 0.025 + torch.randn(n, 1, generator=gen, dtype=torch.float64) * 0.04
-    colors = torch.tensor(FUR_COLORS[fur], dtype=torch.float64).expand(n, 3) + noise
-    pink = torch.tensor(_PINK, dtype=torch.float64)
-    if fur == "black":  # dark mice have greyer ears and tails
-        pink = 0.55 * pink + 0.45 * torch.tensor(FUR_COLORS["black"], dtype=torch.float64)
-    for name in ("ear", "nose", "foot", "tail"):
-        sel = part == MOUSE_PARTS.index(name)
-        colors[sel] = pink + 0.6 * noise[sel]
-    colors[part == MOUSE_PARTS.index("eye")] = torch.tensor(_EYE, dtype=torch.float64)
-    return colors.clamp(0, 1)
-
-
-def _apply(points: torch.Tensor, frames: torch.Tensor, R: torch.Tensor, pivot: torch.Tensor,
-           new_pivot: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rotate points [n,3] and splat frames [n,3,3] by per-point R [n,3,3] about pivot(s) [n,3] or [3]."""
-    new_pivot = pivot if new_pivot is None else new_pivot
-    return (R @ (points - pivot)[..., None])[..., 0] + new_pivot, R @ frames
-
-
-def _pose_mouse(c: _Canonical, pose: MousePose) -> tuple[torch.Tensor, torch.Tensor]:
-    """Deform the canonical mouse to `pose` -> (world points [N,3], splat frames [N,3,3])."""
-    pts, frames = c.points.clone(), c.frames.clone()
-    f64 = dict(dtype=torch.float64)
-    head = torch.zeros(len(pts), dtype=torch.bool)
-    for name in _HEAD_GROUP:
-        head |= c.part == MOUSE_PARTS.index(name)
-    tail = c.part == MOUSE_PARTS.index("tail")
-
-    # 1. Head: yaw about z, then pitch (nose up) about the lateral axis, through the neck.
-    Rh = _rot_z(torch.tensor([math.radians(pose.head_yaw_deg)], **f64)) @ \
-        _rot_axis(torch.tensor([0.0, -1.0, 0.0], **f64), torch.tensor([math.radians(pose.head_pitch_deg)], **f64))
-    neck = torch.tensor(_NECK, **f64)
-    pts[head], frames[head] = _apply(pts[head], frames[head], Rh.expand(int(head.sum()), 3, 3), neck)
-
-    # 2. Tail: the axis turns by angle(u) = curve*u + wave*sin(2πu) as it goes; integrating the heading
-    #    keeps it connected and its length fixed. Each splat keeps its offset from the axis, turned along.
-    if tail.any():
-        u = c.tail_u[tail]
-        curve, wave = math.radians(pose.tail_curve_deg), math.radians(pose.tail_wave_deg)
-        angle = lambda s: curve * s + wave * torch.sin(2 * math.pi * s)  # noqa: E731
-        grid = torch.linspace(0, 1, 1025, **f64)
-        mids = 0.5 * (grid[1:] + grid[:-1])
-        step = torch.stack([-torch.cos(angle(mids)), -torch.sin(angle(mids))], -1) * (_TAIL_LENGTH / (len(grid) - 1))
-        path = torch.cat([torch.zeros(1, 2, **f64), step.cumsum(0)])  # [G,2] axis offsets from the tail base
-        axis_old = _tail_centerline(u)
-        axis_new = axis_old.clone()
-        axis_new[:, 0] = _TAIL_BASE_X
-        axis_new[:, :2] += path[(u * (len(grid) - 1)).round().long()]
-        R = _rot_z(angle(u))
-        pts[tail], frames[tail] = _apply(pts[tail], frames[tail], R, axis_old, axis_new)
-
-    # 3. Bend: the trunk follows a circular arc in the floor plane; parts beyond the arc move rigidly.
-    kappa = math.radians(pose.bend_deg) / (_SPINE_FRONT - _SPINE_REAR)
-    s = c.spine
-    theta = kappa * s
-    if abs(kappa) > 1e-9:
-        arc = torch.stack([torch.sin(theta) / kappa, (1 - torch.cos(theta)) / kappa, torch.zeros_like(s)], -1)
-    else:
-        arc = torch.stack([s, torch.zeros_like(s), torch.zeros_like(s)], -1)
-    on_spine = torch.stack([s, torch.zeros_like(s), torch.zeros_like(s)], -1)
-    pts, frames = _apply(pts, frames, _rot_z(theta), on_spine, arc)
-
-    # 4. Rearing: everything ahead of the hips pitches nose-up about the (bent) hip's lateral axis,
-    #    ramping in over the rump so the skin does not tear; hind legs and tail stay on the floor.
-    if pose.rearing > 0:
-        hip_s = _HIP[0]
-        hip_heading = kappa * hip_s
-        hip = torch.tensor([math.sin(hip_heading) / kappa if abs(kappa) > 1e-9 else hip_s,
-                            (1 - math.cos(hip_heading)) / kappa if abs(kappa) > 1e-9 else 0.0, _HIP[2]], **f64)
-        axis = torch.tensor([math.sin(hip_heading), -math.cos(hip_heading), 0.0], **f64)  # -lateral: +angle = nose up
-        ramp = ((c.spine - (hip_s - 8.0)) / 20.0).clamp(0, 1)
-        ramp = ramp * ramp * (3 - 2 * ramp)
-        fixed = tail | (c.part == MOUSE_PARTS.index("foot")) & (c.points[:, 0] < 0) | \
-            (c.part == MOUSE_PARTS.index("limb")) & (c.points[:, 0] < 0)
-        ramp[fixed] = 0.0
-        angle = ramp * math.radians(_REAR_MAX_DEG) * pose.rearing
-        pts, frames = _apply(pts, frames, _rot_axis(axis, angle), hip)
-
-    # 5. Place: scale about the body origin, turn to the heading, move to (x, y).
-    Rw = _rot_z(torch.tensor([math.radians(pose.heading_deg)], **f64))[0]
-    pts = pose.scale * pts @ Rw.T + torch.tensor([pose.x, pose.y, 0.0], **f64)
-    frames = Rw @ frames
-    return pts, frames
-
-
-def mouse_gaussians_with_parts(pose: MousePose, n: int = 4000, seed: int = 0) -> tuple[Gaussians, torch.Tensor]:
-    """The posed mouse (world mm, float32) and each gaussian's part index into MOUSE_PARTS [N].
-
-    The unposed samples and colour noise depend only on (n, seed), so gaussian i is the same bit of
-    mouse in every pose: a trajectory of poses is a 4D ground truth with correspondences.
-    """
-    gen = torch.Generator().manual_seed(int(seed))
-    canon = _canonical_mouse(n, gen)
-    colors = _mouse_colors(canon.part, pose.fur, gen)
-    pts, frames = _pose_mouse(canon, pose)
-    opac = torch.full((n,), 0.95, dtype=torch.float64)
-    g = Gaussians(means=pts, quats=matrix_to_quat(frames), scales=canon.scales * pose.scale,
-                  opacities=opac, colors=colors)
-    return g.to(torch.float32), canon.part
-
-
-def mouse_gaussians(pose: MousePose, n: int = 4000, seed: int = 0) -> Gaussians:
-    """The posed procedural mouse as N gaussians in world mm (see `mouse_gaussians_with_parts`)."""
-    return mouse_gaussians_with_parts(pose, n, seed)[0]
-
-
-def body_center(g: Gaussians, part: torch.Tensor) -> torch.Tensor:
-    """[3] centroid of the trunk gaussians: the point preprocessing should centre on."""
-    return g.means[part == MOUSE_PARTS.index("trunk")].double().mean(0)
-
-
-# --- motion ----------------------------------------------------------------------------------------------
-@dataclass
-class MotionParams:
-    """How the mouse wanders (per frame; one frame ~0.1 s of real motion, so short clips still move).
-
-    Where: a real open-field mouse spends much of its time along the walls (thigmotaxis), and real recordings
-    show it near or across the image border in a quarter of the views (markerless_mouse_1: 36 of 144 raw
-    masks touch the border). `max_radius_mm` is the arena: with the default the mouse wanders out to 110 mm
-    from the centre, where the rig's views reach their border (~24 % of views cross it);
-    `arena_params(radius)` scales both radii.
-    """
-
-    speed_mm: float = 7.0          # mean walking speed, mm per frame
-    max_turn_deg: float = 8.0      # wandering turn rate, degrees per frame
-    soft_radius_mm: float = 70.0   # beyond this the mouse starts turning back toward the centre
-    max_radius_mm: float = 110.0   # hard limit for the body origin's distance from the arena centre (the wall)
-    rear_gap_frames: tuple[int, int] = (12, 40)
-    rear_duration_frames: tuple[int, int] = (7, 14)
-
-
-ARENA_RADIUS_MM = MotionParams.max_radius_mm  # the default arena (make_rig_dataset's arena_radius_mm)
-
-
-def arena_params(radius_mm: float) -> MotionParams:
-    """MotionParams for an arena of `radius_mm` (the body origin's largest distance from the centre; the mouse
-    turns back from 0.64 of it). Smaller: the mouse stays near the middle of every view; larger: it leaves views."""
-    if not radius_mm > 0:
-        raise ValueError(f"arena_params: radius_mm must be > 0, got {radius_mm}")
-    return MotionParams(soft_radius_mm=radius_mm * MotionParams.soft_radius_mm / MotionParams.max_radius_mm,
-                        max_radius_mm=float(radius_mm))
-
-
-def _smooth_noise(seed: int, n_frames: int, period: float, n_terms: int = 3) -> torch.Tensor:
-    """[n_frames] smooth zero-mean noise (~unit std): a few sinusoids with random periods around `period`.
-
-    A function of (seed, frame) only, so a longer sequence starts with the same frames as a shorter one.
-    """
-    gen = torch.Generator().manual_seed(int(seed))
-    periods = period * (0.5 + 1.5 * torch.rand(n_terms, generator=gen, dtype=torch.float64))
-    phases = 2 * math.pi * torch.rand(n_terms, generator=gen, dtype=torch.float64)
-    amps = torch.randn(n_terms, generator=gen, dtype=torch.float64) * math.sqrt(2.0 / n_terms)
-    t = torch.arange(n_frames, dtype=torch.float64)[:, None]
-    return (amps * torch.sin(2 * math.pi * t / periods + phases)).sum(-1)
-
-
-def _rearing_profile(seed: int, n_frames: int, p: MotionParams) -> torch.Tensor:
-    """[n_frames] in [0,1]: smooth rearing episodes (sin² bumps) at random onsets."""
-    gen = torch.Generator().manual_seed(int(seed))
-    out = torch.zeros(n_frames, dtype=torch.float64)
-    t = torch.arange(n_frames, dtype=torch.float64)
-    onset = float(torch.randint(2, 10, (1,), generator=gen))
-    while onset < n_frames:
-        dur = float(torch.randint(p.rear_duration_frames[0], p.rear_duration_frames[1] + 1, (1,), generator=gen))
-        peak = 0.6 + 0.4 * float(torch.rand(1, generator=gen, dtype=torch.float64))
-        phase = ((t - onset) / dur).clamp(0, 1)
-        out = torch.maximum(out, peak * torch.sin(math.pi * phase) ** 2)
-        onset += dur + float(torch.randint(p.rear_gap_frames[0], p.rear_gap_frames[1] + 1, (1,), generator=gen))
-    return out
-
-
-def mouse_trajectory(n_frames: int, seed: int = 0, fur: str = "brown", scale: float = 1.0,
-                     params: MotionParams | None = None) -> list[MousePose]:
-    """Smooth wandering poses: walks and turns within `params.max_radius_mm` of the arena centre (default 110 mm:
-    often near the image border, as in real recordings), rears now and then (body up to 70°), bends its spine
-    (±40°), turns and lifts its head (yaw ±45°, pitch), curves and sways its tail. Deterministic for a seed;
-    frame t does not depend on n_frames."""
-    p = params or MotionParams()
-    base = int(seed) * 1009
-    noise = {k: _smooth_noise(base + i, n_frames, period) for i, (k, period) in enumerate(
-        [("speed", 20.0), ("turn", 14.0), ("head_yaw", 9.0), ("head_pitch", 11.0), ("tail", 16.0), ("wave", 7.0),
-         ("bend", 10.0)])}
-    rear = _rearing_profile(base + 100, n_frames, p)
-    gen = torch.Generator().manual_seed(base + 200)
-    r0 = 0.6 * p.max_radius_mm * float(torch.rand(1, generator=gen, dtype=torch.float64)) ** 0.5
-    a0 = 2 * math.pi * float(torch.rand(1, generator=gen, dtype=torch.float64))
-    x, y = r0 * math.cos(a0), r0 * math.sin(a0)
-    heading = 2 * math.pi * float(torch.rand(1, generator=gen, dtype=torch.float64))
-
-    poses = []
-    for t in range(n_frames):
-        turn = math.radians(p.max_turn_deg) * float(noise["turn"][t])
-        r = math.hypot(x, y)
-        if r > p.soft_radius_mm:  # steer back toward the centre, harder the further out
-            err = math.remainder(math.atan2(-y, -x) - heading, 2 * math.pi)
-            turn += 0.3 * min((r - p.soft_radius_mm) / (p.max_radius_mm - p.soft_radius_mm), 1.0) * err
-        turn = max(-math.radians(25.0), min(math.radians(25.0), turn))
-        bend = max(-40.0, min(40.0, 1.2 * math.degrees(turn) + 12.0 * float(noise["bend"][t])))
-        poses.append(MousePose(
-            x=x, y=y, heading_deg=math.degrees(heading) % 360.0, bend_deg=bend,
-            head_yaw_deg=max(-45.0, min(45.0, 28.0 * float(noise["head_yaw"][t]) + 0.5 * bend)),
-            head_pitch_deg=12.0 * float(noise["head_pitch"][t]) + 20.0 * float(rear[t]),
-            tail_curve_deg=100.0 * float(noise["tail"][t]) - 1.5 * bend,
-            tail_wave_deg=25.0 * float(noise["wave"][t]),
-            rearing=float(rear[t]), scale=scale, fur=fur))
-        speed = p.speed_mm * max(0.2, 1.0 + 0.4 * float(noise["speed"][t])) * (1.0 - float(rear[t]))
-        heading += turn
-        x, y = x + speed * math.cos(heading), y + speed * math.sin(heading)
-        r = math.hypot(x, y)
-        if r > p.max_radius_mm:
-            x, y = x * p.max_radius_mm / r, y * p.max_radius_mm / r
-    return poses
-
-
-# --- the rig ---------------------------------------------------------------------------------------------
-RIG_WIDTH, RIG_HEIGHT = 1152, 1024
-RIG_TARGET_MM = (0.0, 0.0, 18.0)  # the cameras sit near the floor, so they aim a little above it
-# Virtual copy of the published markerless_mouse_1 rig (MAMMAL): per camera azimuth°, elevation° (of the
-# camera seen from the arena centre), distance mm, fx px, principal point offset from the image centre px.
-RIG_SPECS = (
-    dict(az=-144.0, el=1.0, dist=310.0, fx=1645.0, dcx=42.0, dcy=-18.0),
-    dict(az=31.0, el=15.0, dist=326.0, fx=1668.0, dcx=-35.0, dcy=27.0),
-    dict(az=94.0, el=2.0, dist=303.0, fx=1639.0, dcx=58.0, dcy=12.0),
-    dict(az=-22.0, el=1.0, dist=318.0, fx=1652.0, dcx=-12.0, dcy=-40.0),
-    dict(az=157.0, el=15.0, dist=332.0, fx=1671.0, dcx=25.0, dcy=51.0),
-    dict(az=-77.0, el=18.0, dist=315.0, fx=1660.0, dcx=-61.0, dcy=-7.0),
-)
-RIG_FY_OVER_FX = 1.005
-# Lenses of the virtual rig. "pinhole": none. "real": the skews (px at 1152x1024) and OpenCV distortion
-# (k1, k2, p1, p2, k3) of the real markerless_mouse_1 DANNCE calibration, cam_i = Camera{i+1}. The issue that
-# reported them gives the coefficients of Camera1, 2 and 4; those of cam_2, cam_4, cam_5 are stand-ins of the
-# same kind (strong k3 < 0, so the radial model folds back at r ~0.65-0.75: preprocessing must guard it).
-RIG_LENSES: dict[str, tuple[dict[str, object], ...] | None] = {
-    "pinhole": None,
-    "real": (
-        dict(skew=-5.89, dist=(-0.1593, 0.9403, -0.00109, -0.00379, -2.7116)),   # Camera1
-        dict(skew=1.39, dist=(-0.1511, 0.9001, -0.01099, -0.00148, -3.0223)),    # Camera2
-        dict(skew=-0.91, dist=(-0.1300, 0.5000, 0.00080, -0.00120, -1.6000)),    # Camera3 (stand-in)
-        dict(skew=-5.89, dist=(-0.1000, 0.0455, 0.0005, -0.00089, -0.9931)),     # Camera4
-        dict(skew=-1.27, dist=(-0.1450, 0.7800, -0.00200, 0.00100, -2.4000)),    # Camera5 (stand-in)
-        dict(skew=-4.93, dist=(-0.1150, 0.3000, 0.00150, 0.00060, -1.2000)),     # Camera6 (stand-in)
-    ),
-}
-
-
-def markerless_mouse_rig(scale: float = 1.0, lens: str = "pinhole") -> Cameras:
-    """The 6 rig cameras (cam_0..cam_5) at 1152x1024 x `scale`, world mm, Z-up, OpenCV.
-
-    Intrinsics are scaled by the exact size ratio of the rounded image size (pixel centres at +0.5,
-    so u' = u * W'/W holds exactly). `lens` (RIG_LENSES): "pinhole", or "real" for the real rig's skew
-    (scaled with the image, like fx) and distortion coefficients (normalised coordinates: unchanged).
-    """
-    if lens not in RIG_LENSES:
-        raise ValueError(f"markerless_mouse_rig: lens must be one of {sorted(RIG_LENSES)}, got {lens!r}")
-    W, H = round(RIG_WIDTH * scale), round(RIG_HEIGHT * scale)
-    if W < 16 or H < 16:
-        raise ValueError(f"markerless_mouse_rig: scale={scale} gives a {W}x{H} image; use scale >= {16 / RIG_HEIGHT:.3f}")
-    sx, sy = W / RIG_WIDTH, H / RIG_HEIGHT
-    az = torch.tensor([s["az"] for s in RIG_SPECS], dtype=torch.float64).deg2rad()
-    el = torch.tensor([s["el"] for s in RIG_SPECS], dtype=torch.float64).deg2rad()
-    dist = torch.tensor([s["dist"] for s in RIG_SPECS], dtype=torch.float64)
-    pos = dist[:, None] * torch.stack([el.cos() * az.cos(), el.cos() * az.sin(), el.sin()], -1)
-    fx = torch.tensor([s["fx"] for s in RIG_SPECS], dtype=torch.float64)
-    K = intrinsics(fx * sx, fx * RIG_FY_OVER_FX * sy,
-                   [(RIG_WIDTH / 2 + s["dcx"]) * sx for s in RIG_SPECS],
-                   [(RIG_HEIGHT / 2 + s["dcy"]) * sy for s in RIG_SPECS], len(RIG_SPECS))
-    dist = None
-    if RIG_LENSES[lens] is not None:
-        K[:, 0, 1] = torch.tensor([c["skew"] for c in RIG_LENSES[lens]], dtype=torch.float64) * sx
-        dist = torch.tensor([c["dist"] for c in RIG_LENSES[lens]], dtype=torch.float64)
-    return Cameras(K=K, w2c=look_at_w2c(pos, target=RIG_TARGET_MM), width=W, height=H, dist=dist,
-                   names=[f"cam_{i}" for i in range(len(RIG_SPECS))],
-                   meta={"camera_type": "markerless_mouse_rig", "units": "mm", "lens": lens})
-
-
-# --- raw views of a camera with skew and distortion ---------------------------------------------------------
-@dataclass
-class RawViewMap:
-    """How to render one raw view of a camera with skew/distortion exactly: render the skew-free pinhole
-    camera K_canvas [3,3] on a (width x height) canvas, then cv2.remap it with map_x/map_y (float32 [H,W],
-    OpenCV pixel convention) to the raw pixels; raw pixels with no ray (beyond the lens fold) map outside."""
-
-    K_canvas: torch.Tensor
-    width: int
-    height: int
-    map_x: np.ndarray
-    map_y: np.ndarray
-
-
-def raw_view_maps(cams: Cameras) -> list[RawViewMap | None]:
-    """Per camera, the RawViewMap of `render_raw_views` (None where the camera is a plain pinhole).
-
-    Each raw pixel centre p goes K^-1 p (the whole K: skew included) -> `calibration.undistort_normalized`
-    (exact inverse inside the lens model's valid region) -> the skew-free pinhole K0 on a canvas that holds
-    every such point."""
-    out: list[RawViewMap | None] = []
-    K_all = cams.K.numpy()
-    for v in range(len(cams)):
-        K = K_all[v]
-        dist = None if cams.dist is None else cams.dist[v].numpy()
-        if K[0, 1] == 0 and (dist is None or not np.any(dist != 0)):
-            out.append(None)
-            continue
-        ys, xs = np.mgrid[0:cams.height, 0:cams.width].astype(np.float64)
-        p = np.stack([xs + 0.5, ys + 0.5, np.ones_like(xs)], -1) @ np.linalg.inv(K).T
-        xn = undistort_normalized(p[..., :2], np.zeros(5) if dist is None else dist)
-        uv = xn * [K[0, 0], K[1, 1]] + K[:2, 2]                       # skew-free pinhole pixels
-        ok = np.isfinite(uv).all(-1)
-        x0, y0 = (int(math.floor(uv[ok][:, i].min())) - 2 for i in (0, 1))
-        x1, y1 = (int(math.ceil(uv[ok][:, i].max())) + 2 for i in (0, 1))
-        K_c = K.copy()
-        K_c[0, 1] = 0.0
-        K_c[:2, 2] -= (x0, y0)
-        uv = uv - (x0, y0) - 0.5                                      # canvas pixels, OpenCV convention
-        uv[~ok] = -1.0e6
-        out.append(RawViewMap(torch.from_numpy(K_c), x1 - x0, y1 - y0, uv[..., 0].astype(np.float32),
-                              uv[..., 1].astype(np.float32)))
-    return out
-
-
-def render_raw_views(g: Gaussians, cams: Cameras, maps: list[RawViewMap | None] | None = None
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The gaussians as the raw cameras see them, skew and lens distortion included -> (premultiplied rgb
-    [V,H,W,3], alpha [V,H,W,1]). Pinhole cameras are rendered directly; the others through a skew-free pinhole
-    canvas resampled exactly (bilinear) by `raw_view_maps` (pass `maps` to reuse them across frames):
-    gsplat has no skew or distortion, so `render` refuses skewed cameras."""
-    maps = raw_view_maps(cams) if maps is None else maps
-    rgb_out = torch.zeros(len(cams), cams.height, cams.width, 3)
-    alpha_out = torch.zeros(len(cams), cams.height, cams.width, 1)
-    for v, m in enumerate(maps):
-        cam = cams[v]
-        if m is None:
-            rgb, alpha, _ = render_gaussians(g, cam.replace(dist=None))
-            rgb_out[v], alpha_out[v] = rgb[0], alpha[0]
-            continue
-        rgb, alpha, _ = render(g.means, g.quats, g.scales, g.opacities, g.colors, cam.w2c.to(g.means.dtype),
-                               m.K_canvas[None].to(g.means.dtype), m.width, m.height)
-        canvas = torch.cat([rgb[0], alpha[0]], -1).numpy().astype(np.float32)
-        raw = cv2.remap(canvas, m.map_x, m.map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        rgb_out[v], alpha_out[v] = torch.from_numpy(raw[..., :3]), torch.from_numpy(raw[..., 3:])
-    return rgb_out, alpha_out
-
-
-# --- the dataset on disk (layout in DESIGN.md) -----------------------------------------------------------
-ARENA_RGB = (0.16, 0.16, 0.17)  # dark grey floor/walls behind the mouse
-
-
-def _arena_background(height: int, width: int, seed: int) -> torch.Tensor:
-    """[H,W,3] dark arena with a little per-pixel noise (fixed per seed, view and frame)."""
-    gen = torch.Generator().manual_seed(int(seed))
-    noise = torch.randn(height, width, 1, generator=gen) * 0.015
-    return (torch.tensor(ARENA_RGB) + noise).clamp(0, 1)
-
+from facelift_lib.calibration import load_anipose_toml, load_dannce_mat, load_mammal_pkl
+from facelift_lib.cameras import FACELIFT_DISTANCE, Cameras, similarity_normalize
+from facelift_lib.gaussians import Gaussians, load_ply
 
 RIG_FILE = "rig.json"
-CALIBRATION_FILE = "new_cam.pkl"
-
-
+CALIBRATION_FILE = "new_cam.pkl"  # the calibration of a rig.json without a "calibration" key (MAMMAL format)
+CALIBRATION_FORMATS = ("mammal", "dannce", "anipose")
 IMAGE_EXTS = (".png", ".jpg")  # rig footage; masks are always PNG (lossless 0/255; 1-bit when we write them)
+
+
+class RigError(ValueError):
+    """A rig folder that does not read as DESIGN.md lays it out; the message names the file, the view and the fix."""
 
 
 def frame_file(rig_dir: Path, kind: str, cam_name: str, frame: int, image_ext: str = ".png") -> Path:
@@ -613,115 +42,20 @@ def frame_file(rig_dir: Path, kind: str, cam_name: str, frame: int, image_ext: s
     return rig_dir / kind / cam_name / f"{frame:06d}{image_ext if kind == 'images' else '.png'}"
 
 
-def _gt_ply(rig_dir: Path, frame: int) -> Path:
+def gt_frame_file(rig_dir: Path, frame: int) -> Path:
+    """rig_dir/gt/frame_<frame:06d>.ply: a synthetic rig frame's true gaussians (rig mm)."""
     return rig_dir / "gt" / f"frame_{frame:06d}.ply"
 
 
-def _clear_synthetic_rig(out: Path) -> None:
-    """Prepare a folder for a new synthetic rig; an older synthetic build's frames are removed so none
-    outlive it. A folder holding a real rig (a rig.json we did not write) is refused, not overwritten.
-    """
-    meta_path = out / RIG_FILE
-    if meta_path.is_file():
-        with open(meta_path) as f:
-            if "generator" not in json.load(f):
-                raise FileExistsError(f"{meta_path}: {out} holds a real rig (not written by make_rig_dataset); "
-                                      "refusing to overwrite it, choose another out_dir")
-        meta_path.unlink()  # first: an old rig.json must not vouch for a half-rewritten folder
-        for pattern in ("images/cam_*/*.png", "images/cam_*/*.jpg", "masks/cam_*/*.png", "gt/frame_*.ply", "gt/centers.json"):
-            for old in out.glob(pattern):
-                old.unlink()
-    out.mkdir(parents=True, exist_ok=True)
-
-
-def make_rig_dataset(out_dir: str | Path, n_frames: int = 8, seed: int = 0, image_scale: float = 0.25,
-                     n_gaussians: int = 4000, fur: str = "brown", image_ext: str = ".png", lens: str = "pinhole",
-                     arena_radius_mm: float = ARENA_RADIUS_MM) -> Path:
-    """Film the procedural mouse with the virtual markerless rig and write a rig folder (DESIGN.md layout).
-
-    Per frame: the posed gaussians are written to gt/frame_*.ply and *that file* is rendered (so the
-    images, masks, calibration and ground truth agree to the bit); RGB is composited over a dark arena,
-    mask = alpha > 0.5. `image_ext` ".jpg" writes the RGB frames as JPEG (quality 95, like footage extracted
-    from video; faster to decode than noisy PNGs); masks are 1-bit PNGs (io.write_mask: 3x faster to decode
-    than 8-bit ones). new_cam.pkl holds the intrinsics at the written image size. rig.json is written
-    last, so a folder without it is an interrupted build. Deterministic for a seed. Returns the folder.
-    `lens` (RIG_LENSES): "real" gives the cameras the real rig's skew and strong distortion (written into
-    new_cam.pkl; views rendered exactly through them by `render_raw_views`). `arena_radius_mm`: how far from
-    the centre the mouse wanders (`arena_params`; the default puts it near the image border in ~1/4 of views).
-    Both are recorded in rig.json's "generator".
-    """
-    if image_ext not in IMAGE_EXTS:
-        raise ValueError(f"make_rig_dataset: image_ext must be one of {IMAGE_EXTS}, got {image_ext!r}")
-    out = Path(out_dir)
-    cams = markerless_mouse_rig(image_scale, lens=lens)
-    names, V, H, W = list(cams.names), len(cams), cams.height, cams.width
-    _clear_synthetic_rig(out)
-    # the file holds OpenCV 0-based pixels like a real MAMMAL calibration; we work in pixel centres at +0.5
-    save_mammal_pkl(cams, out / CALIBRATION_FILE, pixel_centers="workbook")
-    cams = load_mammal_pkl(out / CALIBRATION_FILE, width=W, height=H, pixel_centers="workbook")  # render what was written
-    poses = mouse_trajectory(n_frames, seed, fur=fur, params=arena_params(arena_radius_mm))
-    maps = raw_view_maps(cams)
-    centers = []
-    for t in tqdm(range(n_frames), desc=f"rig frames ({V} views, {W}x{H})"):
-        g, part = mouse_gaussians_with_parts(poses[t], n_gaussians, seed)
-        centers.append([round(float(c), 6) for c in body_center(g, part)])
-        g = load_ply(save_ply(g, _gt_ply(out, t)))
-        rgb, alpha = render_raw_views(g, cams, maps)  # no background: premultiplied colour
-        for v, name in enumerate(names):
-            bg = _arena_background(H, W, seed=int(seed) * 1_000_003 + t * 101 + v)
-            image = rgb[v] + (1 - alpha[v]) * bg
-            write_image(frame_file(out, "images", name, t, image_ext), image.permute(2, 0, 1))
-            write_mask(frame_file(out, "masks", name, t), alpha[v][..., 0] > 0.5)
-    (out / "gt").mkdir(exist_ok=True)
-    with open(out / "gt" / "centers.json", "w") as f:
-        json.dump({"centers_mm": centers}, f, indent=1)
-    meta = {"units": "mm", "width": W, "height": H, "n_frames": int(n_frames), "camera_names": names,
-            "image_ext": image_ext,
-            "seed": int(seed), "frames": list(range(n_frames)), "image_scale": float(image_scale),
-            "generator": {"kind": "procedural_mouse", "n_gaussians": int(n_gaussians), "fur": fur, "lens": lens,
-                          "arena_radius_mm": float(arena_radius_mm)}}
-    with open(out / RIG_FILE, "w") as f:
-        json.dump(meta, f, indent=1)
-    return out
-
-
-def ensure_rig(rig_dir: str | Path, **smoke_kwargs) -> Path:
-    """The rig folder, built with `make_rig_dataset(rig_dir, **smoke_kwargs)` if it has no rig.json yet.
-
-    An existing synthetic rig built with other values of the given parameters is an error (a
-    notebook must not silently use another seed or size); a real rig is returned as it is.
-    """
-    rig_dir = Path(rig_dir)
-    if not (rig_dir / RIG_FILE).is_file():
-        return make_rig_dataset(rig_dir, **smoke_kwargs)
-    with open(rig_dir / RIG_FILE) as f:
-        meta = json.load(f)
-    # a key an older build did not record had make_rig_dataset's default then (lens, arena_radius_mm: issue 13)
-    defaults = {"lens": "pinhole", "arena_radius_mm": 50.0}
-    recorded = {**defaults, **meta, **meta.get("generator", {})}
-    if "generator" in meta:
-        differ = {k: (recorded[k], v) for k, v in smoke_kwargs.items() if k in recorded and recorded[k] != v}
-        if differ:
-            raise ValueError(f"{rig_dir / RIG_FILE}: the rig there was built with other parameters "
-                             f"(recorded, asked) = {differ}; delete {rig_dir} to rebuild it, or ask for what it has")
-    return rig_dir
-
-
-def workbook_rig(rig_dir: str | Path | None, out_dir: str | Path, **smoke_kwargs) -> Path:
-    """The rig folder a notebook works on: `rig_dir` (a real rig in the DESIGN.md layout) or, when None,
-    the synthetic rig in <out_dir>/rig, built with `smoke_kwargs` if it is not there yet (`ensure_rig`)."""
-    if rig_dir is None:
-        return ensure_rig(Path(out_dir) / "rig", **smoke_kwargs)
-    rig_dir = Path(rig_dir)
-    if not (rig_dir / RIG_FILE).is_file():
-        raise FileNotFoundError(f"rig_dir={str(rig_dir)!r} has no {RIG_FILE}: point rig_dir at a rig folder laid out "
-                                "as in DESIGN.md, or set rig_dir=None to use the synthetic rig")
-    return rig_dir
+def gt_centers_file(rig_dir: Path) -> Path:
+    """rig_dir/gt/centers.json: a synthetic rig's true body centre per frame (written after every frame's PLY)."""
+    return rig_dir / "gt" / "centers.json"
 
 
 @dataclass
 class Rig:
-    """A rig folder as read back: cameras (world mm), view names, frame ids, image size, rig.json."""
+    """A rig folder as read back: cameras (world mm, workbook pixels), view names, frame ids, image size,
+    rig.json, and which calibration file (and format) the cameras came from."""
 
     dir: Path
     cams: Cameras
@@ -731,62 +65,165 @@ class Rig:
     height: int
     meta: dict
     image_ext: str = ".png"  # of the RGB frames (rig.json "image_ext"); masks are always .png
+    calibration_file: Path | None = None
+    calibration_format: str = "mammal"
+
+
+def rig_calibration(rig_dir: str | Path, meta: dict) -> tuple[str, Path]:
+    """(format, file) of a rig's calibration: rig.json's "calibration" {"format", "file"} (file relative to the
+    rig folder, or absolute), or ("mammal", rig_dir/new_cam.pkl) when rig.json has no such key."""
+    rig_dir = Path(rig_dir)
+    if "calibration" not in meta:
+        return "mammal", rig_dir / CALIBRATION_FILE
+    entry, where = meta["calibration"], rig_dir / RIG_FILE
+    if not isinstance(entry, dict) or "format" not in entry or "file" not in entry:
+        raise RigError(f'{where}: "calibration" must be {{"format": one of {list(CALIBRATION_FORMATS)}, "file": '
+                       f'"<path relative to the rig folder>"}}, got {entry!r}')
+    if entry["format"] not in CALIBRATION_FORMATS:
+        raise RigError(f'{where}: calibration format {entry["format"]!r} is not one of {list(CALIBRATION_FORMATS)} '
+                       "(MAMMAL new_cam.pkl, DANNCE *dannce.mat, anipose calibration.toml)")
+    return entry["format"], rig_dir / entry["file"]
+
+
+def load_calibration(fmt: str, path: Path, width: int, height: int) -> Cameras:
+    """A calibration file of format `fmt` (CALIBRATION_FORMATS) -> Cameras at width x height in workbook pixels
+    (pixel centres at +0.5). MAMMAL and DANNCE files hold no image size (rig.json's is used); an anipose file
+    holds one, which must be rig.json's."""
+    if fmt == "mammal":
+        return load_mammal_pkl(path, width=width, height=height, pixel_centers="workbook")
+    if fmt == "dannce":
+        return load_dannce_mat(path, width, height, pixel_centers="workbook")
+    if fmt == "anipose":
+        cams = load_anipose_toml(path, pixel_centers="workbook")
+        if (cams.width, cams.height) != (width, height):
+            raise RigError(f"{path}: the anipose calibration is for {cams.width}x{cams.height} images but rig.json says "
+                           f"{width}x{height}; the calibration only holds at its own size: fix rig.json's width/height "
+                           "or calibrate at the size of the frames")
+        return cams
+    raise RigError(f"calibration format {fmt!r} is not one of {list(CALIBRATION_FORMATS)}")
+
+
+def _match_cameras(cams: Cameras, names: list[str], calib: Path, rig_json: Path) -> Cameras:
+    """The calibrated cameras in rig.json's order, named as rig.json names them: by name when the calibration
+    names every camera of rig.json (it may hold more), by position when it names none of them (MAMMAL's
+    new_cam.pkl has no names; then the counts must agree). Anything between is an error."""
+    calib_names = [str(n) for n in (cams.names or [])]
+    if calib_names and set(names) <= set(calib_names) and len(set(calib_names)) == len(calib_names):
+        cams = cams[[calib_names.index(n) for n in names]]
+    elif len(cams) != len(names) or set(names) & set(calib_names):
+        raise RigError(f"{calib}: {len(cams)} cameras named {calib_names} but {rig_json} names {len(names)}: {names}; "
+                       "the calibration must name every camera of rig.json, or name none of them and list the same "
+                       "cameras in the same order")
+    cams.names = list(names)
+    return cams
 
 
 def load_rig(rig_dir: str | Path) -> Rig:
-    """Read rig.json and new_cam.pkl of a rig folder (synthetic or real, same layout)."""
+    """Read rig.json and the calibration it names (synthetic or real rig, same layout) -> Rig. Read once and
+    pass the Rig down: frame readers, preprocessing and the ground truth readers take it."""
     rig_dir = Path(rig_dir)
     path = rig_dir / RIG_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: not a rig folder (or an interrupted build); build one with "
-                                "facelift_lib.rig.make_rig_dataset / ensure_rig, or lay out a real rig as in DESIGN.md")
+                                "facelift_lib.synthetic_rig.make_rig_dataset / ensure_rig, or lay out a real rig as in "
+                                "DESIGN.md")
     with open(path) as f:
         meta = json.load(f)
     missing = [k for k in ("width", "height", "camera_names", "frames") if k not in meta]
     if missing:
-        raise ValueError(f"{path}: missing keys {missing} (see the rig folder layout in DESIGN.md)")
-    names = list(meta["camera_names"])
-    cams = load_mammal_pkl(rig_dir / CALIBRATION_FILE, width=int(meta["width"]), height=int(meta["height"]),
-                           pixel_centers="workbook")
-    if len(cams) != len(names):
-        raise ValueError(f"{rig_dir / CALIBRATION_FILE}: {len(cams)} cameras but {path} names {len(names)}; "
-                         "the calibration and rig.json must list the same cameras in the same order")
-    cams.names = names
+        raise RigError(f"{path}: missing keys {missing} (see the rig folder layout in DESIGN.md)")
+    names = [str(n) for n in meta["camera_names"]]
+    width, height = int(meta["width"]), int(meta["height"])
+    fmt, calib = rig_calibration(rig_dir, meta)
+    cams = _match_cameras(load_calibration(fmt, calib, width, height), names, calib, path)
     image_ext = meta.get("image_ext", ".png")
     if image_ext not in IMAGE_EXTS:
-        raise ValueError(f"{path}: image_ext {image_ext!r} is not one of {IMAGE_EXTS}")
-    return Rig(dir=rig_dir, cams=cams, names=names, frames=[int(t) for t in meta["frames"]],
-               width=int(meta["width"]), height=int(meta["height"]), meta=meta, image_ext=image_ext)
+        raise RigError(f"{path}: image_ext {image_ext!r} is not one of {IMAGE_EXTS}")
+    return Rig(dir=rig_dir, cams=cams, names=names, frames=[int(t) for t in meta["frames"]], width=width,
+               height=height, meta=meta, image_ext=image_ext, calibration_file=calib, calibration_format=fmt)
 
 
-def load_rig_frame(rig_dir: str | Path | Rig, frame: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """One frame of every view -> (images [V,3,H,W] float in [0,1], masks [V,H,W] bool)."""
-    rig = rig_dir if isinstance(rig_dir, Rig) else load_rig(rig_dir)
-    images, masks = [], []
-    for name in rig.names:
-        for kind, out in (("images", images), ("masks", masks)):
-            path = frame_file(rig.dir, kind, name, frame, rig.image_ext)
-            img = read_image(path)
-            if tuple(img.shape[1:]) != (rig.height, rig.width):
-                raise ValueError(f"{path} (view {name}): image is {img.shape[2]}x{img.shape[1]} but rig.json says "
-                                 f"{rig.width}x{rig.height}; the calibration only holds at the rig.json size")
-            if kind == "images" and img.shape[0] < 3:
-                raise ValueError(f"{path} (view {name}): expected an RGB image, got {img.shape[0]} channel(s)")
-            out.append(img[:3] if kind == "images" else img[0] > 0.5)
-    return torch.stack(images), torch.stack(masks)
+# --- one frame -----------------------------------------------------------------------------------------------
+@dataclass
+class RigFrame:
+    """One rig frame in memory, as OpenCV decodes it: images [V] of [H,W,3] uint8 BGR, masks [V] of [H,W] uint8
+    (mouse > 127), the raw cameras (rig units, optional distortion) and the file of each view (for messages
+    and the JSON). `as_tensors()` gives the library's form."""
+
+    frame: int
+    images: list[np.ndarray]
+    masks: list[np.ndarray]
+    cams: Cameras
+    image_files: list[Path]
+    mask_files: list[Path]
+
+    def as_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images [V,3,H,W] float32 RGB in [0,1], masks [V,H,W] bool): DESIGN.md's image convention."""
+        images = torch.from_numpy(np.stack(self.images)[..., ::-1].copy()).permute(0, 3, 1, 2).float() / 255
+        return images, torch.from_numpy(np.stack(self.masks) > 127)
 
 
-def load_ground_truth(rig_dir: str | Path, frame: int) -> Gaussians:
+def _read_frame_file(path: Path, flags: int, what: str) -> np.ndarray:
+    if not path.is_file():
+        raise RigError(f"{path}: {what} not found; every camera needs an image and a mask for every frame "
+                       "(or leave the frame out with frames=[...])")
+    img = cv2.imdecode(np.fromfile(path, dtype=np.uint8), flags)
+    if img is None:
+        raise RigError(f"{path}: {what} cannot be decoded (corrupt or truncated file?); re-export it or "
+                       "leave the frame out with frames=[...]")
+    return img
+
+
+def read_rig_frame(rig: Rig, frame: int) -> RigFrame:
+    """Images and masks of one frame of a rig (`load_rig`; layout in DESIGN.md), all its cameras.
+
+    Errors (RigError, naming file and view): a missing or undecodable image or mask, a mask whose
+    size differs from its image, an image whose size differs from the calibration's. (Empty masks are
+    refused by `preprocess.preprocess_frame`, which measures them anyway.)
+    """
+    cams = rig.cams
+    images, masks, ifiles, mfiles = [], [], [], []
+    for v, name in enumerate(cams.names):
+        ip = frame_file(rig.dir, "images", name, frame, rig.image_ext)
+        mp = frame_file(rig.dir, "masks", name, frame)
+        img = _read_frame_file(ip, cv2.IMREAD_COLOR, f"image of view {v} ({name})")
+        mask = _read_frame_file(mp, cv2.IMREAD_GRAYSCALE, f"mask of view {v} ({name})")
+        if mask.shape[:2] != img.shape[:2]:
+            raise RigError(f"{mp}: mask of view {v} ({name}) is {mask.shape[1]}x{mask.shape[0]} but its image "
+                           f"{ip.name} is {img.shape[1]}x{img.shape[0]}; masks and images must have one size")
+        if (img.shape[1], img.shape[0]) != (cams.width, cams.height):
+            raise RigError(f"{ip}: image of view {v} ({name}) is {img.shape[1]}x{img.shape[0]} but the "
+                           f"calibration is for {cams.width}x{cams.height} (rig.json width/height); "
+                           "resize it back or rescale the calibration")
+        images.append(img)
+        masks.append(mask)
+        ifiles.append(ip)
+        mfiles.append(mp)
+    return RigFrame(frame=frame, images=images, masks=masks, cams=cams, image_files=ifiles, mask_files=mfiles)
+
+
+# --- the ground truth of a synthetic rig ---------------------------------------------------------------------
+def _folder(rig: Rig | str | Path) -> Path:
+    return rig.dir if isinstance(rig, Rig) else Path(rig)
+
+
+def has_ground_truth(rig: Rig | str | Path) -> bool:
+    """Whether the rig knows the true mouse (a synthetic rig: gt/centers.json, written after every frame's
+    gt/frame_*.ply). A real rig has no gt/: the ground-truth checks skip it and say so."""
+    return gt_centers_file(_folder(rig)).is_file()
+
+
+def load_ground_truth(rig: Rig | str | Path, frame: int) -> Gaussians:
     """The ground-truth gaussians of a synthetic rig frame (means [N,3] in rig mm)."""
-    path = _gt_ply(Path(rig_dir), frame)
+    path = gt_frame_file(_folder(rig), frame)
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: only synthetic rigs (make_rig_dataset) have ground truth")
     return load_ply(path)
 
 
-def load_centers(rig_dir: str | Path) -> torch.Tensor:
+def load_centers(rig: Rig | str | Path) -> torch.Tensor:
     """[F,3] ground-truth mouse body centre per frame (rig mm), from gt/centers.json."""
-    path = Path(rig_dir) / "gt" / "centers.json"
+    path = gt_centers_file(_folder(rig))
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: only synthetic rigs (make_rig_dataset) have ground truth")
     with open(path) as f:

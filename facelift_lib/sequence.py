@@ -5,7 +5,7 @@
     result = finish_sequence(cfg)         # CSV, manifest, video, summary tables (reads the per-frame files)
 
 Per frame (`process_frame`; nothing of other frames is held, so memory does not grow with the sequence):
-  1. preprocessing: the rig frame's images + masks -> FaceLift sample in memory (`preprocess.read_rig_frame`,
+  1. preprocessing: the rig frame's images + masks -> FaceLift sample in memory (`rig.read_rig_frame`,
      `preprocess_frame`, the method and size GS-LRM was trained on), resized to the model's size over white;
   2. held-out camera: GS-LRM reads the 5 other cameras, renders camera h = frame mod 6 (rotating with the
      frame), scored against that camera's preprocessed view (masked PSNR / SSIM, Mask IoU; the mask is the
@@ -58,11 +58,11 @@ from .gslrm.model import GSLRM
 from .gslrm.train import load_trained_model
 from .io import write_image
 from .metrics import image_metrics, render_views
-from .preprocess import preprocess_frame, read_rig_frame, variant_config
-from .rig import Rig, load_centers, load_ground_truth, load_rig
+from .preprocess import preprocess_frame, variant_config
+from .rig import Rig, has_ground_truth, load_centers, load_ground_truth, load_rig, read_rig_frame
 
 FRAME_NAME = "frame_{:06d}"
-DEFAULT_FPS = 10.0  # the synthetic rig's motion is ~0.1 s per frame (rig.MotionParams); rig.json "fps" wins
+DEFAULT_FPS = 10.0  # the synthetic rig's motion is ~0.1 s per frame (mouse.MotionParams); rig.json "fps" wins
 
 
 @dataclass(frozen=True)
@@ -171,7 +171,7 @@ def make_context(cfg: SequenceConfig) -> FrameContext:
     rig = load_rig(cfg.rig_dir)
     device = cfg.torch_device()
     model = load_trained_model(resolve_checkpoint(cfg.checkpoint)).eval().to(device)
-    return FrameContext(cfg=cfg, rig=rig, model=model, has_gt=(rig.dir / "gt").is_dir(),
+    return FrameContext(cfg=cfg, rig=rig, model=model, has_gt=has_ground_truth(rig),
                         background=background_rgb("white").to(device), device=device)
 
 
@@ -459,7 +459,7 @@ def mask_centres(records: list[dict]) -> pd.DataFrame:
 def trunk_truth(rig: Rig, frames: Sequence[int]) -> pd.DataFrame | None:
     """The generator's body centre of a synthetic rig (the mean of the trunk gaussians, gt/centers.json) per frame,
     as trunk_{x,y,z}_mm; None for a rig without gt/centers.json (a real rig)."""
-    if not (rig.dir / "gt" / "centers.json").is_file():
+    if not has_ground_truth(rig):
         return None
     c = load_centers(rig.dir).numpy()[list(frames)]
     return pd.DataFrame({"frame": list(frames), "trunk_x_mm": c[:, 0], "trunk_y_mm": c[:, 1],

@@ -18,7 +18,8 @@
 # # 00 · The rig data
 #
 # Everything downstream starts from a **rig folder**: per camera and frame an RGB image and a binary mask,
-# a calibration (`new_cam.pkl`, OpenCV, millimetres, world Z-up) and `rig.json` (layout in `DESIGN.md`).
+# a calibration (OpenCV, millimetres, world Z-up: MAMMAL's `new_cam.pkl`, or the DANNCE `.mat` or anipose `.toml`
+# that `rig.json` names) and `rig.json` (layout in `DESIGN.md`).
 #
 # With `rig_dir = None` the workbook builds its own: a procedural mouse made of 3D Gaussians (adult C57BL/6
 # proportions; it walks, turns, bends its spine, turns its head, rears and curls its tail), filmed by a
@@ -39,17 +40,15 @@ arena_radius_mm = 110.0  # synthetic rig: how far the mouse wanders from the are
 frame = 0              # the frame shown below
 
 # %%
-from pathlib import Path
-
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from facelift_lib import calibration, camera_report, preprocess, rig, viz
+from facelift_lib import calibration, camera_report, preprocess, rig, synthetic_rig, viz
 from facelift_lib.workbook import record, rounded
 
-rig_dir = rig.workbook_rig(rig_dir, out_dir, n_frames=n_frames, seed=seed, image_scale=rig_scale,
-                           n_gaussians=n_gaussians, lens=rig_lens, arena_radius_mm=arena_radius_mm)
+rig_dir = synthetic_rig.workbook_rig(rig_dir, out_dir, n_frames=n_frames, seed=seed, image_scale=rig_scale,
+                                     n_gaussians=n_gaussians, lens=rig_lens, arena_radius_mm=arena_radius_mm)
 r = rig.load_rig(rig_dir)
 print(f"rig: {len(r.names)} cameras {r.names}, {len(r.frames)} frames, {r.width}x{r.height} px, "
       f"units {r.meta.get('units', '?')}")
@@ -59,8 +58,9 @@ print(f"rig: {len(r.names)} cameras {r.names}, {len(r.frames)} frames, {r.width}
 # Green: the mask outline. Red cross: the mask's centre of mass, the point preprocessing centres on.
 
 # %%
-images, masks = rig.load_rig_frame(r, frame)
-stats = preprocess.mask_stats([(m.numpy() * 255).astype(np.uint8) for m in masks])
+raw = rig.read_rig_frame(r, frame)
+images, masks = raw.as_tensors()
+stats = preprocess.mask_stats(raw.masks)
 area_fraction = stats.area / (r.width * r.height)
 titles = [f"{n}  mask {a:.1%}" for n, a in zip(r.names, area_fraction)]
 fig = viz.image_grid(images, masks=masks, titles=titles, marks=stats.com, ncols=3, size=2.8,
@@ -71,8 +71,7 @@ plt.show()
 # Mask area per view over all frames: how large the mouse is in each camera, and whether any view loses it.
 
 # %%
-all_stats = [preprocess.mask_stats([(m.numpy() * 255).astype(np.uint8) for m in rig.load_rig_frame(r, t)[1]])
-             for t in r.frames]
+all_stats = [preprocess.mask_stats(rig.read_rig_frame(r, t).masks) for t in r.frames]
 areas = np.stack([s.area for s in all_stats]) / (r.width * r.height)              # [F,V]
 on_border = np.stack([s.touches_border for s in all_stats])                        # [F,V] raw mask on the border
 fig, ax = plt.subplots(figsize=(7, 3))
@@ -89,7 +88,7 @@ plt.show()
 
 # %%
 def show_view(t: int, v: int) -> None:
-    img, msk = rig.load_rig_frame(r, t)
+    img, msk = rig.read_rig_frame(r, t).as_tensors()
     viz.image_grid(img[v:v + 1], masks=msk[v:v + 1], titles=[f"{r.names[v]}, frame {t}"], size=4)
 
 
@@ -101,7 +100,7 @@ viz.browser(show_view, n_frames=len(r.frames), n_cameras=len(r.names), camera_na
 # Gaussian centres of this frame. World millimetres, Z up.
 
 # %%
-gt = rig.load_ground_truth(rig_dir, frame) if (Path(rig_dir) / "gt").is_dir() else None
+gt = rig.load_ground_truth(r, frame) if rig.has_ground_truth(r) else None
 points = None if gt is None else gt.means
 colors = None if gt is None else gt.colors
 fig = viz.plot_camera_frustums_mpl(r.cams, points=points, colors=colors, title=f"rig, frame {frame} (mm)")

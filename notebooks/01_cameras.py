@@ -40,14 +40,13 @@ ray_grid = 32          # rays per image side when comparing Plücker rays per vi
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 import torch
 
-from facelift_lib import camera_report, cameras, preprocess, rig, viz
+from facelift_lib import camera_report, cameras, preprocess, rig, synthetic_rig, viz
 from facelift_lib.workbook import record, rounded
 
-rig_dir = rig.workbook_rig(rig_dir, out_dir)
+rig_dir = synthetic_rig.workbook_rig(rig_dir, out_dir)
 r = rig.load_rig(rig_dir)
 standard = cameras.facelift_standard()
 
@@ -63,14 +62,14 @@ if human is None:
 # the ground-truth body centre.
 
 # %%
-_, masks = rig.load_rig_frame(r, frame)
+masks = rig.read_rig_frame(r, frame).masks
 # in the pixels preprocessing plans in: undistorted (lens model, skew) when the calibration has them
-stats = preprocess.camera_mask_stats([(m.numpy() * 255).astype(np.uint8) for m in masks], r.cams)
+stats = preprocess.camera_mask_stats(masks, r.cams)
 center_mm = torch.as_tensor(preprocess.mouse_center(r.cams, stats.com))
 mouse, scale, translation = rig.rig_to_facelift(r.cams, center_mm)
 print(f"mouse centre (triangulated, mm): {center_mm.numpy().round(2)};  scale {scale:.5f} FaceLift units per mm")
-has_gt = (Path(rig_dir) / "gt" / "centers.json").is_file()
-center_error_mm = float((center_mm - rig.load_centers(rig_dir)[frame]).norm()) if has_gt else None
+has_gt = rig.has_ground_truth(r)
+center_error_mm = float((center_mm - rig.load_centers(r)[frame]).norm()) if has_gt else None
 if has_gt:
     print(f"distance to the ground-truth body centre: {center_error_mm:.2f} mm")
 
@@ -123,8 +122,7 @@ plt.show()
 # Click a camera in the legend to hide it with its rays.
 
 # %%
-mouse_points = (rig.load_ground_truth(rig_dir, frame).transformed(scale, translation)
-                if (Path(rig_dir) / "gt").is_dir() else None)
+mouse_points = rig.load_ground_truth(r, frame).transformed(scale, translation) if has_gt else None
 viz.plot_cameras_3d(mouse, points=None if mouse_points is None else mouse_points.means,
                     colors=None if mouse_points is None else mouse_points.colors, max_points=2000, rays_per_side=4,
                     reference=standard, reference_name="FaceLift standard", title=f"rig in FaceLift units, frame {frame}")

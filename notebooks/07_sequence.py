@@ -77,9 +77,10 @@ from facelift_lib import viz
 from facelift_lib.behaviour import ReadoutConfig
 from facelift_lib.gslrm.train import load_trained_model
 from facelift_lib.io import read_image
-from facelift_lib.rig import ensure_rig, load_rig, workbook_rig
+from facelift_lib.rig import has_ground_truth, load_rig
 from facelift_lib.sequence import (SequenceConfig, clear_outputs, finish_sequence, protocol_text, resolve_checkpoint,
                                    run_sequence)
+from facelift_lib.synthetic_rig import ensure_rig, workbook_rig
 from facelift_lib.workbook import record
 
 out = Path(out_dir)
@@ -89,7 +90,7 @@ if rig_dir is None:
 else:
     rig_path = workbook_rig(rig_dir, out)
 rig = load_rig(rig_path)
-has_gt = (rig_path / "gt").is_dir()
+has_gt = has_ground_truth(rig)
 checkpoint = resolve_checkpoint(gslrm_checkpoint or out / "gslrm" / "run")  # missing: names 05_gslrm
 model = load_trained_model(checkpoint)
 print(f"rig {rig_path}: {len(rig.names)} cameras {rig.width}x{rig.height}, {len(rig.frames)} frames, "

@@ -488,8 +488,8 @@ def test_dannce_keeps_skew_as_the_file_has_it(tmp_path):
 def test_real_rig_dannce_calibration_with_all_six_skews_imports_and_preprocesses(tmp_path):
     """The virtual markerless_mouse_1 rig with the real calibration's six skews and lenses, written as a DANNCE
     .mat from the format's definition, loads with every skew as the file has it, becomes a rig folder's
-    new_cam.pkl and loads there (load_rig, preprocess.load_rig_cameras) without refusal."""
-    from facelift_lib import preprocess, rig as R
+    new_cam.pkl and loads there (load_rig, preprocess.checked_rig) without refusal."""
+    from facelift_lib import preprocess, synthetic_rig as R
 
     real = R.markerless_mouse_rig(1.0, lens="real")
     params, raw = dannce_fixture(real)
@@ -507,7 +507,7 @@ def test_real_rig_dannce_calibration_with_all_six_skews_imports_and_preprocesses
                                                  "camera_names": cams.names}))
     for n in cams.names:
         (folder / "images" / n).mkdir(parents=True)
-    loaded = preprocess.load_rig_cameras(folder).cams
+    loaded = preprocess.checked_rig(folder).cams
     torch.testing.assert_close(loaded.skew, cams.skew, atol=1e-9, rtol=0)
 
 

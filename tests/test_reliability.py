@@ -86,7 +86,7 @@ def test_save_sample_removes_staging_folders_of_dead_processes(tmp_path):
 
 def test_preprocess_skip_treats_oserror_as_a_bad_frame(tmp_path, monkeypatch):
     from facelift_lib import preprocess
-    from facelift_lib.rig import make_rig_dataset
+    from facelift_lib.synthetic_rig import make_rig_dataset
 
     rig_dir = make_rig_dataset(tmp_path / "rig", n_frames=2, image_scale=0.1, n_gaussians=600)
     real = preprocess.write_sample

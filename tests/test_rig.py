@@ -1,4 +1,5 @@
-"""The procedural mouse, its motion, the virtual markerless rig and the rig folder it writes."""
+"""The virtual markerless rig (facelift_lib.synthetic_rig), the rig folder it writes and how facelift_lib.rig reads
+rig folders back (calibration formats, the one frame reader, ground truth)."""
 from __future__ import annotations
 
 import json
@@ -10,13 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from facelift_lib import rig
-from facelift_lib.calibration import project_points_opencv
-from facelift_lib.rig import (ARENA_RADIUS_MM, MOUSE_PARTS, RIG_LENSES, MousePose, arena_params, body_center,
-                              ensure_rig, load_centers, load_ground_truth, load_rig, load_rig_frame, make_rig_dataset,
-                              markerless_mouse_rig, mouse_gaussians, mouse_gaussians_with_parts, mouse_trajectory,
-                              raw_view_maps, render_raw_views, rig_to_facelift, workbook_rig)
+from facelift_lib.calibration import project_points_opencv, save_anipose_toml, save_dannce_mat, save_mammal_pkl
+from facelift_lib.io import read_image, write_image
+from facelift_lib.mouse import (MOUSE_PARTS, MousePose, body_center, mouse_gaussians, mouse_gaussians_with_parts,
+                                mouse_trajectory)
 from facelift_lib.render import render_gaussians
+from facelift_lib.rig import (RigError, has_ground_truth, load_centers, load_ground_truth, load_rig, read_rig_frame,
+                              rig_to_facelift)
+from facelift_lib.synthetic_rig import (RIG_LENSES, ensure_rig, make_rig_dataset, markerless_mouse_rig, raw_view_maps,
+                                        render_raw_views, workbook_rig)
 
 SPEC_AZ = (-144.0, 31.0, 94.0, -22.0, 157.0, -77.0)
 SPEC_EL = (1.0, 15.0, 2.0, 1.0, 15.0, 18.0)
@@ -29,113 +32,7 @@ def smoke_rig(tmp_path_factory) -> Path:
     return make_rig_dataset(tmp_path_factory.mktemp("rig") / "smoke", **SMOKE)
 
 
-def _part(part: torch.Tensor, name: str) -> torch.Tensor:
-    return part == MOUSE_PARTS.index(name)
-
-
-# --- the mouse ----------------------------------------------------------------------------------------
-def test_mouse_has_adult_size_and_a_long_thin_tail():
-    g, part = mouse_gaussians_with_parts(MousePose(), n=4000, seed=0)
-    assert len(g) == 4000 and g.means.dtype == torch.float32
-    x = g.means[:, 0]
-    body = ~_part(part, "tail")
-    rump, nose = float(x[_part(part, "trunk")].min()), float(x[body].max())
-    body_length = nose - rump
-    assert 80.0 < body_length < 100.0
-    behind = g.means[x < rump - 10.0]  # everything well behind the rump is tail
-    assert len(behind) > 100
-    assert 0.75 * body_length < rump - float(x.min()) < 1.2 * body_length
-    assert float(behind[:, 1].abs().max()) < 5.0 and float(behind[:, 2].max()) < 8.0  # thin, lying low
-    assert float(g.means[:, 2].min()) > -0.5  # nothing sinks into the floor
-
-
-def test_pose_scale_and_placement():
-    g0, part = mouse_gaussians_with_parts(MousePose(), n=1500, seed=3)
-    g1, part1 = mouse_gaussians_with_parts(MousePose(x=12.0, y=-7.0, heading_deg=90.0, scale=0.8), n=1500, seed=3)
-    assert torch.equal(part, part1)  # gaussian i is the same bit of mouse in every pose (4D ground truth)
-    R = torch.tensor([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
-    expected = 0.8 * g0.means @ R.T + torch.tensor([12.0, -7.0, 0.0])
-    torch.testing.assert_close(g1.means, expected, atol=1e-4, rtol=0)
-    torch.testing.assert_close(g1.scales, 0.8 * g0.scales)
-    torch.testing.assert_close(body_center(g1, part1)[:2].float(), torch.tensor([12.0, -7.0]), atol=2.0, rtol=0)
-
-
-def test_rearing_lifts_the_head_and_keeps_hind_paws_down():
-    flat, part = mouse_gaussians_with_parts(MousePose(), n=2000, seed=0)
-    up, _ = mouse_gaussians_with_parts(MousePose(rearing=1.0), n=2000, seed=0)
-    head = _part(part, "head")
-    assert float(up.means[head, 2].mean() - flat.means[head, 2].mean()) > 30.0
-    hind_feet = _part(part, "foot") & (flat.means[:, 0] < 0)
-    torch.testing.assert_close(up.means[hind_feet], flat.means[hind_feet])
-    # the posed splats stay unit quaternions
-    torch.testing.assert_close(up.quats.norm(dim=-1), torch.ones(len(up)), atol=1e-5, rtol=0)
-
-
-def test_fur_variants_and_dark_eyes():
-    cols = {fur: mouse_gaussians_with_parts(MousePose(fur=fur), n=1500, seed=0) for fur in ("brown", "black", "white")}
-    trunk = _part(cols["black"][1], "trunk")
-    lum = {fur: float(g.colors[trunk].mean()) for fur, (g, _) in cols.items()}
-    assert lum["black"] < 0.2 < lum["brown"] < 0.6 < lum["white"]
-    g, part = cols["white"]
-    assert float(g.colors[_part(part, "eye")].max()) < 0.1
-    ear = g.colors[_part(part, "ear")].mean(0)
-    assert ear[0] > ear[2] + 0.1  # pinkish
-    assert float(g.colors[trunk].std(0).mean()) > 0.01  # per-gaussian noise
-    with pytest.raises(ValueError, match="fur"):
-        mouse_gaussians(MousePose(fur="green"), n=1000)
-
-
-# --- motion -------------------------------------------------------------------------------------------
-def test_trajectory_wanders_smoothly_over_the_arena_and_rears():
-    # (issue 13: the arena grew from 50 to 110 mm so the mouse reaches the image border as in real recordings)
-    for seed in range(3):
-        poses = mouse_trajectory(150, seed)
-        xy = torch.tensor([[p.x, p.y] for p in poses], dtype=torch.float64)
-        r = xy.norm(dim=-1)
-        assert float(r.max()) <= ARENA_RADIUS_MM + 1e-9
-        assert float(r.mean()) > 30.0 and float((r > 60.0).float().mean()) > 0.1  # often out near the walls
-        assert float((xy[1:] - xy[:-1]).norm(dim=-1).max()) < 15.0  # no jumps
-        heading = torch.tensor([p.heading_deg for p in poses], dtype=torch.float64)
-        dh = torch.remainder(heading[1:] - heading[:-1] + 180.0, 360.0) - 180.0
-        assert float(dh.abs().max()) <= 25.0 + 1e-9 and float(dh.abs().sum()) > 180.0  # it turns, smoothly
-        rear = torch.tensor([p.rearing for p in poses])
-        assert 0.5 < float(rear.max()) <= 1.0 and float((rear > 0.05).float().mean()) < 0.6
-
-
-def test_trajectory_is_deterministic_and_prefix_stable():
-    a, b = mouse_trajectory(40, seed=5), mouse_trajectory(40, seed=5)
-    assert a == b
-    assert mouse_trajectory(10, seed=5) == a[:10]
-    assert mouse_trajectory(10, seed=6) != a[:10]
-
-
-def _in_view_rates(params) -> tuple[float, float]:
-    """(views holding the whole mouse, views holding its whole body without the tail) over 2 x 60 frames."""
-    cams = markerless_mouse_rig(1.0)
-    inside_all, body_inside, n = 0, 0, 0
-    for seed in range(2):
-        for pose in mouse_trajectory(60, seed, params=params):
-            g, part = mouse_gaussians_with_parts(pose, n=1000, seed=seed)
-            uv, z = cams.project(g.means)
-            ok = (uv[..., 0] >= 0) & (uv[..., 0] <= cams.width) & (uv[..., 1] >= 0) & (uv[..., 1] <= cams.height)
-            ok &= z > 0
-            inside_all += int(ok.all(1).sum())
-            body_inside += int(ok[:, ~_part(part, "tail")].all(1).sum())
-            n += len(cams)
-    return inside_all / n, body_inside / n
-
-
-def test_mouse_reaches_the_image_border_as_often_as_in_real_recordings():
-    """Real markerless_mouse_1 recordings: 36 of 144 raw masks (25 %) touch the border. The default arena
-    puts ~1/4 of the views across it, the body stays in most views; a small arena keeps the mouse inside.
-    (issue 13: this replaced a test that wanted the mouse inside > 85 % of the views.)"""
-    whole, body = _in_view_rates(None)
-    assert 0.15 < 1 - whole < 0.40 and body > 0.8
-    whole_small, body_small = _in_view_rates(arena_params(50.0))
-    assert whole_small > 0.85 and body_small > 0.98
-
-
-# --- the rig ------------------------------------------------------------------------------------------
+# --- the virtual rig ----------------------------------------------------------------------------------
 def test_rig_geometry_matches_markerless_mouse_1():
     cams = markerless_mouse_rig()
     assert (cams.width, cams.height) == (1152, 1024) and cams.names == [f"cam_{i}" for i in range(6)]
@@ -183,7 +80,7 @@ def test_rig_to_facelift_normalises_and_keeps_every_pixel():
     uv_fl, z_fl = fl.project(pts_fl)
     assert float((uv_mm - uv_fl).abs().max()) < 1e-6
     torch.testing.assert_close(z_fl, z_mm * scale)
-    assert float(pts_fl[_part(part, "trunk")].mean(0).norm()) < 1e-9
+    assert float(pts_fl[part == MOUSE_PARTS.index("trunk")].mean(0).norm()) < 1e-9
 
 
 # --- the rig folder -----------------------------------------------------------------------------------
@@ -211,16 +108,16 @@ def test_rig_folder_layout(smoke_rig: Path):
     assert centers.shape == (8, 3) and len(list((smoke_rig / "gt").glob("frame_*.ply"))) == 8
     rig_info = load_rig(smoke_rig)
     assert rig_info.names == meta["camera_names"] and rig_info.frames == list(range(8))
-    images, masks = load_rig_frame(smoke_rig, 0)
+    images, masks = read_rig_frame(rig_info, 0).as_tensors()
     assert images.shape == (6, 3, 256, 288) and masks.shape == (6, 256, 288) and masks.dtype == torch.bool
-    raw = rig.read_image(smoke_rig / "masks" / "cam_0" / "000000.png")
+    raw = read_image(smoke_rig / "masks" / "cam_0" / "000000.png")
     assert set(torch.unique(raw * 255).tolist()) <= {0.0, 255.0}
 
 
 def test_images_masks_calibration_and_ground_truth_agree(smoke_rig: Path):
     info = load_rig(smoke_rig)
     for frame in (0, 5):
-        images, masks = load_rig_frame(info, frame)
+        images, masks = read_rig_frame(info, frame).as_tensors()
         g = load_ground_truth(smoke_rig, frame)
         rgb, alpha, _ = render_gaussians(g, info.cams)
         again = alpha[..., 0] > 0.5
@@ -238,7 +135,7 @@ def test_center_projects_inside_the_mask_in_every_view(smoke_rig: Path):
     info = load_rig(smoke_rig)
     centers = load_centers(smoke_rig)
     for frame in info.frames:
-        _, masks = load_rig_frame(info, frame)
+        _, masks = read_rig_frame(info, frame).as_tensors()
         uv, z = info.cams.project(centers[frame][None])
         for v in range(len(info.names)):
             ys, xs = torch.nonzero(masks[v], as_tuple=True)
@@ -271,8 +168,8 @@ def test_jpeg_rig_frames_read_back_close_to_the_png_rig(smoke_rig: Path, tmp_pat
     jpg = make_rig_dataset(tmp_path / "jpg", **{**SMOKE, "n_frames": 1}, image_ext=".jpg")
     assert load_rig(jpg).image_ext == ".jpg" and (jpg / "images" / "cam_0" / "000000.jpg").is_file()
     assert not list(jpg.glob("images/*/*.png")) and (jpg / "masks" / "cam_0" / "000000.png").is_file()
-    img_jpg, mask_jpg = load_rig_frame(jpg, 0)
-    img_png, mask_png = load_rig_frame(smoke_rig, 0)
+    img_jpg, mask_jpg = read_rig_frame(load_rig(jpg), 0).as_tensors()
+    img_png, mask_png = read_rig_frame(load_rig(smoke_rig), 0).as_tensors()
     assert torch.equal(mask_jpg, mask_png)
     assert (img_jpg - img_png).abs().mean() < 0.02  # quality-95 compression noise, nothing moved
     with pytest.raises(ValueError, match="image_ext"):
@@ -302,9 +199,9 @@ def test_load_rig_errors_name_the_problem(tmp_path: Path):
         load_rig(tmp_path)
     built = make_rig_dataset(tmp_path / "r", n_frames=1, seed=0, image_scale=0.125, n_gaussians=1000)
     wrong = built / "images" / "cam_2" / "000000.png"
-    rig.write_image(wrong, torch.zeros(3, 10, 10))
+    write_image(wrong, torch.zeros(3, 10, 10))
     with pytest.raises(ValueError, match="cam_2"):
-        load_rig_frame(built, 0)
+        read_rig_frame(load_rig(built), 0)
     with pytest.raises(FileNotFoundError, match="ground truth"):
         load_ground_truth(built, 5)
 
@@ -366,3 +263,103 @@ def test_real_lens_rig_folder_loads_with_its_skew(tmp_path: Path):
     assert info.meta["generator"]["lens"] == "real"
     with pytest.raises(ValueError, match="lens"):
         ensure_rig(built, lens="pinhole")
+
+
+# --- rig.json names its calibration; one frame reader; ground truth (issue 11) -----------------------------
+def _rig_json(folder: Path, cams, calibration: dict | None = None, names: list[str] | None = None) -> Path:
+    meta = {"units": "mm", "width": cams.width, "height": cams.height, "frames": [0],
+            "camera_names": names or list(cams.names), **({"calibration": calibration} if calibration else {})}
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "rig.json").write_text(json.dumps(meta))
+    return folder
+
+
+@pytest.mark.parametrize("fmt,file", [("dannce", "calib/markerless_mouse_1_dannce.mat"), ("anipose", "calibration.toml")])
+def test_a_rig_json_naming_a_dannce_or_anipose_calibration_loads_the_cameras_of_the_mammal_pkl(tmp_path: Path, fmt, file):
+    """A lab points the workbook at its rig with the calibration it has: the same cameras (skew, strong lens,
+    the half pixel applied once) through load_rig as the MAMMAL new_cam.pkl of an older rig folder (no key)."""
+    cams = markerless_mouse_rig(0.25, lens="real")        # workbook pixels
+    old = _rig_json(tmp_path / "pkl", cams)
+    save_mammal_pkl(cams, old / "new_cam.pkl", pixel_centers="workbook")
+    lab = _rig_json(tmp_path / fmt, cams, {"format": fmt, "file": file})
+    {"dannce": save_dannce_mat, "anipose": save_anipose_toml}[fmt](cams, lab / file, pixel_centers="workbook")
+    a, b = load_rig(old), load_rig(lab)
+    assert (a.calibration_format, a.calibration_file) == ("mammal", old / "new_cam.pkl")
+    assert (b.calibration_format, b.calibration_file) == (fmt, lab / file)
+    assert b.names == a.names == b.cams.names == cams.names and (b.width, b.height) == (cams.width, cams.height)
+    torch.testing.assert_close(a.cams.K, cams.K, atol=1e-9, rtol=0)
+    torch.testing.assert_close(b.cams.K, a.cams.K, atol=1e-9, rtol=0)
+    torch.testing.assert_close(b.cams.w2c, a.cams.w2c, atol=1e-8, rtol=0)
+    torch.testing.assert_close(b.cams.dist, a.cams.dist, atol=1e-12, rtol=0)
+
+
+def test_calibration_cameras_are_matched_to_rig_json_by_name_or_else_by_position(tmp_path: Path):
+    cams = markerless_mouse_rig(0.125)
+    # named: rig.json's order wins, and a subset of the calibrated cameras is fine
+    lab = _rig_json(tmp_path / "named", cams, {"format": "anipose", "file": "calibration.toml"},
+                    names=["cam_3", "cam_0", "cam_5"])
+    save_anipose_toml(cams, lab / "calibration.toml", pixel_centers="workbook")
+    r = load_rig(lab)
+    assert r.cams.names == ["cam_3", "cam_0", "cam_5"]
+    torch.testing.assert_close(r.cams.w2c, cams.w2c[[3, 0, 5]], atol=1e-8, rtol=0)
+    # unnamed (a real MAMMAL new_cam.pkl has no names): by position, as rig.json names them
+    unnamed = _rig_json(tmp_path / "unnamed", cams, names=[f"view{i}" for i in range(6)])
+    save_mammal_pkl(cams.replace(names=[str(i) for i in range(6)]), unnamed / "new_cam.pkl", pixel_centers="workbook")
+    r = load_rig(unnamed)
+    assert r.cams.names == [f"view{i}" for i in range(6)]
+    torch.testing.assert_close(r.cams.w2c, cams.w2c, atol=1e-12, rtol=0)
+    # some names match, some do not: refused, naming both lists
+    partial = _rig_json(tmp_path / "partial", cams, names=["cam_0", "cam_1", "cam_2", "cam_3", "cam_4", "side"])
+    save_mammal_pkl(cams, partial / "new_cam.pkl", pixel_centers="workbook")
+    with pytest.raises(RigError, match=r"new_cam\.pkl: 6 cameras named .*cam_5.* names 6: .*side"):
+        load_rig(partial)
+
+
+def test_calibration_key_errors_name_the_file_and_the_fix(tmp_path: Path):
+    cams = markerless_mouse_rig(0.125)
+    bad = _rig_json(tmp_path / "fmt", cams, {"format": "opencv_yaml", "file": "cams.yaml"})
+    with pytest.raises(RigError, match=r"rig\.json: calibration format 'opencv_yaml' is not one of"):
+        load_rig(bad)
+    no_file = _rig_json(tmp_path / "nofile", cams, {"format": "dannce"})
+    with pytest.raises(RigError, match=r'rig\.json: "calibration" must be'):
+        load_rig(no_file)
+    missing = _rig_json(tmp_path / "missing", cams, {"format": "dannce", "file": "calib.mat"})
+    with pytest.raises(FileNotFoundError, match=r"calib\.mat"):
+        load_rig(missing)
+    other_size = _rig_json(tmp_path / "size", cams.replace(width=2 * cams.width, height=2 * cams.height),
+                           {"format": "anipose", "file": "calibration.toml"})
+    save_anipose_toml(cams, other_size / "calibration.toml", pixel_centers="workbook")
+    with pytest.raises(RigError, match=r"calibration\.toml: the anipose calibration is for 144x128 .* rig\.json says 288x256"):
+        load_rig(other_size)
+
+
+def test_the_synthetic_rig_names_its_calibration_and_an_old_rig_json_without_the_key_loads_the_same(smoke_rig: Path,
+                                                                                                     tmp_path: Path):
+    meta = json.loads((smoke_rig / "rig.json").read_text())
+    assert meta["calibration"] == {"format": "mammal", "file": "new_cam.pkl"}
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "new_cam.pkl").write_bytes((smoke_rig / "new_cam.pkl").read_bytes())
+    (old / "rig.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "calibration"}))
+    a, b = load_rig(smoke_rig), load_rig(old)
+    assert torch.equal(a.cams.K, b.cams.K) and torch.equal(a.cams.w2c, b.cams.w2c) and a.names == b.names
+
+
+def test_one_frame_reader_gives_opencvs_arrays_and_the_librarys_tensors(smoke_rig: Path):
+    r = load_rig(smoke_rig)
+    rf = read_rig_frame(r, 3)
+    assert rf.images[0].dtype == np.uint8 and rf.images[0].shape == (r.height, r.width, 3)   # BGR as decoded
+    images, masks = rf.as_tensors()
+    for v, name in enumerate(r.names):
+        assert torch.equal(images[v], read_image(smoke_rig / "images" / name / "000003.png"))   # RGB float [0,1]
+        assert torch.equal(masks[v], read_image(smoke_rig / "masks" / name / "000003.png")[0] > 0.5)
+    assert rf.image_files[1] == smoke_rig / "images" / "cam_1" / "000003.png"
+
+
+def test_has_ground_truth_is_the_synthetic_rigs_gt_folder(smoke_rig: Path, tmp_path: Path):
+    assert has_ground_truth(smoke_rig) and has_ground_truth(load_rig(smoke_rig))
+    real = tmp_path / "real"
+    real.mkdir()
+    for name in ("rig.json", "new_cam.pkl"):
+        (real / name).write_bytes((smoke_rig / name).read_bytes())
+    assert not has_ground_truth(real) and not has_ground_truth(load_rig(real))

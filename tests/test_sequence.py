@@ -20,8 +20,9 @@ from facelift_lib import sequence
 from facelift_lib.behaviour import (angle_diff_deg, cloud_step, frame_readouts, heading_continuity, heading_from_motion,
                                     jitter, readout_errors, smooth_readouts)
 from facelift_lib.gslrm import GSLRM, GSLRMConfig
-from facelift_lib.preprocess import preprocess_frame, read_rig_frame, variant_config
-from facelift_lib.rig import load_ground_truth, load_rig, make_rig_dataset
+from facelift_lib.preprocess import preprocess_frame, variant_config
+from facelift_lib.rig import load_ground_truth, load_rig, read_rig_frame
+from facelift_lib.synthetic_rig import make_rig_dataset
 from facelift_lib.sequence import SequenceConfig, finish_sequence, run_sequence
 
 TINY = GSLRMConfig(image_size=32, patch_size=4, d=32, n_layers=1, n_heads=2)
