@@ -565,6 +565,20 @@ def test_corrupt_png_names_file_and_view(tmp_path, kind, what):
         preprocess_rig(rig, tmp_path / "out", size=64)
 
 
+def test_preprocess_rig_takes_a_rig_read_once(tmp_path):
+    """02 runs five variants on one Rig: given a Rig, preprocess_rig reads neither rig.json nor the calibration
+    again (both deleted here), and writes what it writes from the folder."""
+    folder = write_rig(tmp_path / "rig", n_frames=2)
+    from_folder = preprocess_rig(folder, tmp_path / "a", method="pixel_based", size=32)
+    rig = checked_rig(folder)
+    (folder / "rig.json").unlink()
+    (folder / "new_cam.pkl").unlink()
+    from_rig = preprocess_rig(rig, tmp_path / "b", method="pixel_based", size=32)
+    assert [d.name for d in from_rig] == [d.name for d in from_folder] == ["frame_000000", "frame_000001"]
+    for a, b in zip(from_folder, from_rig):
+        assert (a / "images" / "cam_000.png").read_bytes() == (b / "images" / "cam_000.png").read_bytes()
+
+
 def test_unknown_method_and_frames_are_errors(tmp_path):
     with pytest.raises(ValueError, match="method must be one of"):
         PreprocessConfig(method="center_crop")
