@@ -160,13 +160,17 @@ def jitter(pred: pd.DataFrame, truth: pd.DataFrame | None = None) -> dict[str, f
 
     With truth: the RMS over frame pairs of (pred step - true step), i.e. how much the readout moves that the
     mouse did not: centroid_jitter_mm (3D steps), heading_jitter_deg, length_jitter_mm, height_jitter_mm.
-    Without truth (a real rig): the RMS second difference (frame-to-frame acceleration) under the same names
+    Steps are taken between consecutive frames only (an integer frame index with a gap, e.g. a skipped frame,
+    drops the step across it). Without truth (a real rig): the RMS second difference (frame-to-frame acceleration) under the same names
     with the suffix _acc; it mixes jitter with real accelerations, so it is an upper bound, not the jitter.
     """
     def steps(df: pd.DataFrame) -> dict[str, np.ndarray]:
         return {"centroid": np.diff(df[CENTROID].to_numpy(), axis=0),
                 "heading": angle_diff_deg(df["heading_deg"].to_numpy()[1:], df["heading_deg"].to_numpy()[:-1]),
                 "length": np.diff(df["length_mm"].to_numpy()), "height": np.diff(df["height_mm"].to_numpy())}
+
+    idx = np.asarray(pred.index)  # frame numbers: steps across a gap (skipped frames) are not frame-to-frame
+    consecutive = np.diff(idx) == 1 if np.issubdtype(idx.dtype, np.integer) else np.ones(max(len(idx) - 1, 0), bool)
 
     def rms(x: np.ndarray) -> float:
         x = x.reshape(len(x), -1)
@@ -176,8 +180,9 @@ def jitter(pred: pd.DataFrame, truth: pd.DataFrame | None = None) -> dict[str, f
     sp = steps(pred)
     if truth is not None:
         st = steps(truth)
-        return {f"{k}_jitter_{units[k]}": rms(sp[k] - st[k]) for k in sp}
-    return {f"{k}_jitter_{units[k]}_acc": rms(np.diff(v, axis=0)) for k, v in sp.items()}
+        return {f"{k}_jitter_{units[k]}": rms((sp[k] - st[k])[consecutive]) for k in sp}
+    both = consecutive[1:] & consecutive[:-1]
+    return {f"{k}_jitter_{units[k]}_acc": rms(np.diff(v, axis=0)[both]) for k, v in sp.items()}
 
 
 def smooth_readouts(df: pd.DataFrame, window: int = 7, polyorder: int = 2) -> pd.DataFrame:

@@ -52,14 +52,15 @@ from .behaviour import (CENTROID, READOUT_COLUMNS, ReadoutConfig, circular_std_d
                         fix_heading_sign, jitter, readout_errors, smooth_readouts)
 from .cameras import FACELIFT_DISTANCE, FACELIFT_FOCAL, orbit_cameras
 from .gaussians import Gaussians, load_ply, save_ply
-from .gslrm.data import background_rgb, resize_views
+from .gslrm.data import resize_views
 from .gslrm.export import ExportFilters, filter_gaussians
 from .gslrm.model import GSLRM
 from .gslrm.train import load_trained_model
+from .images import background_rgb
 from .io import write_image
 from .metrics import image_metrics, render_views
 from .preprocess import preprocess_frame, variant_config
-from .rig import Rig, has_ground_truth, load_centers, load_ground_truth, load_rig, read_rig_frame
+from .rig import Rig, RigError, has_ground_truth, load_centers, load_ground_truth, load_rig, read_rig_frame
 
 FRAME_NAME = "frame_{:06d}"
 DEFAULT_FPS = 10.0  # the synthetic rig's motion is ~0.1 s per frame (mouse.MotionParams); rig.json "fps" wins
@@ -77,6 +78,9 @@ class SequenceConfig:
     fps: frame rate for timestamps when rig.json has no "fps". panel_size: video tile side (px).
     turn_frames: frames per full turn of the turning view. threads: torch threads per worker (1 makes a run
       bit-identical whatever the number of workers). device: "auto" (CUDA if available), "cpu", "cuda", ...
+    on_error: a frame whose rig files are bad (missing, undecodable, an empty mask: RigError / PreprocessError)
+      stops the run ("raise", naming the frame) or is recorded as skipped with its error and left out of the
+      tables ("skip"; listed in the manifest and counted in the summary).
     """
 
     rig_dir: str
@@ -93,6 +97,11 @@ class SequenceConfig:
     turn_elevation_deg: float = 20.0
     threads: int = 1
     device: str = "auto"
+    on_error: str = "raise"
+
+    def __post_init__(self) -> None:
+        if self.on_error not in ("raise", "skip"):
+            raise ValueError(f"SequenceConfig: on_error must be 'raise' or 'skip', got {self.on_error!r}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -352,7 +361,15 @@ def process_frames(cfg: SequenceConfig, frames: Sequence[int], progress: bool = 
     with torch_threads(cfg.threads):
         ctx = make_context(cfg)
         for f in tqdm(todo, desc="sequence frames", disable=not progress):
-            process_frame(ctx, f)
+            try:
+                process_frame(ctx, f)
+            except RigError as e:  # PreprocessError included: bad input files of this frame, named in e
+                if cfg.on_error == "raise":
+                    raise RigError(f"sequence frame {f}: {e} (or run with on_error='skip' to leave such frames "
+                                   "out)") from e
+                _atomic_json(Path(cfg.out_dir) / "frames" / f"{frame_name(f)}.json",
+                             {"frame": int(f), "timestamp_s": frame_timestamp(ctx.rig, f, cfg.fps),
+                              "error": f"{type(e).__name__}: {e}"})
     return len(todo)
 
 
@@ -477,26 +494,27 @@ def cloud_steps(cfg: SequenceConfig, records: list[dict], max_points: int = 3000
         pts = g.means[g.opacities >= cfg.readout.min_opacity]
         return pts[:: max(1, math.ceil(len(pts) / max_points))]
 
-    rows, prev, prev_gt = [], None, None
+    rows, prev, prev_gt, prev_frame = [], None, None, None
     for r in records:
         cur = cloud(load_ply(out / r["ply"]))
         cur_gt = cloud(load_ground_truth(rig.dir, r["frame"])) if r["truth"] is not None else None
-        if prev is not None:
+        if prev is not None and r["frame"] == prev_frame + 1:
             row = {"frame": r["frame"], "cloud_step_mm": cloud_step(prev, cur)}
             if cur_gt is not None and prev_gt is not None:
                 row["true_cloud_step_mm"] = cloud_step(prev_gt, cur_gt)
             rows.append(row)
-        prev, prev_gt = cur, cur_gt
+        prev, prev_gt, prev_frame = cur, cur_gt, r["frame"]
     return pd.DataFrame(rows).set_index("frame") if rows else pd.DataFrame()
 
 
-def write_manifest(cfg: SequenceConfig, records: list[dict]) -> Path:
+def write_manifest(cfg: SequenceConfig, records: list[dict], skipped: Sequence[dict] = ()) -> Path:
     out = Path(cfg.out_dir)
     rig = load_rig(cfg.rig_dir)
     manifest = {"rig_dir": str(cfg.rig_dir), "units": "mm", "world": "rig world, Z up, floor z = 0",
                 "fps": float(rig.meta.get("fps", cfg.fps)), "checkpoint": cfg.to_dict()["checkpoint_file"],
                 "frames": [{"frame": r["frame"], "timestamp_s": r["timestamp_s"], "ply": r["ply"],
-                            "n_gaussians": r["n_gaussians_kept"]} for r in records]}
+                            "n_gaussians": r["n_gaussians_kept"]} for r in records],
+                "skipped": [{"frame": r["frame"], "timestamp_s": r["timestamp_s"], "error": r["error"]} for r in skipped]}
     path = out / "manifest.json"
     _atomic_json(path, manifest)
     return path
@@ -563,7 +581,11 @@ def finish_sequence(cfg: SequenceConfig, smooth_window: int = 7, smooth_polyorde
 
     heading_sign / min_step_mm: how the heading's sign is chosen (`behaviour.fix_heading_sign`), for the
     predicted and the true readouts alike. smooth_window / smooth_polyorder: `behaviour.smooth_readouts`."""
-    records = read_frame_records(cfg)
+    everything = read_frame_records(cfg)
+    skipped = [r for r in everything if "error" in r]
+    records = [r for r in everything if "error" not in r]
+    if not records:
+        raise ValueError(f"{cfg.out_dir}: every frame was skipped (on_error='skip'); first error: {skipped[0]['error']}")
     frames = [r["frame"] for r in records]
     rig = load_rig(cfg.rig_dir)
     raw = readout_table(records)
@@ -593,6 +615,7 @@ def finish_sequence(cfg: SequenceConfig, smooth_window: int = 7, smooth_polyorde
     protocols = {k: heldout_p for k in s}
     s.update(jitter(readouts))
     s["heading_spread_deg"] = circular_std_deg(readouts["heading_deg"])
+    s["frames_skipped"] = float(len(skipped))
     if truth is not None:
         err, err_s = readout_errors(readouts, truth), readout_errors(smoothed, truth)
         for k in ("centroid_err_mm", "heading_err_deg"):
@@ -640,7 +663,8 @@ def finish_sequence(cfg: SequenceConfig, smooth_window: int = 7, smooth_polyorde
         tmp = out / f".readouts.{os.getpid()}.tmp.csv"
         table.to_csv(tmp, float_format="%.4f")
         os.replace(tmp, csv)
-        files = {"csv": csv, "manifest": write_manifest(cfg, records), "video": write_video(cfg, records, video_format)}
+        files = {"csv": csv, "manifest": write_manifest(cfg, records, skipped),
+                 "video": write_video(cfg, records, video_format)}
     return SequenceResult(readouts=readouts, smoothed=smoothed, heldout=heldout, truth=truth, trunk=trunk,
                           clouds=clouds, files=files, protocols=protocols, summary=s)
 

@@ -63,6 +63,7 @@ workers = 1                  # processes, each a contiguous frame range (same fi
 threads = 1                  # torch threads per worker (1: the same bits whatever `workers`)
 panel_size = 96              # video tile side (px)
 video_format = "mp4"         # "mp4" (imageio-ffmpeg) or "gif"
+on_error = "raise"           # a frame with bad rig files: "raise" (stop, naming it) or "skip" (listed in the manifest)
 resume = False               # smoke: a fresh run every time; True continues an interrupted run
 
 # %%
@@ -99,7 +100,7 @@ print(f"GS-LRM {checkpoint.name}: {model.config.image_size}², d {model.config.d
       "trained with 5 input views (05: cameras 0-4 in, 5 held out); it has no view embedding, so any 5 or 6 posed views go in")
 cfg = SequenceConfig(rig_dir=str(rig_path), out_dir=str(seq_dir), checkpoint=str(checkpoint),
                      method=method, preprocess_size=preprocess_size, readout=ReadoutConfig(min_opacity=min_opacity),
-                     panel_size=panel_size, turn_frames=len(rig.frames), threads=threads)
+                     panel_size=panel_size, turn_frames=len(rig.frames), threads=threads, on_error=on_error)
 if not resume:
     clear_outputs(cfg)
 
@@ -114,6 +115,9 @@ print(f"{stats.processed} of {stats.frames} frames processed in {stats.seconds:.
 res = finish_sequence(cfg, smooth_window=smooth_window, smooth_polyorder=smooth_polyorder, heading_sign=heading_sign,
                       video_format=video_format)
 print("files:", {k: str(v) for k, v in res.files.items()})
+if res.summary["frames_skipped"]:
+    print(f"{res.summary['frames_skipped']:.0f} frame(s) skipped for bad rig files (manifest.json 'skipped' lists them "
+          "with their errors); the tables below leave them out")
 
 # %% [markdown]
 # ## Held-out camera

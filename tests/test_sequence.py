@@ -346,3 +346,28 @@ def test_mask_centre_baseline_is_reported_with_the_truth(clean_run):
     _, _, res = clean_run
     assert 0.0 <= res.summary["baseline_centroid_err_mm"] < 10.0  # the rays through the mask centroids meet near it
     assert "no GS-LRM" in res.protocols["baseline_centroid_err_mm"]["input_views"]
+
+
+def test_a_frame_with_an_empty_mask_stops_the_run_or_is_skipped(tiny_rig, tiny_checkpoint, tmp_path):
+    """on_error='raise' names the frame; 'skip' records it with its error, leaves it out of the tables and the
+    video, lists it in the manifest, and drops the steps across the gap from the jitter."""
+    from facelift_lib.io import write_mask
+    from facelift_lib.rig import RigError, frame_file
+
+    bad = tmp_path / "rig"
+    shutil.copytree(tiny_rig, bad)
+    rig = load_rig(bad)
+    write_mask(frame_file(bad, "masks", rig.names[4], 2), np.zeros((rig.height, rig.width), bool))
+    with pytest.raises(RigError, match="sequence frame 2:.*on_error='skip'"):
+        run_sequence(seq_config(bad, tiny_checkpoint, tmp_path / "raise"), progress=False)
+    cfg = seq_config(bad, tiny_checkpoint, tmp_path / "skip", on_error="skip")
+    run_sequence(cfg, progress=False)
+    res = finish_sequence(cfg, smooth_window=3, smooth_polyorder=1)
+    assert res.summary["frames_skipped"] == 1 and list(res.readouts.index) == [0, 1, 3, 4, 5]
+    manifest = json.loads(res.files["manifest"].read_text())
+    assert [s["frame"] for s in manifest["skipped"]] == [2] and "cam_4" in manifest["skipped"][0]["error"]
+    assert 2 not in res.clouds.index and 3 not in res.clouds.index  # no cloud step across the gap
+    moved = res.readouts.copy()
+    moved.loc[[3, 4, 5], "centroid_x_mm"] += 1000.0  # a jump across the gap is not a frame-to-frame step
+    assert jitter(moved, res.truth)["centroid_jitter_mm"] == pytest.approx(
+        jitter(res.readouts, res.truth)["centroid_jitter_mm"])
