@@ -22,7 +22,7 @@ import scipy.io
 import toml
 import torch
 
-from .cameras import Cameras, crop_intrinsics
+from .cameras import Cameras
 
 
 # --- OpenCV's lens model ------------------------------------------------------------------------------
@@ -150,9 +150,16 @@ OPENCV_TO_WORKBOOK_PX = 0.5   # u_workbook = u_opencv + 0.5
 PIXEL_CENTERS = ("opencv", "workbook")
 
 
+def pixel_offset_matrix(offset: float) -> np.ndarray:
+    """[3,3] homogeneous pixel map u' = u + offset, v' = v + offset: the one half-pixel shift between pixel-centre
+    conventions (offset -OPENCV_TO_WORKBOOK_PX takes workbook pixels to OpenCV's; left-multiply a K, conjugate a
+    pixel map)."""
+    return np.array([[1.0, 0.0, offset], [0.0, 1.0, offset], [0.0, 0.0, 1.0]])
+
+
 def _shift_pixels(K: np.ndarray | torch.Tensor, offset: float) -> torch.Tensor:
     """K whose pixel coordinates are u + offset, v + offset (K [...,3,3])."""
-    return crop_intrinsics(torch.as_tensor(np.asarray(K), dtype=torch.float64), -offset, -offset)
+    return torch.as_tensor(pixel_offset_matrix(offset) @ np.asarray(K, dtype=np.float64))
 
 
 def _pixel_offset(pixel_centers: str) -> float:

@@ -3,7 +3,9 @@
 Activated values (the model applies its activations; the renderer takes these as they are):
 means [N,3], quats [N,4] wxyz normalised, scales [N,3] linear, opacities [N] in [0,1],
 colors [N,3] in [0,1] (SH degree 0). A leading batch dim [B,N,...] is allowed where stated.
-PLY in/out (standard 3DGS layout) lives in this module too.
+PLY in/out (standard 3DGS layout) lives in this module too, and the library's rotation helpers (quaternions,
+rotation about Z, Rodrigues): the lowest module that needs them, so render, the mouse, synthetic views and
+the GS-LRM trainer share one definition each.
 """
 from __future__ import annotations
 
@@ -92,6 +94,25 @@ def quat_to_matrix(q: torch.Tensor) -> torch.Tensor:
         2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
         2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
     ], -1).reshape(q.shape[:-1] + (3, 3))
+
+
+def rotation_z(angle: torch.Tensor) -> torch.Tensor:
+    """Rotations about +Z (x turns towards y) by angle [...] radians -> [...,3,3], in angle's dtype."""
+    c, s = angle.cos(), angle.sin()
+    o, z = torch.ones_like(angle), torch.zeros_like(angle)
+    return torch.stack([c, -s, z, s, c, z, z, z, o], -1).reshape(angle.shape + (3, 3))
+
+
+def axis_angle_matrix(axis: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
+    """Rodrigues: rotations by angle [...] radians about axis [...,3] (any norm; the two broadcast) -> [...,3,3],
+    right-handed (counter-clockwise looking down the axis)."""
+    axis, angle = torch.broadcast_tensors(torch.nn.functional.normalize(axis, dim=-1), angle[..., None])
+    angle = angle[..., 0]
+    x, y, z = axis.unbind(-1)
+    zero = torch.zeros_like(x)
+    Kx = torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], -1).reshape(x.shape + (3, 3))
+    s, c = angle.sin()[..., None, None], angle.cos()[..., None, None]
+    return torch.eye(3, dtype=axis.dtype, device=axis.device) + s * Kx + (1 - c) * (Kx @ Kx)
 
 
 # --- PLY (standard 3DGS layout, what splat viewers open) ----------------------------------------

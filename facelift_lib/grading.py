@@ -67,8 +67,9 @@ from facelift_lib.cameras import FACELIFT_SIZE, Cameras
 from facelift_lib.gaussians import Gaussians
 from facelift_lib.io import CAMERA_FILE, image_paths, load_sample
 from facelift_lib.metrics import mask_iou
-from facelift_lib.preprocess import apply_homography, sample_normalization
+from facelift_lib.preprocess import sample_normalization
 from facelift_lib.render import render_gaussians
+from facelift_lib.warp import apply_homography
 
 REFERENCE_SIZE = 512          # px scale of the reported sizes and offsets
 NEAR_EMPTY_FRACTION = 0.001   # mask area below this fraction of the image: the view is (near-)empty

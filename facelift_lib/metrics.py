@@ -61,7 +61,11 @@ def ssim_masked(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
 
 
 def mask_iou(pred_alpha: Tensor, target_alpha: Tensor, threshold: float = 0.5) -> Tensor:
-    """[N] IoU of (rendered alpha > threshold) and (target alpha > threshold); NaN when both are empty."""
+    """[N] IoU of (rendered alpha > threshold) and (target alpha > threshold), alphas [N,...].
+
+    The workbook's one Mask IoU (metrics, grading's `mask_consistency`). When both masks are empty the IoU
+    is NaN, not 1: there is nothing to compare, and a perfect score for "no mouse in either" would lift a mean
+    over views; averages skip it (pandas' mean, np.nanmean), so report how many views were counted."""
     p, t = pred_alpha > threshold, target_alpha > threshold
     inter = (p & t).flatten(1).sum(1).float()
     union = (p | t).flatten(1).sum(1).float()

@@ -31,9 +31,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .gaussians import Gaussians, quat_to_matrix
+
 if TYPE_CHECKING:  # imports point down the module map: render knows cameras and gaussians
     from .cameras import Cameras
-    from .gaussians import Gaussians
 
 TILE = 16      # gsplat's tile size
 CPU_TILE = 8   # our tile size on CPU; results do not depend on it (the bbox culling is exact)
@@ -49,13 +50,7 @@ EXTEND_MAX = 3.33  # gsplat's bbox extent in standard deviations
 # --- projection ---------------------------------------------------------------------------------
 def covariance_3d(quats: Tensor, scales: Tensor) -> Tensor:
     """World covariance [N,3,3] = R diag(s²) Rᵀ from wxyz quats [N,4] (any norm) and linear scales [N,3]."""
-    w, x, y, z = torch.nn.functional.normalize(quats, dim=-1).unbind(-1)
-    R = torch.stack([
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    ], -1).reshape(quats.shape[:-1] + (3, 3))
-    M = R * scales[..., None, :]
+    M = quat_to_matrix(quats) * scales[..., None, :]
     return M @ M.transpose(-1, -2)
 
 
@@ -365,7 +360,7 @@ def render(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colo
     if skewed:  # gsplat (and this renderer, which matches it) read fx, fy, cx, cy only
         raise ValueError(f"render: camera(s) {skewed} have skew K[0,1] = {[float(Ks[i, 0, 1]) for i in skewed]}; "
                          "gsplat has no skew. Render a skew-free camera (K[0,1] = 0) and resample its image "
-                         "exactly (rig.render_raw_views does), or use a preprocessed sample's cameras")
+                         "exactly (synthetic_rig.render_raw_views does), or use a preprocessed sample's cameras")
     if background is not None:
         background = torch.as_tensor(background, dtype=means.dtype, device=means.device).reshape(3)
     use_gsplat = backend == "gsplat" or (backend == "auto" and means.is_cuda)

@@ -24,21 +24,11 @@ import torch
 from tqdm import tqdm
 
 from .cameras import CAMERA_SPECS, Cameras, standard_cameras
-from .gaussians import Gaussians
+from .gaussians import Gaussians, rotation_z
+from .images import on_white, resize_images, resize_rgba, straight_alpha
 from .io import load_sample, read_list_file, save_sample, validate_sample, write_list_file
 
 SPLITS = ("train", "val")
-
-
-def _rot_z(deg: float) -> torch.Tensor:
-    a = math.radians(deg)
-    return torch.tensor([[math.cos(a), -math.sin(a), 0.0], [math.sin(a), math.cos(a), 0.0], [0.0, 0.0, 1.0]])
-
-
-def straight_alpha(rgb_premultiplied: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-    """Rendered (premultiplied, black background) rgb [...,3,H,W] + alpha [...,1,H,W] -> straight RGBA."""
-    rgb = torch.where(alpha > 1e-4, rgb_premultiplied / alpha.clamp(min=1e-4), torch.zeros_like(rgb_premultiplied))
-    return torch.cat([rgb.clamp(0, 1), alpha.clamp(0, 1)], -3)
 
 
 def _check_samples(dirs: Sequence[Path], expected_views: int) -> None:
@@ -55,7 +45,10 @@ def normalised_ground_truth(gt_rig: Gaussians, scale: float, translation, yaw_de
     """Ground-truth gaussians (rig units) in a sample's FaceLift world: x = scale * (x_rig + translation),
     then turned by yaw_deg about the vertical axis (Z up)."""
     g = gt_rig.to(torch.float32).transformed(float(scale), torch.as_tensor(translation, dtype=torch.float32))
-    return g.transformed(1.0, torch.zeros(3), rotation=_rot_z(yaw_deg)) if yaw_deg else g
+    if not yaw_deg:
+        return g
+    yaw = rotation_z(torch.tensor(math.radians(yaw_deg), dtype=torch.float64)).float()
+    return g.transformed(1.0, torch.zeros(3), rotation=yaw)
 
 
 def standard_sample_ground_truth(rig_dir: str | Path, sample_dir: str | Path) -> tuple[Gaussians, float]:
@@ -152,7 +145,6 @@ def generate_dataset(checkpoint: str | Path, inputs: dict[str, str | Path], out_
     """
     from .metrics import METRIC_COLUMNS, image_metrics
     from .mvdiffusion.pipeline import load_checkpoint_pipeline
-    from .mvdiffusion.train import on_white, resize_images
 
     checkpoint = Path(checkpoint)
     pipe = load_checkpoint_pipeline(checkpoint, use_ema=use_ema, device=device)
@@ -174,10 +166,11 @@ def generate_dataset(checkpoint: str | Path, inputs: dict[str, str | Path], out_
             for src, (imgs, _) in zip(chunk, loaded):
                 if not 0 <= reference_view_idx < len(imgs):
                     raise IndexError(f"{src}: reference view {reference_view_idx} but the sample has {len(imgs)} views")
-            refs = torch.cat([resize_images(imgs[reference_view_idx:reference_view_idx + 1], model.image_size)
+            refs = torch.cat([resize_rgba(imgs[reference_view_idx:reference_view_idx + 1], model.image_size)
                               for imgs, _ in loaded])
             batch_seed = seed + start
             views = pipe(refs, num_inference_steps, guidance_scale, seed=batch_seed, progress=False, eta=eta)
+            # generated RGB is already on white: resized channel by channel
             views = resize_images(views.flatten(0, 1), size).view(len(chunk), V, 4, size, size)
             for i, (src, (imgs, src_cams)) in enumerate(zip(chunk, loaded)):
                 rgba = torch.cat([views[i, :, :3], (views[i, :, 3:4] > 0.5).float()], 1)
@@ -189,7 +182,7 @@ def generate_dataset(checkpoint: str | Path, inputs: dict[str, str | Path], out_
                 dirs.append(d)
                 gt = _ground_truth_at(imgs, src_cams, pipe.camera_type, V)
                 if gt is not None:
-                    t = on_white(resize_images(gt, size))
+                    t = on_white(resize_rgba(gt, size))
                     m = image_metrics(rgba[:, :3], rgba[:, 3:4], t[:, :3], t[:, 3:4])
                     rows += [{"split": split, "sample": src.name, "view": v,
                               **{name: float(m[name][v]) for name in METRIC_COLUMNS}} for v in range(V)]

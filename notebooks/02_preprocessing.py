@@ -32,7 +32,7 @@
 #
 # All: world Z-up, centred on the triangulated mouse centre (least squares over the rays through the mask
 # centroids), one uniform scale per sample so that the mean camera distance is 2.7. A calibration's lens
-# distortion and skew are undone inside the one warp per view (`preprocess.lens_maps`), so written cameras are
+# distortion and skew are undone inside the one warp per view (`warp.lens_maps`), so written cameras are
 # skew-free pinholes; output pixels whose ray lies beyond the radius where the lens polynomial folds back are
 # left empty (no "ghost" mice); mask statistics see the whole undistorted mask, even where it leaves the raw
 # frame. Nothing is assumed: each variant is graded on what it is meant to control (below), and its cameras

@@ -22,16 +22,16 @@ from facelift_lib.calibration import (distortion_valid, distortion_valid_radius,
                                       undistort_normalized)
 from facelift_lib.cameras import Cameras, intrinsics, look_at_w2c
 from facelift_lib.render import render_gaussians
-from facelift_lib import preprocess
+from facelift_lib import calibration, preprocess, warp
 from facelift_lib.gaussians import Gaussians
 from facelift_lib.grading import GRADE_LIMITS, consistency_table, grade_dataset
 from facelift_lib.io import load_sample, validate_sample
 from facelift_lib.preprocess import (METHODS, RAW_NEAR_EMPTY_FRACTION, VARIANTS, PreprocessConfig, PreprocessError,
-                                     apply_homography, checked_rig, crop_resize_matrix, mask_stats, opencv_intrinsics,
-                                     preprocess_frame, preprocess_rig, rotation_homography, to_opencv_pixels,
-                                     train_val_split, triangulate_rays, variant_config)
+                                     checked_rig, mask_stats, preprocess_frame, preprocess_rig, train_val_split,
+                                     triangulate_rays, variant_config)
 from facelift_lib.rig import RigFrame, load_ground_truth, read_rig_frame
 from facelift_lib.synthetic_rig import make_rig_dataset
+from facelift_lib.warp import apply_homography, crop_resize_matrix, opencv_intrinsics, rotation_homography, to_opencv_pixels
 
 W, H = 320, 240
 CENTER = np.array([12.0, -8.0, 20.0])         # ellipsoid centre, rig mm
@@ -193,10 +193,10 @@ def test_warp_view_reads_only_its_window_and_matches_the_whole_image_warp(case):
         a = 0.15
         R_rel = np.array([[math.cos(a), 0, math.sin(a)], [0, 1, 0], [-math.sin(a), 0, math.cos(a)]])
         shrink = 3
-    x0, y0, x1, y1 = preprocess.source_window(rotation_homography(K, R_rel, K_img), size, w, h, 2 * shrink, shrink)
+    x0, y0, x1, y1 = warp.source_window(rotation_homography(K, R_rel, K_img), size, w, h, 2 * shrink, shrink)
     if case == "crop_inside":  # the window is the crop (side size/scale) plus padding, not the image
         assert 0 < x0 and 0 < y0 and x1 < w and y1 < h and x1 - x0 <= size / scale + 6
-    out = preprocess.warp_view(image, mask, K, None, R_rel, K_img, size, shrink)
+    out = warp.warp_view(image, mask, K, None, R_rel, K_img, size, shrink)
     ref = _reference_warp(image, mask, K, R_rel, K_img, size, shrink)
     assert out.shape == (size, size, 4) and out.dtype == np.uint8
     if case == "sees_nothing":
@@ -211,7 +211,7 @@ def test_source_window_is_the_whole_image_when_the_output_sees_behind_the_camera
     K = np.array([[100.0, 0.0, 50.0], [0.0, 100.0, 50.0], [0.0, 0.0, 1.0]])
     a = math.radians(100)  # turned past 90 degrees: some output corners look backwards
     R_rel = np.array([[math.cos(a), 0, math.sin(a)], [0, 1, 0], [-math.sin(a), 0, math.cos(a)]])
-    assert preprocess.source_window(rotation_homography(K, R_rel, K), 100, 100, 100, 2) == (0, 0, 100, 100)
+    assert warp.source_window(rotation_homography(K, R_rel, K), 100, 100, 100, 2) == (0, 0, 100, 100)
 
 
 def test_triangulate_rays_recovers_the_point_and_is_least_squares():
@@ -662,8 +662,8 @@ def test_markers_land_where_written_cameras_project_them_with_real_skew_and_lens
 
 def without_fold_guard(monkeypatch) -> None:
     """Switch preprocessing's lens-fold guard off (every ray counts as valid), to show what it prevents."""
-    monkeypatch.setattr(preprocess, "distortion_valid", lambda xy, dist: np.ones(xy.shape[:-1], bool))
-    monkeypatch.setattr(preprocess, "distortion_valid_radius", lambda dist: np.asarray(math.inf))
+    monkeypatch.setattr(warp, "distortion_valid", lambda xy, dist: np.ones(xy.shape[:-1], bool))
+    monkeypatch.setattr(warp, "distortion_valid_radius", lambda dist: np.asarray(math.inf))
 
 
 def _ghost_setup(lens: int):
@@ -674,7 +674,7 @@ def _ghost_setup(lens: int):
     f = 412.5
     K = np.array([[f, -5.89 / 4, 154.0], [0.0, 1.005 * f, 123.0], [0.0, 0.0, 1.0]])
     xn = np.array([0.33, 0.12])
-    xd, _ = preprocess.distort_normalized_np(xn, d)
+    xd, _ = calibration.distort_normalized_np(xn, d)
     u = K @ np.array([*xd, 1.0])
     image = np.full((256, 288, 3), 40, np.uint8)
     mask = np.zeros((256, 288), np.uint8)
@@ -696,7 +696,7 @@ def test_standard_camera_paints_no_ghost_beyond_the_lens_fold(monkeypatch, lens)
     corners = np.array([[0.5, 0.5, 1.0], [S - 0.5, 0.5, 1.0], [0.5, S - 0.5, 1.0], [S - 0.5, S - 0.5, 1.0]])
     rays = corners @ (np.linalg.inv(K_img).T @ R_rel)
     assert (np.linalg.norm(rays[:, :2] / rays[:, 2:], axis=-1) > distortion_valid_radius(d)).any()  # reaches it
-    out = preprocess.warp_view(image, mask, K, d, R_rel, K_img, S)
+    out = warp.warp_view(image, mask, K, d, R_rel, K_img, S)
     n, _ = cv2.connectedComponents((out[..., 3] > 127).astype(np.uint8))
     assert n - 1 == 1                                                   # the mouse, nothing else
     # every written mouse pixel's ray lies inside the lens model's valid region
@@ -705,7 +705,7 @@ def test_standard_camera_paints_no_ghost_beyond_the_lens_fold(monkeypatch, lens)
     assert distortion_valid(rays[:, :2] / rays[:, 2:], d).all()
     # the test can fail: without the guard the fold paints ghost copies of the disc
     without_fold_guard(monkeypatch)
-    ghost = preprocess.warp_view(image, mask, K, d, R_rel, K_img, S)
+    ghost = warp.warp_view(image, mask, K, d, R_rel, K_img, S)
     assert cv2.connectedComponents((ghost[..., 3] > 127).astype(np.uint8))[0] - 1 > 1
 
 

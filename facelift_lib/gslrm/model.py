@@ -40,11 +40,10 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from ..cameras import Cameras, gslrm_input
-from ..gaussians import Gaussians
+from ..gaussians import SH_C0, Gaussians
 
 log = logging.getLogger(__name__)
 
-SH_C0 = 0.28209479177387814
 RAW_CHANNELS = 14  # xyz 3, SH DC 3, scale 3, rotation 4, opacity 1
 FROZEN_PREFIXES = ("loss_calculator.",)  # FaceLift's frozen VGG19 perceptual-loss weights
 

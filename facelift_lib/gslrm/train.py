@@ -18,50 +18,47 @@ What it does, and why (the mouse domain broke FaceLift's defaults):
   `skip_grad_norm`, is not applied and is logged as skipped (with the reason);
 - fine-tuning modes: full, freeze_transformer (heads only), lora (peft LoRA on the transformer's linear
   layers, plus the heads unless lora_train_heads=False);
-- checkpoints `run_dir/ckpt_{step:016d}.pt`, written atomically, in FaceLift's structure ({"model",
+- the run folder is `facelift_lib.training`'s (shared with the diffusion trainer): checkpoints
+  `run_dir/checkpoints/ckpt_{step:016d}.pt`, written atomically, in FaceLift's structure ({"model",
   "optimizer", "lr_scheduler", "fwdbwd_pass_step", "param_update_step"}; "model" always holds plain
   FaceLift-named weights, LoRA merged in) plus "rng", "train_config", "model_config" and, for LoRA,
-  "lora_adapter"; a run resumes from the latest one; `init_from` starts from a FaceLift checkpoint
-  with fresh training state;
-- a JSON-lines log `run_dir/train_log.jsonl` (one line per step: loss terms, grad norm, skipped, lr,
-  step time) and a tqdm bar.
+  "lora_adapter"; `resume` None / "latest" / a path and `overwrite` as `training.resolve_resume` says;
+  `init_from` starts from a FaceLift checkpoint with fresh training state;
+- a JSON-lines log `run_dir/log.jsonl` (one line per step: loss terms, grad norm, skipped, lr,
+  step time), `run_dir/config.json`, and a tqdm bar; what a user must see is printed (`training.note`).
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
-import logging
 import math
 import os
-import random
 import re
 import sys
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
-from ..io import check_number_fields, save_torch_atomic
+from ..io import check_number_fields
 from ..locks import FolderLock, die_with_parent, launched_worker
+from ..gaussians import rotation_z
 from ..metrics import make_lpips, render_views, ssim_map
 from ..protocol import split_views
+from ..training import (append_log, check_resume, checkpoint_file, clear_run, is_first_process, note, read_log,
+                        read_profile_section, resolve_resume, rewind_log, rng_state,
+                        save_checkpoint, set_rng_state, skip_reason, write_config)
 from .data import ViewsDataset, collate
 from .model import (GSLRM, CheckpointError, GSLRMConfig, check_state_dict, model_from_checkpoint,
                     model_state_from_checkpoint, read_checkpoint)
 
-log = logging.getLogger(__name__)
-
-CKPT_PATTERN = re.compile(r"^ckpt_(\d{16})\.pt$")
-LOG_NAME = "train_log.jsonl"
 FINETUNE_MODES = ("full", "freeze_transformer", "lora")
 LORA_TARGETS = r"transformer_layers\.\d+\.(attn\.to_qkv|attn\.fc|mlp\.mlp\.0|mlp\.mlp\.2)"
 
@@ -75,8 +72,8 @@ class TrainConfig:
     background_gaussian_fraction=1.0 (render everything, as FaceLift does).
     """
 
-    train_list: str = "../outputs/smoke/data/train.txt"
-    run_dir: str = "../outputs/smoke/gslrm/run"
+    train_list: str = "outputs/smoke/data/train.txt"  # paths relative to the working directory (repo root)
+    run_dir: str = "outputs/smoke/gslrm/run"
     # data
     image_size: int = 64              # square side the views are resized to (intrinsics scaled)
     num_views: int = 6
@@ -120,7 +117,8 @@ class TrainConfig:
     # run
     ckpt_every: int = 100
     keep_checkpoints: int = 2
-    resume: bool = True               # continue from run_dir's latest checkpoint; False deletes them first
+    resume: str | None = None         # None (fresh) | "latest" (newest checkpoint if any) | a checkpoint path
+    overwrite: bool = False           # a fresh start in a run_dir with checkpoints deletes them (else an error)
     seed: int = 0
     num_workers: int = 0
     device: str = "auto"
@@ -128,6 +126,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_number_fields(self)  # max_steps="40" from a YAML fails here, naming the field
+        check_resume(self.resume, self.overwrite, "TrainConfig")
         if self.finetune not in FINETUNE_MODES:
             raise ValueError(f"TrainConfig.finetune must be one of {FINETUNE_MODES}, got {self.finetune!r}")
         if not 0 < self.num_input_views <= self.num_views:
@@ -178,8 +177,8 @@ def profile_train_config(out_dir: str | Path, seed: int = 0, data_source: str = 
                          model: dict | None = None, init_from: str | None = None, finetune: str = "full",
                          max_steps: int = 600, warmup_steps: int = 30, lr: float = 1e-3, batch_size: int = 1,
                          views_per_step: int | None = 2, background_gaussian_fraction: float = 0.1,
-                         skip_grad_norm: float = 200.0, resume: bool = False, ckpt_every: int | None = None
-                         ) -> TrainConfig:
+                         skip_grad_norm: float = 200.0, resume: str | None = None, overwrite: bool = True,
+                         ckpt_every: int | None = None) -> TrainConfig:
     """The TrainConfig of a workbook profile: the one route from a profile to a GS-LRM run.
 
     Notebook 05 calls it with its parameters; the torchrun CLI (`load_train_config(profile.yaml)`) calls
@@ -194,22 +193,19 @@ def profile_train_config(out_dir: str | Path, seed: int = 0, data_source: str = 
                        init_from=init_from, finetune=finetune, max_steps=max_steps, warmup_steps=warmup_steps,
                        lr=lr, batch_size=batch_size, views_per_step=views_per_step,
                        background_gaussian_fraction=background_gaussian_fraction, skip_grad_norm=skip_grad_norm,
-                       resume=resume, seed=seed, ckpt_every=max(1, max_steps // 4) if ckpt_every is None else ckpt_every)
+                       resume=resume, overwrite=overwrite, seed=seed, ckpt_every=max(1, max_steps // 4) if ckpt_every is None else ckpt_every)
 
 
 def profile_config_from_yaml(path: str | Path, data: dict) -> TrainConfig:
-    """`profile_train_config` of a profile YAML's contents: its out_dir (resolved against the working
-    directory, as the workbook runner does), seed, and the `05_gslrm` keys that are its arguments; the
-    section's other keys are notebook 05's own (plots, metrics) and are logged."""
+    """`profile_train_config` of a profile YAML's contents (`training.read_profile_section`): its out_dir
+    (resolved against the working directory, as the workbook runner does), seed, and the `05_gslrm` keys that
+    are its arguments; the section's other keys are notebook 05's own (plots, metrics)."""
     import inspect
 
-    out = Path(data.get("out_dir", f"outputs/{data.get('profile', Path(path).stem)}")).resolve()
-    section = dict(data.get(NOTEBOOK_SECTION) or {})
+    profile = read_profile_section(path, NOTEBOOK_SECTION, data)
     args = set(inspect.signature(profile_train_config).parameters) - {"out_dir", "seed"}
-    ignored = sorted(k for k in section if k not in args)
-    if ignored:
-        log.info("%s: %s keys %s are notebook parameters, not training ones", path, NOTEBOOK_SECTION, ignored)
-    return profile_train_config(out, seed=int(data.get("seed", 0)), **{k: v for k, v in section.items() if k in args})
+    return profile_train_config(profile.out_dir.resolve(), seed=profile.seed,
+                                **{k: v for k, v in profile.keys.items() if k in args})
 
 
 def load_train_config(params: TrainConfig | dict | str | Path) -> TrainConfig:
@@ -329,7 +325,7 @@ def build_model(cfg: TrainConfig) -> GSLRM:
         state = model_state_from_checkpoint(ckpt, cfg.init_from)
         check_state_dict(model, state, cfg.init_from)
         model.load_state_dict(state, strict=True)
-        log.info("initialised from %s (training state reset to step 0)", cfg.init_from)
+        note("gslrm", f"initialised from {cfg.init_from} (training state reset to step 0)")
     return model
 
 
@@ -379,9 +375,8 @@ def reconstruction_losses(pred_rgb: Tensor, pred_alpha: Tensor, target_rgb: Tens
 def yaw_transform(angles: Tensor) -> Tensor:
     """[B] angles (rad) -> [B,1,4,4] world transforms T with w2c' = w2c @ T: the scene turned by the angle
     about the world Z axis (the cameras turn with it, so every image stays what it was)."""
-    c, s = torch.cos(angles), torch.sin(angles)
     T = torch.eye(4).repeat(len(angles), 1, 1)
-    T[:, 0, 0], T[:, 0, 1], T[:, 1, 0], T[:, 1, 1] = c, s, -s, c  # R_z(angle)^T: a turned point maps back
+    T[:, :3, :3] = rotation_z(angles).transpose(-1, -2)  # R_z(angle)^T: a turned point maps back
     return T[:, None]
 
 
@@ -448,39 +443,12 @@ def training_subset(input_alpha: Tensor, n_gaussians: int, fraction: float,
     return torch.cat([expo, extra], 1).to(input_alpha.device)
 
 
-def skip_reason(loss: float, grad_norm: float, threshold: float) -> str | None:
-    """Why a step must not be applied (None = apply it)."""
-    if not math.isfinite(loss):
-        return "nonfinite_loss"
-    if not math.isfinite(grad_norm):
-        return "nonfinite_grad"
-    if grad_norm > threshold:
-        return "grad_norm"
-    return None
-
-
-# --- checkpoints -----------------------------------------------------------------------------------
-def checkpoint_path(run_dir: Path, step: int) -> Path:
-    return run_dir / f"ckpt_{step:016d}.pt"
-
-
-def list_checkpoints(run_dir: str | Path) -> list[Path]:
-    """run_dir's ckpt_*.pt, oldest first."""
-    run_dir = Path(run_dir)
-    return sorted(p for p in run_dir.glob("ckpt_*.pt") if CKPT_PATTERN.match(p.name)) if run_dir.is_dir() else []
-
-
+# --- checkpoints (names, saving, resume: facelift_lib.training) -----------------------------------
 def load_trained_model(path: str | Path) -> GSLRM:
     """A model trained by `train`, for inference: from one of its checkpoints, or from a run folder (its
     newest). The architecture comes from the checkpoint's `model_config`, the weights load strictly (LoRA
     already merged). FaceLift's own checkpoints have no model_config: use `load_facelift_checkpoint`."""
-    path = Path(path)
-    if path.is_dir():
-        found = list_checkpoints(path)
-        if not found:
-            raise FileNotFoundError(f"no ckpt_*.pt in {path}: train first (notebook 05_gslrm, or "
-                                    "python -m facelift_lib.gslrm.train) or give a checkpoint file")
-        path = found[-1]
+    path = checkpoint_file(path, "notebook 05_gslrm (or python -m facelift_lib.gslrm.train)")
     ckpt = read_checkpoint(path)
     if "model_config" not in ckpt:
         raise CheckpointError(f"{path} has no model_config: it was not written by facelift_lib.gslrm.train; "
@@ -488,38 +456,16 @@ def load_trained_model(path: str | Path) -> GSLRM:
     return model_from_checkpoint(ckpt, GSLRMConfig(**ckpt["model_config"]), str(path)).eval()
 
 
-def rng_state() -> dict[str, Any]:
-    """RNG states as tensors and plain types, so checkpoints load with torch.load(weights_only=True)."""
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {"torch": torch.get_rng_state(), "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss,
-                                                       cached], "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def save_checkpoint(run_dir: Path, model: nn.Module, optimizer, scheduler, step: int, updates: int,
+def save_gslrm_checkpoint(run_dir: Path, model: nn.Module, optimizer, scheduler, step: int, updates: int,
                     cfg: TrainConfig, keep: int) -> Path:
-    """Atomically write ckpt_{step:016d}.pt (temp file + rename) and keep the newest `keep`."""
+    """Atomically write checkpoints/ckpt_{step:016d}.pt and keep the newest `keep` (`training.save_checkpoint`)."""
     ckpt = {"model": facelift_state_dict(model), "optimizer": optimizer.state_dict(),
             "lr_scheduler": scheduler.state_dict(), "fwdbwd_pass_step": step, "param_update_step": updates,
             "rng": rng_state(), "train_config": cfg.to_dict(), "model_config": cfg.model_config().to_dict()}
     if cfg.finetune == "lora":
         ckpt["lora_adapter"] = lora_adapter_state(model)
     # a crash or a full disk mid-save leaves the previous checkpoints intact, and the error names the file
-    path = save_torch_atomic(ckpt, checkpoint_path(run_dir, step), "GS-LRM checkpoint")
-    for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
-        old.unlink()
-    return path
+    return save_checkpoint(run_dir, step, ckpt, keep, "GS-LRM checkpoint")
 
 
 def load_training_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, cfg: TrainConfig) -> tuple[int, int]:
@@ -529,10 +475,10 @@ def load_training_checkpoint(path: Path, model: nn.Module, optimizer, scheduler,
     if saved is not None and saved != cfg.model_config().to_dict():
         diff = {k: (saved.get(k), v) for k, v in cfg.model_config().to_dict().items() if saved.get(k) != v}
         raise CheckpointError(f"{path} was written for another model config (checkpoint vs now: {diff}); "
-                              "use a new run_dir or resume=False")
+                              "use a new run_dir, or start over with resume=None, overwrite=True")
     if ckpt.get("train_config", {}).get("finetune", cfg.finetune) != cfg.finetune:
         raise CheckpointError(f"{path} is from finetune={ckpt['train_config']['finetune']!r}, now {cfg.finetune!r}; "
-                              "use a new run_dir or resume=False")
+                              "use a new run_dir, or start over with resume=None, overwrite=True")
     if cfg.finetune == "lora":
         load_lora_state(model, ckpt["model"], ckpt.get("lora_adapter", {}), str(path))
     else:
@@ -543,26 +489,6 @@ def load_training_checkpoint(path: Path, model: nn.Module, optimizer, scheduler,
     if "rng" in ckpt:
         set_rng_state(ckpt["rng"])
     return int(ckpt["fwdbwd_pass_step"]), int(ckpt["param_update_step"])
-
-
-# --- log -----------------------------------------------------------------------------------------
-def read_log(run_dir: str | Path) -> list[dict]:
-    """The JSON-lines training log of a run (one dict per step)."""
-    path = Path(run_dir) / LOG_NAME
-    if not path.is_file():
-        raise FileNotFoundError(f"no training log at {path}; train() writes it")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def truncate_log(run_dir: Path, step: int) -> None:
-    """Keep only log lines up to `step` (a resumed run rewrites the steps after its checkpoint)."""
-    path = run_dir / LOG_NAME
-    if not path.is_file():
-        return
-    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(line + "\n" for line in keep))
-    os.replace(tmp, path)
 
 
 # --- data order ----------------------------------------------------------------------------------
@@ -611,14 +537,14 @@ def train(params: TrainConfig | dict | str | Path, callback: Callable[[dict], No
 
 def _train(cfg: TrainConfig, ddp: Dist, device: torch.device, run_dir: Path,
            callback: Callable[[dict], None] | None) -> TrainResult:
+    start = resolve_resume(run_dir, cfg.resume, cfg.overwrite, "gslrm")  # every rank: the same answer
+    if ddp.world > 1:
+        dist.barrier()  # every rank has looked before the first one clears a fresh run's folder
     if ddp.main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        if not cfg.resume:
-            for old in list_checkpoints(run_dir) + [run_dir / LOG_NAME]:
-                if old.exists():
-                    log.info("resume=False: removing %s", old)
-                    old.unlink()
-        (run_dir / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+        if start is None:
+            clear_run(run_dir)
+        write_config(run_dir, cfg.to_dict())
     if ddp.world > 1:
         dist.barrier()
 
@@ -630,22 +556,19 @@ def _train(cfg: TrainConfig, ddp: Dist, device: torch.device, run_dir: Path,
     lpips = make_lpips(cfg.lpips_weights) if cfg.lpips_weight > 0 else None
 
     step, updates = 0, 0
-    existing = list_checkpoints(run_dir)
-    if existing:
-        step, updates = load_training_checkpoint(existing[-1], model, optimizer, scheduler, cfg)
-        if ddp.main:  # print, not only log: the notebook shows stdout
-            print(f"[gslrm] resumed from {existing[-1]} at step {step} (of max_steps {cfg.max_steps})")
-    if ddp.main:
-        truncate_log(run_dir, step)  # drop steps logged after the checkpoint we continue from
+    if start is not None:
+        step, updates = load_training_checkpoint(start, model, optimizer, scheduler, cfg)
+        note("gslrm", f"resumed from {start} at step {step} (of max_steps {cfg.max_steps})")
+        if ddp.main:
+            rewind_log(run_dir, step)  # drop steps logged after the checkpoint we continue from
 
     train_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
                                                       else None) if ddp.world > 1 else model
     train_model.train()
     sampler = DistributedSampler(dataset, num_replicas=ddp.world, rank=ddp.rank, shuffle=True, seed=cfg.seed)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    last_ckpt = existing[-1] if existing else None
+    last_ckpt = start
     skipped = 0
-    log_file = open(run_dir / LOG_NAME, "a") if ddp.main else None
     bar = tqdm(total=cfg.max_steps, initial=step, desc="GS-LRM train", disable=not (ddp.main and cfg.progress))
     try:
         data = batches_from(dataset, sampler, step, cfg) if step < cfg.max_steps else iter(())
@@ -677,15 +600,14 @@ def _train(cfg: TrainConfig, ddp: Dist, device: torch.device, run_dir: Path,
                       "skip_reason": reason, "lr": lr, "step_time": time.perf_counter() - t0,
                       "param_update_step": updates}
             if ddp.main:
-                log_file.write(json.dumps(record) + "\n")
-                log_file.flush()
+                append_log(run_dir, record)
                 bar.update(1)
                 bar.set_postfix(loss=f"{values['loss']:.4f}", gnorm=f"{grad_norm:.2f}", skipped=skipped)
-                if reason is not None:
-                    log.warning("step %d skipped (%s): loss %.4g, grad norm %.4g", step, reason, values["loss"], grad_norm)
+            if reason is not None:
+                note("gslrm", f"step {step} skipped ({reason}): loss {values['loss']:.4g}, grad norm {grad_norm:.4g}")
             if step % cfg.ckpt_every == 0 or step >= cfg.max_steps:
                 if ddp.main:
-                    last_ckpt = save_checkpoint(run_dir, model, optimizer, scheduler, step, updates, cfg,
+                    last_ckpt = save_gslrm_checkpoint(run_dir, model, optimizer, scheduler, step, updates, cfg,
                                                 cfg.keep_checkpoints)
                 if ddp.world > 1:
                     dist.barrier()
@@ -695,8 +617,6 @@ def _train(cfg: TrainConfig, ddp: Dist, device: torch.device, run_dir: Path,
                 break
     finally:
         bar.close()
-        if log_file is not None:
-            log_file.close()
 
     final = GSLRM(cfg.model_config())
     final.load_state_dict(facelift_state_dict(model))
@@ -710,9 +630,8 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
         raise SystemExit("usage: [torchrun --nproc_per_node N] python -m facelift_lib.gslrm.train PARAMS.yaml")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     result = train(argv[0])
-    if int(os.environ.get("RANK", "0")) == 0:
+    if is_first_process():
         print(f"trained {result.steps} steps ({result.skipped} skipped); last checkpoint {result.checkpoint}")
 
 
