@@ -56,10 +56,12 @@ from .gslrm.data import resize_views
 from .gslrm.export import ExportFilters, filter_gaussians
 from .gslrm.model import GSLRM
 from .gslrm.train import load_trained_model
+from .training import checkpoint_file
 from .images import background_rgb
 from .io import write_image
 from .metrics import image_metrics, render_views
 from .preprocess import preprocess_frame, variant_config
+from .protocol import EvalProtocol
 from .rig import Rig, RigError, has_ground_truth, load_centers, load_ground_truth, load_rig, read_rig_frame
 
 FRAME_NAME = "frame_{:06d}"
@@ -132,17 +134,9 @@ def file_digest(path: Path) -> str:
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file, or a run folder's newest ckpt_*.pt; a missing one names the notebook that writes it."""
-    from .gslrm.train import list_checkpoints
-
-    path = Path(path)
-    if path.is_file():
-        return path
-    found = list_checkpoints(path)
-    if not found:
-        raise FileNotFoundError(f"no GS-LRM checkpoint at {path}: run notebook 05_gslrm first (it trains one into "
-                                "<out_dir>/gslrm/run), or pass a ckpt_*.pt file")
-    return found[-1]
+    """A checkpoint file, or a run folder's newest ckpt_*.pt (`training.checkpoint_file`); a missing one names
+    the notebook that writes it."""
+    return checkpoint_file(path, "notebook 05_gslrm (it trains one into <out_dir>/gslrm/run)")
 
 
 def frame_name(frame: int) -> str:
@@ -331,11 +325,6 @@ def clear_outputs(cfg: SequenceConfig) -> None:
         shutil.rmtree(out / sub, ignore_errors=True)
     for name in ("config.json", "manifest.json", "readouts.csv", "sequence.mp4", "sequence.gif"):
         (out / name).unlink(missing_ok=True)
-
-
-def protocol_text(p: dict[str, Any]) -> str:
-    """One line: how a number was measured (the protocol dicts of `finish_sequence`)."""
-    return "; ".join(f"{k}: {v}" for k, v in p.items())
 
 
 def sequence_frames(cfg: SequenceConfig) -> list[int]:
@@ -562,16 +551,26 @@ class SequenceResult:
     trunk: pd.DataFrame | None           # the generator's body (trunk) centre (synthetic rig)
     clouds: pd.DataFrame                 # cloud_step_mm (and true_cloud_step_mm) per frame pair
     files: dict[str, Path]
-    protocols: dict[str, dict]           # how each summary number was measured
+    protocols: dict[str, EvalProtocol]   # how each summary number was measured
     summary: dict[str, float]            # the headline numbers (see `finish_sequence`)
 
 
-def heldout_protocol(records: list[dict], cfg: SequenceConfig, model_size: int) -> dict[str, Any]:
-    """The held-out-camera protocol as a plain dict (fields of issue 14's EvalProtocol)."""
-    return {"split": "sequence", "samples": f"{len(records)} frames {records[0]['frame']}..{records[-1]['frame']}",
-            "input_views": "the 5 other rig cameras", "scored_views": "held-out rig camera = frame mod 6 (rotating)",
-            "mask_source": f"rig masks through preprocessing ({cfg.method}, {cfg.preprocess_size}²)",
-            "background": "white", "resolution": model_size, "n": len(records)}
+def sequence_protocols(records: list[dict], cfg: SequenceConfig, model_size: int) -> dict[str, EvalProtocol]:
+    """How the sequence's numbers are measured (`protocol.EvalProtocol`), by kind:
+    "heldout": every camera is scored at the frames where it is held out (frame mod 6), GS-LRM reading the other 5
+    (the views fields list all 6; `extra` states the rotation); "readouts": 3D readouts of the gaussians from all
+    6 cameras against the same readouts of the true gaussians; "baseline": the mask-ray centre, no GS-LRM."""
+    views = tuple(range(len(records[0]["input_cameras"]) + 1))
+    base = dict(split=f"sequence {Path(cfg.rig_dir).name}", samples=[frame_name(r["frame"]) for r in records],
+                resolution=model_size)
+    heldout = EvalProtocol(**base, input_views=views, scored_views=views, background="white",
+                           mask_source=f"rig masks through preprocessing ({cfg.method}, {cfg.preprocess_size}²)",
+                           extra={"held_out": "camera frame mod 6 scored, the other 5 read"})
+    readouts = EvalProtocol(**base, input_views=views, scored_views=(), background="none (3D)",
+                            mask_source="none (3D: vs the same readouts of the true gaussians, gt/frame_*.ply)",
+                            extra={"min_opacity": cfg.readout.min_opacity})
+    baseline = readouts.replace(extra={"centre": "rays through the 6 mask centroids (preprocessing), no GS-LRM"})
+    return {"heldout": heldout, "readouts": readouts, "baseline": baseline}
 
 
 def finish_sequence(cfg: SequenceConfig, smooth_window: int = 7, smooth_polyorder: int = 2, heading_sign: str = "motion",
@@ -601,18 +600,14 @@ def finish_sequence(cfg: SequenceConfig, smooth_window: int = 7, smooth_polyorde
     clouds = cloud_steps(cfg, records)
     model_size = int(torch.load(resolve_checkpoint(cfg.checkpoint), map_location="cpu", weights_only=True)
                      ["model_config"]["image_size"])
-    heldout_p = heldout_protocol(records, cfg, model_size)
-    gt_p = {"split": "sequence", "samples": heldout_p["samples"], "input_views": "all 6 rig cameras",
-            "scored_views": "none (3D)", "mask_source": "none", "background": "none", "resolution": "rig mm",
-            "n": len(records), "extra": {"truth": "the same readouts of the true gaussians (gt/frame_*.ply)",
-                                         "min_opacity": cfg.readout.min_opacity}}
+    kinds = sequence_protocols(records, cfg, model_size)
     s: dict[str, float] = {"heldout_psnr_masked": float(heldout["heldout_psnr_masked"].mean()),
                            "heldout_ssim_masked": float(heldout["heldout_ssim_masked"].mean()),
                            "heldout_mask_iou": float(heldout["heldout_mask_iou"].mean())}
     for k in ("psnr_masked", "mask_iou"):
         if f"true_heldout_{k}" in heldout:
             s[f"true_heldout_{k}"] = float(heldout[f"true_heldout_{k}"].mean())
-    protocols = {k: heldout_p for k in s}
+    protocols = {k: kinds["heldout"] for k in s}
     s.update(jitter(readouts))
     s["heading_spread_deg"] = circular_std_deg(readouts["heading_deg"])
     s["frames_skipped"] = float(len(skipped))
@@ -634,25 +629,19 @@ def finish_sequence(cfg: SequenceConfig, smooth_window: int = 7, smooth_polyorde
         s["baseline_centroid_jitter_mm"] = float(np.sqrt(np.mean(np.sum(
             (np.diff(base[CENTROID].to_numpy(), axis=0) - np.diff(truth[CENTROID].to_numpy(), axis=0)) ** 2, 1))))
         for k in s:
-            protocols.setdefault(k, gt_p)
+            protocols.setdefault(k, kinds["readouts"])
         for k in ("baseline_centroid_err_mm", "baseline_centroid_jitter_mm"):
-            protocols[k] = {**gt_p, "input_views": "all 6 rig masks (no GS-LRM)", "extra": {
-                **gt_p["extra"], "what": "preprocessing's mouse centre: least-squares meeting point of the rays "
-                                         "through the 6 mask centroids"}}
+            protocols[k] = kinds["baseline"]
     if trunk is not None:  # the estimator's own offset: opacity-weighted centroid of the whole mouse vs its trunk
         tc = trunk[["trunk_x_mm", "trunk_y_mm", "trunk_z_mm"]].to_numpy()
         s["centroid_err_vs_trunk_mm"] = float(np.linalg.norm(readouts[CENTROID].to_numpy() - tc, axis=1).mean())
-        protocols["centroid_err_vs_trunk_mm"] = {**gt_p, "extra": {
-            "truth": "generator body centre: mean of the trunk gaussians (gt/centers.json)",
-            "min_opacity": cfg.readout.min_opacity}}
+        trunk_p = kinds["readouts"].replace(mask_source="none (3D: vs the generator's trunk centre, gt/centers.json)")
+        protocols["centroid_err_vs_trunk_mm"] = trunk_p
         if truth is not None:
             s["truth_centroid_vs_trunk_mm"] = float(np.linalg.norm(truth[CENTROID].to_numpy() - tc, axis=1).mean())
-            protocols["truth_centroid_vs_trunk_mm"] = protocols["centroid_err_vs_trunk_mm"]
-    jit_p = {**gt_p, "extra": {**gt_p["extra"], "what": "RMS over consecutive frames of (predicted step - true step)"}} \
-        if truth is not None else {**gt_p, "extra": {"what": "RMS second difference (no truth: jitter + real acceleration)"}}
-    for k in s:
-        if "jitter" in k:
-            protocols[k] = jit_p
+            protocols["truth_centroid_vs_trunk_mm"] = trunk_p
+    for k in s:  # without truth: RMS second differences of the readouts themselves
+        protocols.setdefault(k, kinds["readouts"].replace(mask_source="none (3D, no truth)"))
     files: dict[str, Path] = {}
     if write_files:
         out = Path(cfg.out_dir)

@@ -79,8 +79,7 @@ from facelift_lib.behaviour import ReadoutConfig
 from facelift_lib.gslrm.train import load_trained_model
 from facelift_lib.io import read_image
 from facelift_lib.rig import has_ground_truth, load_rig
-from facelift_lib.sequence import (SequenceConfig, clear_outputs, finish_sequence, protocol_text, resolve_checkpoint,
-                                   run_sequence)
+from facelift_lib.sequence import SequenceConfig, clear_outputs, finish_sequence, resolve_checkpoint, run_sequence
 from facelift_lib.synthetic_rig import ensure_rig, workbook_rig
 from facelift_lib.workbook import record
 
@@ -145,12 +144,11 @@ ax2.set_ylabel("masked PSNR (dB)")
 fig.legend(loc="upper right", fontsize=8)
 plt.show()
 for name in ("heldout_psnr_masked", "heldout_mask_iou"):
-    record(name, res.summary[name])
-print("protocol:", protocol_text(res.protocols["heldout_mask_iou"]))
+    record(name, res.summary[name], protocol=res.protocols[name])
 if res.truth is not None:
     print(f"ceiling (the true gaussians, same protocol): masked PSNR {res.summary['true_heldout_psnr_masked']:.2f} dB, "
           f"Mask IoU {res.summary['true_heldout_mask_iou']:.3f}")
-    record("heldout_true_mask_iou", res.summary["true_heldout_mask_iou"])
+    record("heldout_true_mask_iou", res.summary["true_heldout_mask_iou"], protocol=res.protocols["true_heldout_mask_iou"])
 
 # %% [markdown]
 # ## The video: input view | held-out camera (target) | GS-LRM's render there | a view turning around the mouse
@@ -212,10 +210,9 @@ else:
     print(f"estimator offset: the true gaussians' centroid is {res.summary['truth_centroid_vs_trunk_mm']:.1f} mm from the "
           f"generator's trunk centre (head and tail pull it); the predicted one {res.summary['centroid_err_vs_trunk_mm']:.1f} mm")
     for name in ("centroid_err_mm", "heading_err_deg", "centroid_jitter_mm"):
-        record(name, res.summary[name])
-        print("  protocol:", protocol_text(res.protocols[name]))
+        record(name, res.summary[name], protocol=res.protocols[name])
 record("seq_fps", stats.fps)
-print(f"  protocol: whole loop (preprocessing, 2 GS-LRM passes, 2 renders, PLY, panel, model loading) on "
+print(f"  measured: whole loop (preprocessing, 2 GS-LRM passes, 2 renders, PLY, panel, model loading) on "
       f"{cfg.torch_device()}, {workers} worker(s) x {threads} thread(s), {stats.processed} frames, "
       f"GS-LRM {model.config.image_size}², rig {rig.width}x{rig.height}")
 

@@ -178,7 +178,7 @@ def test_sequence_writes_every_frame_and_scores_a_rotating_held_out_camera(clean
     assert list(csv.index) == list(range(N_FRAMES)) and "true_centroid_x_mm" in csv and "heldout_mask_iou" in csv
     assert res.files["video"].suffix == ".mp4" and res.files["video"].stat().st_size > 0
     for name in ("heldout_psnr_masked", "heldout_mask_iou", "centroid_err_mm", "heading_err_deg", "centroid_jitter_mm"):
-        assert math.isfinite(res.summary[name]) and res.protocols[name]["n"] == N_FRAMES
+        assert math.isfinite(res.summary[name]) and res.protocols[name].n == N_FRAMES
     assert not list(out.rglob("*tmp*"))
 
 
@@ -345,7 +345,7 @@ def test_true_gaussians_score_the_held_out_camera_and_the_readouts_of_the_truth(
 def test_mask_centre_baseline_is_reported_with_the_truth(clean_run):
     _, _, res = clean_run
     assert 0.0 <= res.summary["baseline_centroid_err_mm"] < 10.0  # the rays through the mask centroids meet near it
-    assert "no GS-LRM" in res.protocols["baseline_centroid_err_mm"]["input_views"]
+    assert "no GS-LRM" in dict(res.protocols["baseline_centroid_err_mm"].extra)["centre"]
 
 
 def test_a_frame_with_an_empty_mask_stops_the_run_or_is_skipped(tiny_rig, tiny_checkpoint, tmp_path):
