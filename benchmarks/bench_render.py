@@ -35,9 +35,8 @@ def blob_scene(n: int, seed: int = 0, device: str = "cpu") -> list[torch.Tensor]
 
 def time_render(params: list[torch.Tensor], size: int, backend: str, repeats: int) -> dict[str, float]:
     """Median forward/backward wall and CPU seconds of one view at size² (FaceLift intrinsics, resampled)."""
-    cams = orbit_cameras([30.0], 20.0, width=512)
-    K = cams.K.clone()
-    K[:, :2] *= size / 512
+    cams = orbit_cameras([30.0], 20.0, width=512).scaled_to(size)
+    K = cams.K
     dev = params[0].device
     vm, Ks = cams.w2c.float().to(dev), K.float().to(dev)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)

@@ -138,8 +138,10 @@ class Cameras:
         K = resize_intrinsics(K, out_w / w, out_h / h)
         return self.replace(K=K, width=out_w, height=out_h)
 
-    def scaled_to(self, width: int, height: int) -> "Cameras":
-        """Cameras of the same images resized to width x height (no crop)."""
+    def scaled_to(self, width: int, height: int | None = None) -> "Cameras":
+        """Cameras of the same images resized to width x height (height None: square; no crop). The one way
+        the library rescales intrinsics with an image (`resize_intrinsics`: K's rows 0 and 1 times W'/W, H'/H)."""
+        height = width if height is None else height
         return self.crop_resize(0.0, 0.0, self.width, self.height, width, height)
 
     # --- FaceLift opencv_cameras.json ------------------------------------------------------
@@ -297,13 +299,9 @@ def standard_cameras(camera_type: str, size: int | None = None) -> Cameras:
     if camera_type not in _STANDARD_BUILDERS:
         raise ValueError(f"unknown camera_type {camera_type!r}; known: {sorted(_STANDARD_BUILDERS)}")
     cams = _STANDARD_BUILDERS[camera_type]()
-    spec = CAMERA_SPECS[camera_type]
     if size is None or size == cams.width:
         return cams
-    s = size / float(spec["width"])
-    K = cams.K.clone()
-    K[:, :2] *= s
-    return cams.replace(K=K, width=size, height=size)
+    return cams.scaled_to(size)
 
 
 def pixel_rays(cams: Cameras, height: int | None = None, width: int | None = None,
@@ -316,10 +314,9 @@ def pixel_rays(cams: Cameras, height: int | None = None, width: int | None = Non
     another resolution. Returns (origins [V,H,W,3], dirs [V,H,W,3]) in `dtype`.
     """
     H, W = height or cams.height, width or cams.width
-    sx, sy = W / cams.width, H / cams.height
-    fx, fy = cams.fx * sx, cams.fy * sy
-    cx, cy = cams.cx * sx, cams.cy * sy
-    skew = cams.skew * sx
+    if (W, H) != (cams.width, cams.height):
+        cams = cams.scaled_to(W, H)
+    fx, fy, cx, cy, skew = cams.fx, cams.fy, cams.cx, cams.cy, cams.skew
     ys, xs = torch.meshgrid(torch.arange(H, dtype=torch.float64), torch.arange(W, dtype=torch.float64), indexing="ij")
     y_n = (ys[None] + 0.5 - cy[:, None, None]) / fy[:, None, None]
     d_cam = torch.stack([

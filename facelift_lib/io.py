@@ -30,10 +30,10 @@ import torch
 from tqdm import tqdm
 
 from facelift_lib.cameras import CAMERA_SPECS, Cameras
+from facelift_lib.images import SAMPLE_BACKGROUNDS, composite
 from facelift_lib.locks import atomic_write_bytes, os_error_hint, pid_alive
 
 CAMERA_FILE = "opencv_cameras.json"
-_BACKGROUNDS = {"white": 1.0, "black": 0.0}
 _CAM_PNG = re.compile(r"cam_(\d+)\.png$")
 
 
@@ -247,14 +247,15 @@ def load_sample(sample_dir: str | Path, background: str | None = "white",
                 views: Sequence[int] | None = None) -> tuple[torch.Tensor, Cameras]:
     """Read a FaceLift sample -> (images [V,4,H,W] float32 in [0,1], Cameras).
 
-    Channel 3 is always the alpha (mask). RGB is composited over `background` ("white" or
-    "black": straight-alpha rgb*a + bg*(1-a)) or left exactly as stored (None).
+    Channel 3 is always the alpha (mask). RGB is composited over `background` ("white" or "black",
+    `images.SAMPLE_BACKGROUNDS`: straight-alpha rgb*a + bg*(1-a), `images.composite`) or left exactly as
+    stored (None).
     `views` picks and orders a subset of the views (indices into the JSON frames).
     Every image must be RGBA and exactly the size its camera says; anything else is an error
     naming the file and the view.
     """
-    if background is not None and background not in _BACKGROUNDS:
-        raise ValueError(f"load_sample: background must be 'white', 'black' or None, got {background!r}")
+    if background is not None and background not in SAMPLE_BACKGROUNDS:
+        raise ValueError(f"load_sample: background must be one of {SAMPLE_BACKGROUNDS} or None, got {background!r}")
     sample_dir = Path(sample_dir)
     cams = _load_cameras(sample_dir)
     check_rigid(cams, sample_dir / CAMERA_FILE)
@@ -278,8 +279,7 @@ def load_sample(sample_dir: str | Path, background: str | None = "white",
         images.append(img)
     out = torch.stack(images)
     if background is not None:
-        alpha = out[:, 3:4]
-        out[:, :3] = out[:, :3] * alpha + _BACKGROUNDS[background] * (1 - alpha)
+        out[:, :3] = composite(out, background)
     return out, cams
 
 

@@ -20,11 +20,11 @@ import torch
 from .cameras import Cameras, standard_cameras
 from .gaussians import Gaussians
 from .gslrm.model import GSLRM
+from .images import on_white, resize_images, resize_rgba
 from .io import check_rigid
 from .metrics import image_metrics, render_views
 from .mvdiffusion.pipeline import (FACELIFT_ETA, FACELIFT_GUIDANCE_SCALE, FACELIFT_NUM_INFERENCE_STEPS,
                                    MVDiffusionPipeline)
-from .mvdiffusion.train import on_white, resize_images
 
 
 @dataclass
@@ -55,7 +55,8 @@ def check_images(images: torch.Tensor, what: str) -> None:
 @torch.no_grad()
 def reconstruct_from_views(views: torch.Tensor, cams: Cameras, model: GSLRM) -> Reconstruction:
     """Stage 2 alone: views [V,4,H,W] (RGB on white + alpha) at `cams` -> gaussians, the views resized to the
-    model's image size and the intrinsics scaled with them (exact for pixel centres at +0.5)."""
+    model's image size channel by channel (their RGB is already composited) and the cameras rescaled with them
+    (`Cameras.scaled_to`, exact for pixel centres at +0.5)."""
     if views.ndim != 4 or views.shape[1] != 4 or len(views) != len(cams):
         raise ValueError(f"reconstruct_from_views: views must be [V,4,H,W] with V = {len(cams)} "
                          f"cameras (RGB + alpha), got {tuple(views.shape)}")
@@ -76,7 +77,7 @@ def reconstruct_from_views(views: torch.Tensor, cams: Cameras, model: GSLRM) -> 
 def reconstruct(reference: torch.Tensor, pipe: MVDiffusionPipeline, model: GSLRM,
                 num_inference_steps: int = FACELIFT_NUM_INFERENCE_STEPS, guidance_scale: float = FACELIFT_GUIDANCE_SCALE,
                 seed: int = 0, eta: float = FACELIFT_ETA) -> Reconstruction:
-    """One RGBA image [4,H,W] (the mouse seen from the front standard camera) -> 6 generated views at the
+    """One straight RGBA image [4,H,W] (the mouse seen from the front standard camera) -> 6 generated views at the
     pipeline's standard cameras -> GS-LRM gaussians. Deterministic for a seed.
 
     Sampler defaults are FaceLift's inference settings (50 DDIM steps, guidance 3, eta 1); a CPU smoke run
@@ -86,7 +87,7 @@ def reconstruct(reference: torch.Tensor, pipe: MVDiffusionPipeline, model: GSLRM
             reference.shape[0] == 3 else ""
         raise ValueError(f"reconstruct: reference must be one RGBA image [4,H,W], got {tuple(reference.shape)}{hint}")
     check_images(reference[None], "reconstruct: reference")
-    ref = resize_images(reference[None].float(), pipe.model.image_size)
+    ref = resize_rgba(reference[None].float(), pipe.model.image_size)  # straight RGBA: premultiplied resize
     views = pipe(ref, num_inference_steps, guidance_scale, seed=seed, progress=False, eta=eta)[0]  # [V,4,s,s]
     cams = standard_cameras(pipe.camera_type, views.shape[-1])
     rec = reconstruct_from_views(views, cams, model)
@@ -145,7 +146,7 @@ def reconstruction_report(rec: Reconstruction, true_views: torch.Tensor, gt_mean
     summary: the table's means plus, with gt_means, `center_distances` times rig_units_per_unit, e.g.
     mm per FaceLift unit, with the unit in the key: accuracy_mm etc. when rig_units_per_unit != 1)."""
     S = rec.cams.width
-    target = on_white(resize_images(true_views.float(), S))
+    target = on_white(resize_rgba(true_views.float(), S))
     table = view_quality(rendered_views(rec.gaussians, rec.cams), target)
     summary = {k: float(table[k].mean()) for k in table.columns if k != "view"}
     if gt_means is not None:

@@ -379,13 +379,11 @@ def render_gaussians(g: "Gaussians", cams: "Cameras", background: Tensor | None 
                      ) -> tuple[Tensor, Tensor, Tensor]:
     """`render` for a Gaussians set and a Cameras set; cameras are cast to the gaussians' dtype/device.
 
-    width/height resample the cameras' image size (K scaled by width/cams.width, height/cams.height).
+    width/height resample the cameras' image size (`Cameras.scaled_to`).
     Extra kwargs go to `render` (near_plane, far_plane, eps2d, backend, alpha_max).
     """
     W, H = width or cams.width, height or cams.height
-    K = cams.K.clone()
-    K[:, 0] *= W / cams.width
-    K[:, 1] *= H / cams.height
+    K = cams.scaled_to(W, H).K
     dt, dev = g.means.dtype, g.means.device
     return render(g.means, g.quats, g.scales, g.opacities, g.colors, cams.w2c.to(dt).to(dev), K.to(dt).to(dev),
                   W, H, background=background, **kwargs)

@@ -64,9 +64,9 @@ class Rig:
     width: int
     height: int
     meta: dict
+    calibration_file: Path   # the file the cameras came from (rig.json "calibration", else new_cam.pkl)
+    calibration_format: str  # one of CALIBRATION_FORMATS
     image_ext: str = ".png"  # of the RGB frames (rig.json "image_ext"); masks are always .png
-    calibration_file: Path | None = None
-    calibration_format: str = "mammal"
 
 
 def rig_calibration(rig_dir: str | Path, meta: dict) -> tuple[str, Path]:

@@ -46,6 +46,7 @@ import matplotlib.pyplot as plt
 import torch
 
 from facelift_lib import viz
+from facelift_lib.images import resize_images
 from facelift_lib.io import load_sample
 from facelift_lib.mvdiffusion.train import latest_checkpoint
 from facelift_lib.synthetic import generate_dataset
@@ -73,7 +74,7 @@ result = generate_dataset(checkpoint, inputs, out / "synthetic", num_inference_s
 for sample in result.samples["val"][:2]:
     generated, cams = load_sample(sample)
     source, _ = load_sample(cams.meta["source_sample"])
-    panels = torch.cat([torch.nn.functional.interpolate(source, size=generated.shape[-2:], mode="area"), generated])
+    panels = torch.cat([resize_images(source, generated.shape[-1]), generated])  # both composited on white
     titles = [f"true {v}" for v in range(len(source))] + [f"generated {v}" for v in range(len(generated))]
     titles[0] = "true 0 = input"
     viz.image_grid(panels, masks=panels[:, 3], titles=titles, ncols=len(generated), size=1.8,

@@ -68,9 +68,10 @@ from IPython.display import Image, display
 from facelift_lib import viz
 from facelift_lib.gslrm.export import ExportFilters, export_ply, save_turntable_gif
 from facelift_lib.gslrm.train import load_trained_model
+from facelift_lib.images import on_white, resize_rgba
 from facelift_lib.io import load_sample, read_list_file
 from facelift_lib.mvdiffusion import load_checkpoint_pipeline
-from facelift_lib.mvdiffusion.train import latest_checkpoint, on_white, resize_images
+from facelift_lib.mvdiffusion.train import latest_checkpoint
 from facelift_lib.protocol import EvalProtocol, protocol_table
 from facelift_lib.reconstruct import reconstruct, reconstruct_from_views, reconstruction_report, rendered_views
 from facelift_lib.synthetic import standard_sample_ground_truth
@@ -141,7 +142,7 @@ print("every metric finite:", bool(torch.isfinite(torch.tensor(report[columns].t
 name, (true_views, gt, recs) = next(iter(results.items()))
 rec = recs["pipeline"]
 S = rec.cams.width
-true_s = on_white(resize_images(true_views, S))
+true_s = on_white(resize_rgba(true_views, S))
 rows_ = [true_s, rec.views.cpu(), rendered_views(rec.gaussians, rec.cams), rendered_views(recs["oracle views"].gaussians, rec.cams)]
 labels = ["true", "generated", "pipeline render", "oracle render"]
 viz.image_grid(torch.cat(rows_), masks=true_s[:, 3].repeat(4, 1, 1), ncols=6, size=1.7,

@@ -192,6 +192,23 @@ def test_crop_resize_per_view_offsets_and_scaled_to():
     torch.testing.assert_close(s.project(X)[0], uv * torch.tensor([0.5, 0.25], dtype=torch.float64), atol=1e-9, rtol=0)
 
 
+def test_cameras_are_rescaled_one_way_square_by_default():
+    """scaled_to(size) is square; the standard spec at a size, the rays at another size and the GS-LRM dataset's
+    intrinsics are that same rescale (fx, cx * size / 512 for the 512² spec)."""
+    from facelift_lib.gslrm.data import resize_views
+
+    spec = C.mouse_standard_6view()
+    small = spec.scaled_to(64)
+    assert (small.width, small.height) == (64, 64)
+    torch.testing.assert_close(small.K, spec.scaled_to(64, 64).K, atol=0, rtol=0)
+    torch.testing.assert_close(small.K[:, :2], spec.K[:, :2] * 64 / 512, atol=1e-12, rtol=0)
+    torch.testing.assert_close(C.standard_cameras("mouse_standard_6view", 64).K, small.K, atol=0, rtol=0)
+    for a, b in zip(C.pixel_rays(spec, 64, 64), C.pixel_rays(small)):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+    _, K, _ = resize_views(torch.rand(6, 4, 512, 512), spec, 64, torch.ones(3))
+    torch.testing.assert_close(K, small.K.float(), atol=0, rtol=0)
+
+
 def test_crop_resize_agrees_with_cv2_resize_of_an_image():
     """A blob drawn where a point projects lands, after numpy crop + cv2.resize, where the new camera projects it."""
     cams = mm_rig(with_dist=False)[[0]]

@@ -182,7 +182,7 @@ def test_facelift_condition_dropout_has_its_three_cases_at_five_percent_each():
 def test_backgrounds_are_white_black_or_grey_under_straight_alpha():
     rgba = torch.rand(3, 6, 4, 8, 8)
     bg = mvtrain.random_backgrounds(3000, torch.Generator().manual_seed(0))
-    assert {tuple(c) for c in bg.tolist()} == set(mvtrain.BACKGROUNDS)
+    assert {tuple(c) for c in bg.tolist()} == set(mvtrain.RANDOM_BACKGROUNDS)
     out = mvtrain.on_backgrounds(rgba, bg[:3])
     a = rgba[:, :, 3:4]
     torch.testing.assert_close(out[:, :, :3], rgba[:, :, :3] * a + bg[:3, None, :, None, None] * (1 - a))
@@ -223,7 +223,7 @@ def test_finetuning_facelift_conditions_as_facelift_trained(dataset, tmp_path, m
     assert (kept[:, 1:] != kept[:, :1]).any(-1).all()  # one noise row per view
     corners = torch.cat([e.flatten(0, -4)[:, :3, 0, 0] for e in encoded])  # blob_views' corners are background
     found = {tuple(round(v, 3) for v in c) for c in corners.tolist()}
-    assert found <= set(mvtrain.BACKGROUNDS) and len(found) > 1  # random, not always white
+    assert found <= set(mvtrain.RANDOM_BACKGROUNDS) and len(found) > 1  # random, not always white
 
 
 def test_training_views_smaller_than_the_model_are_an_error(dataset, tmp_path):

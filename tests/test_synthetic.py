@@ -10,8 +10,7 @@ from facelift_lib.cameras import orbit_cameras, standard_cameras
 from facelift_lib.gaussians import Gaussians
 from facelift_lib.io import load_sample, read_list_file, save_sample, validate_sample, write_list_file
 from facelift_lib.render import render_gaussians
-from facelift_lib.synthetic import (build_standard_view_dataset, checklist, generate_dataset, standard_sample_ground_truth,
-                                    straight_alpha)
+from facelift_lib.synthetic import build_standard_view_dataset, checklist, generate_dataset, standard_sample_ground_truth
 
 SIZE = 16
 
@@ -26,14 +25,6 @@ def test_standard_cameras_at_a_small_size_pass_validation(tmp_path):
     wrong = cams.replace(K=standard_cameras("mouse_standard_6view").K)  # 512² intrinsics on 32² images
     save_sample(tmp_path / "w", images, wrong)
     assert validate_sample(tmp_path / "w")
-
-
-def test_straight_alpha_undoes_premultiplication():
-    rgb = torch.rand(2, 3, 4, 4)
-    alpha = torch.rand(2, 1, 4, 4) * 0.9 + 0.1
-    out = straight_alpha(rgb * alpha, alpha)
-    torch.testing.assert_close(out[:, :3], rgb)
-    torch.testing.assert_close(out[:, 3:], alpha)
 
 
 def blob_gaussians(n: int = 400, seed: int = 0) -> Gaussians:

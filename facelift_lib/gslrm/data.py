@@ -12,42 +12,23 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from ..cameras import Cameras
+from ..images import SAMPLE_BACKGROUNDS, background_rgb, on_background, resize_rgba
 from ..io import load_sample, read_list_file, validate_dataset
-
-BACKGROUNDS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0)}
-
-
-def background_rgb(name: str) -> torch.Tensor:
-    """[3] colour of a named background ("white" as FaceLift, or "black")."""
-    if name not in BACKGROUNDS:
-        raise ValueError(f"background must be one of {sorted(BACKGROUNDS)}, got {name!r}")
-    return torch.tensor(BACKGROUNDS[name])
 
 
 def resize_views(rgba: torch.Tensor, cams: Cameras, size: int, background: torch.Tensor
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Stored RGBA [V,4,H,W] (straight alpha) -> (images [V,4,S,S] composited, K [V,3,3], w2c [V,4,4]).
 
-    Resizes premultiplied colour and alpha with antialiasing (so edges do not pick up the stored
-    background colour), then composites over `background`. Intrinsics scale by S/W and S/H, exact
-    for pixel centres at +0.5.
+    Resizes premultiplied (`images.resize_rgba`: edges do not pick up the colour stored under alpha 0),
+    then composites over `background` [3]. The cameras are rescaled with the images (`Cameras.scaled_to`,
+    exact for pixel centres at +0.5).
     """
-    V, _, H, W = rgba.shape
-    alpha = rgba[:, 3:4]
-    premult = torch.cat([rgba[:, :3] * alpha, alpha], 1)
-    if (H, W) != (size, size):
-        premult = F.interpolate(premult, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        premult = premult.clamp(0, 1)
-    a = premult[:, 3:4]
-    rgb = premult[:, :3] + background.view(1, 3, 1, 1) * (1 - a)
-    K = cams.K.clone()
-    K[:, 0] *= size / W
-    K[:, 1] *= size / H
-    return torch.cat([rgb, a], 1).float(), K.float(), cams.w2c.float()
+    images = on_background(resize_rgba(rgba, size), background)
+    return images.float(), cams.scaled_to(size, size).K.float(), cams.w2c.float()
 
 
 class ViewsDataset(Dataset):
@@ -71,6 +52,8 @@ class ViewsDataset(Dataset):
         if validate:
             validate_dataset(self.dirs, raise_on_error=True)
         self.image_size, self.num_views = int(image_size), num_views
+        if background not in SAMPLE_BACKGROUNDS:
+            raise ValueError(f"ViewsDataset: background must be one of {SAMPLE_BACKGROUNDS}, got {background!r}")
         self.background_name = background
         self.background = background_rgb(background)
         self.cache = {} if cache else None
@@ -123,8 +106,7 @@ def write_toy_dataset(out_dir: str | Path, n_samples: int = 4, size: int = 32, s
         g = g.transformed(1.0 / mm_per_unit, -body_center(g, part).float())
         rgb, alpha, _ = render_gaussians(g, cams, None, size, size)
         rgba = torch.cat([rgb / alpha.clamp(min=1e-6), alpha], -1).clamp(0, 1).permute(0, 3, 1, 2)
-        small = cams.replace(K=cams.K * torch.tensor([[size / cams.width], [size / cams.height], [1.0]],
-                                                     dtype=torch.float64), width=size, height=size,
-                             meta={"camera_distance": 2.7})  # not the 512² standard spec any more
+        # not the 512² standard spec any more
+        small = cams.scaled_to(size, size).replace(meta={"camera_distance": 2.7})
         dirs.append(save_sample(out_dir / f"sample_{i:03d}", rgba, small))
     return write_list_file(out_dir / "all.txt", dirs), dirs

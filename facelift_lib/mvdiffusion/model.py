@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..cameras import Cameras, plucker_rays, standard_cameras
+from ..images import on_white, resize_rgba
 
 MV_MODES = ("sparse", "dense", "none")
 
@@ -260,9 +261,8 @@ def build_small_unet(cfg: PixelModelConfig) -> nn.Module:
 
 
 def to_model_pixels(images: torch.Tensor) -> torch.Tensor:
-    """RGBA in [0,1] [...,4,H,W] -> model space [-1,1]: RGB composited on white, alpha kept."""
-    rgb, a = images[..., :3, :, :], images[..., 3:4, :, :]
-    return torch.cat([rgb * a + (1 - a), a], -3) * 2 - 1
+    """Straight RGBA in [0,1] [...,4,H,W] -> model space [-1,1]: RGB composited on white, alpha kept."""
+    return on_white(images) * 2 - 1
 
 
 def from_model_pixels(x: torch.Tensor) -> torch.Tensor:
@@ -301,8 +301,7 @@ class PixelMVDiffusion(nn.Module):
     def encode_views(self, images: torch.Tensor) -> torch.Tensor:
         """RGBA [B,V,4,H,W] in [0,1] -> x0 [B,V,4,S,S] in model space."""
         B, V = images.shape[:2]
-        x = F.interpolate(images.flatten(0, 1).float(), size=(self.image_size,) * 2, mode="bilinear",
-                          antialias=True, align_corners=False)
+        x = resize_rgba(images.flatten(0, 1).float(), self.image_size)  # straight RGBA: premultiplied resize
         return to_model_pixels(x).view(B, V, -1, self.image_size, self.image_size)
 
     def decode_views(self, x0: torch.Tensor) -> torch.Tensor:
@@ -391,8 +390,7 @@ class LatentMVDiffusion(nn.Module):
     def encode_views(self, images: torch.Tensor) -> torch.Tensor:
         """RGBA [B,V,4,H,W] in [0,1] -> latents [B,V,4,h,w] (RGB composited on white, VAE mode, scaled)."""
         B, V = images.shape[:2]
-        x = F.interpolate(images.flatten(0, 1).float(), size=(self.image_size,) * 2, mode="bilinear",
-                          antialias=True, align_corners=False)
+        x = resize_rgba(images.flatten(0, 1).float(), self.image_size)  # straight RGBA: premultiplied resize
         rgb = to_model_pixels(x)[:, :3].to(self.vae.dtype)
         lat = self.vae.encode(rgb).latent_dist.mode() * self.vae.config.scaling_factor
         return lat.view(B, V, *lat.shape[1:]).float()

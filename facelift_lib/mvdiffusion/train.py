@@ -40,10 +40,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from ..images import BACKGROUNDS, composite, on_white, resize_rgba
 from ..io import check_number_fields, load_sample, read_list_file, save_torch_atomic, write_image
 from ..locks import FolderLock, die_with_parent, launched_worker
 from .model import LatentMVDiffusion, PixelModelConfig, PixelMVDiffusion
@@ -127,13 +127,6 @@ class TrainResult:
 
 
 # --- data --------------------------------------------------------------------------------------------------
-def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
-    """[N,C,H,W] -> [N,C,size,size] (antialiased bilinear; unchanged when already that size)."""
-    if images.shape[-2:] == (size, size):
-        return images
-    return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
-
-
 def check_training_views(images: torch.Tensor, where: str, mask_level: float = 0.5) -> None:
     """Refuse a sample the diffusion model must not learn from: images [V,4,H,W] not square (resizing would
     stretch it) or with an empty alpha (no pixel > mask_level) in every view (nothing to learn, only background).
@@ -177,7 +170,7 @@ class MultiViewDataset(Dataset):
             raise ValueError(f"{self.dirs[i]} (listed in {self.list_file}): views are {images.shape[-1]}² but the "
                              f"model works at {self.size}²; upsampled targets teach blur: build the training set at "
                              f">= {self.size} px (notebook 03: render_size)")
-        images = resize_images(images, self.size)
+        images = resize_rgba(images, self.size)  # straight RGBA, resized premultiplied
         if self.cache:
             self._cache[i] = images
         return images
@@ -196,7 +189,7 @@ def _infinite(loader: DataLoader) -> Iterator[dict[str, Any]]:
 
 
 # --- conditioning as FaceLift trains it -----------------------------------------------------------------------
-BACKGROUNDS = ((1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (0.5, 0.5, 0.5))  # FaceLift's white / black / grey
+RANDOM_BACKGROUNDS = tuple(BACKGROUNDS[name] for name in ("white", "black", "grey"))  # FaceLift's, as colours
 
 
 def condition_drop_masks(batch: int, kind: str, prob: float, generator: torch.Generator | None = None
@@ -216,14 +209,12 @@ def condition_drop_masks(batch: int, kind: str, prob: float, generator: torch.Ge
 def on_backgrounds(images: torch.Tensor, backgrounds: torch.Tensor) -> torch.Tensor:
     """RGBA [B,...,4,H,W] straight alpha -> RGBA with RGB composited on backgrounds [B,3] and alpha 1
     (so the model's own white compositing leaves it as it is)."""
-    bg = backgrounds.to(images).view(backgrounds.shape[0], *([1] * (images.ndim - 4)), 3, 1, 1)
-    a = images[..., 3:4, :, :]
-    return torch.cat([images[..., :3, :, :] * a + bg * (1 - a), torch.ones_like(a)], -3)
+    return torch.cat([composite(images, backgrounds), torch.ones_like(images[..., 3:4, :, :])], -3)
 
 
 def random_backgrounds(batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """[B,3]: white, black or grey per sample, uniformly."""
-    return torch.tensor(BACKGROUNDS)[torch.randint(len(BACKGROUNDS), (batch,), generator=generator)]
+    return torch.tensor(RANDOM_BACKGROUNDS)[torch.randint(len(RANDOM_BACKGROUNDS), (batch,), generator=generator)]
 
 
 # --- losses -------------------------------------------------------------------------------------------------
@@ -257,12 +248,6 @@ def diffusion_loss(model, noise_scheduler, x0: torch.Tensor, cond: dict[str, tor
 
 
 # --- validation metrics -----------------------------------------------------------------------------------
-def on_white(x: torch.Tensor) -> torch.Tensor:
-    """Straight RGBA [...,4,H,W] -> RGBA with RGB composited on white (the models' image convention)."""
-    a = x[..., 3:4, :, :]
-    return torch.cat([x[..., :3, :, :] * a + (1 - a), a], -3)
-
-
 def _psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """PSNR (dB) per image of the RGB channels of [...,C,H,W] in [0,1]; leading dims kept."""
     mse = (a[..., :3, :, :] - b[..., :3, :, :]).pow(2).flatten(-3).mean(-1).clamp(min=1e-10)
@@ -513,8 +498,8 @@ def validate(model, noise_scheduler, batch: dict[str, torch.Tensor], params: Tra
     gen = sample_views(model, ddim, ref, params.val_inference_steps, params.val_guidance_scale,
                        seed=params.seed, progress=False, eta=params.val_eta).cpu()
     S = gen.shape[-1]
-    gt = on_white(resize_images(batch["views"].flatten(0, 1), S)).view(*gen.shape)
-    ref_s = on_white(resize_images(batch["reference"], S))
+    gt = on_white(resize_rgba(batch["views"].flatten(0, 1), S)).view(*gen.shape)
+    ref_s = on_white(resize_rgba(batch["reference"], S))
     ident = identity_mapping_score(gen, ref_s, gt, params.reference_view_idx, params.collapse_margin_db)
     entry = {"step": step, "identity": ident, "quality": view_quality(gen, gt)}
     samples = run_dir / "samples"
