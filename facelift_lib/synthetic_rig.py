@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from facelift_lib.calibration import load_mammal_pkl, save_mammal_pkl, undistort_normalized
+from facelift_lib.calibration import OPENCV_TO_WORKBOOK_PX, load_mammal_pkl, save_mammal_pkl, undistort_normalized
 from facelift_lib.cameras import Cameras, intrinsics, look_at_w2c
 from facelift_lib.gaussians import Gaussians, load_ply, save_ply
 from facelift_lib.io import write_image, write_mask
@@ -128,7 +128,7 @@ def raw_view_maps(cams: Cameras) -> list[RawViewMap | None]:
         K_c = K.copy()
         K_c[0, 1] = 0.0
         K_c[:2, 2] -= (x0, y0)
-        uv = uv - (x0, y0) - 0.5                                      # canvas pixels, OpenCV convention
+        uv = uv - (x0, y0) - OPENCV_TO_WORKBOOK_PX                    # canvas pixels, OpenCV convention
         uv[~ok] = -1.0e6
         out.append(RawViewMap(torch.from_numpy(K_c), x1 - x0, y1 - y0, uv[..., 0].astype(np.float32),
                               uv[..., 1].astype(np.float32)))
