@@ -79,6 +79,16 @@ def rounded(x: Any, digits: int = 2) -> Any:
     return round(float(x), digits) + 0.0
 
 
+def require(notebook: str, needs: dict[str | Path, str]) -> None:
+    """Stop `notebook` when an input an earlier notebook writes is missing: `needs` maps each path (file or
+    folder) to the notebook that writes it. FileNotFoundError listing every missing path with the notebook
+    to run first. Paths the library checks itself (checkpoints of a run folder: `training.checkpoint_file`;
+    the rig: `synthetic_rig.workbook_rig`) need no entry here."""
+    missing = [f"{path} (run {producer} first)" for path, producer in needs.items() if not Path(path).exists()]
+    if missing:
+        raise FileNotFoundError(f"{notebook} needs what earlier notebooks write; missing: " + "; ".join(missing))
+
+
 # --- profiles -------------------------------------------------------------------------------------
 class UnknownParameterWarning(UserWarning):
     """A profile key that the notebook(s) it is meant for do not declare; it is not injected."""

@@ -47,6 +47,7 @@ yaws_per_frame = 4  # headings of each ground-truth mouse (more training samples
 image_size = 64  # the small model's resolution
 overwrite = True  # retrain from scratch, replacing an earlier run (full profile: False, and resume via train_overrides)
 train_overrides = {}  # TrainParams fields over the recipe, e.g. {"max_steps": 2000, "resume": "latest"}
+# (the run folder <out_dir>/mvdiffusion/run: checkpoints/ckpt_{step:016d}.pt, log.jsonl, config.json, samples/)
 facelift_pipeline = None  # full profile: local FaceLift diffusers folder to fine-tune (nothing is downloaded)
 view_embeddings = None  # full profile: [6,77,1024] per-view embeddings file for the mouse cameras
 
@@ -61,22 +62,17 @@ from facelift_lib.camera_report import describe
 from facelift_lib.io import load_sample, read_list_file
 from facelift_lib.mvdiffusion import train as mvtrain
 from facelift_lib.synthetic import build_standard_view_dataset
-from facelift_lib.workbook import record
+from facelift_lib.training import list_checkpoints
+from facelift_lib.workbook import record, require
 
 out = Path(out_dir)
 rig_dir = Path(rig_dir) if rig_dir else out / "rig"
 preprocessed_dir = Path(preprocessed_dir) if preprocessed_dir else out / "data"
 lists = {split: preprocessed_dir / f"{split}.txt" for split in ("train", "val")}
-missing = [str(p) for p in [rig_dir / "rig.json", *lists.values()] if not p.is_file()]
-if missing:
-    raise FileNotFoundError(f"03_mvdiffusion needs the rig (run 00_data) and the preprocessed samples "
-                            f"(run 02_preprocessing) first; missing: {missing}")
-if facelift_pipeline is None:
+require("03_mvdiffusion", {rig_dir / "rig.json": "00_data", **{p: "02_preprocessing" for p in lists.values()}})
+if facelift_pipeline is None:  # a facelift_pipeline folder that does not exist is the trainer's error, naming it
     print("No FaceLift pipeline given (facelift_pipeline=None): training the small CPU model from scratch. "
           "Set facelift_pipeline to a local FaceLift diffusers folder to fine-tune FaceLift instead.")
-elif not Path(facelift_pipeline).is_dir():
-    raise FileNotFoundError(f"facelift_pipeline={facelift_pipeline!r} does not exist; nothing can be downloaded "
-                            "here: copy FaceLift's multi-view diffusion folder to this machine and point at it")
 
 # %% [markdown]
 # ## Training targets: the ground-truth mouse at the standard cameras
@@ -109,7 +105,7 @@ print(f"model={params.model}  reference_view_idx={params.reference_view_idx}  ra
 result = mvtrain.train(params)
 
 # %%
-steps, validations = mvtrain.read_log(params.run_dir)
+steps, validations = mvtrain.read_steps_and_validations(params.run_dir)
 fig, axes = plt.subplots(1, 2, figsize=(12, 3.5))
 viz.plot_curves({"step": [s["step"] for s in steps], "loss": [s["loss"] for s in steps]}, "step", "loss",
                 logy=True, ax=axes[0], title="training loss (min-SNR weighted v-prediction, mean per log interval)")
@@ -157,5 +153,5 @@ record("mvdiffusion_checkpoint", str(result.last_checkpoint))
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print("validations:", len(validations), " checkpoints kept:", len(mvtrain.list_checkpoints(params.run_dir)))
+print("validations:", len(validations), " checkpoints kept:", len(list_checkpoints(params.run_dir)))
 print("training steps:", steps[-1]["step"])

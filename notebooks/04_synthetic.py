@@ -48,22 +48,16 @@ import torch
 from facelift_lib import viz
 from facelift_lib.images import resize_images
 from facelift_lib.io import load_sample
-from facelift_lib.mvdiffusion.train import latest_checkpoint
 from facelift_lib.synthetic import generate_dataset
-from facelift_lib.workbook import record
+from facelift_lib.training import checkpoint_file
+from facelift_lib.workbook import record, require
 
 out = Path(out_dir)
 input_dir = Path(input_dir) if input_dir else out / "mvdiffusion" / "data"
 inputs = {split: input_dir / f"{split}.txt" for split in ("train", "val")}
-missing = [str(p) for p in inputs.values() if not p.is_file()]
-if missing:
-    raise FileNotFoundError(f"04_synthetic needs the inputs written by 03_mvdiffusion (run it first); missing: {missing}")
-if checkpoint is None:
-    try:
-        checkpoint = latest_checkpoint(out / "mvdiffusion" / "run")
-    except FileNotFoundError as e:
-        raise FileNotFoundError(f"04_synthetic needs a diffusion checkpoint: run 03_mvdiffusion first ({e})") from None
-print("checkpoint:", Path(checkpoint).name)
+require("04_synthetic", {path: "03_mvdiffusion" for path in inputs.values()})
+checkpoint = checkpoint_file(checkpoint or out / "mvdiffusion" / "run", "03_mvdiffusion")  # a run folder: its newest
+print("checkpoint:", checkpoint.name)
 
 # %%
 result = generate_dataset(checkpoint, inputs, out / "synthetic", num_inference_steps=num_inference_steps,

@@ -48,7 +48,8 @@ views_per_step = 2            # rendered views per step (held-out first); None r
 background_gaussian_fraction = 0.1  # CPU speed-up for training renders; 1.0 on a GPU
 skip_grad_norm = 200.0
 lpips_weights = None          # LOCAL folder with LPIPS backbone weights: adds LPIPS to the metrics (nothing downloads)
-resume = False                # smoke: a fresh, reproducible run every time
+resume = None                 # None: a fresh run; "latest": continue the newest checkpoint of out_dir/gslrm/run
+overwrite = True              # a fresh run replaces an earlier one (smoke: reproducible every time; full: False)
 ckpt_every = None             # steps between checkpoints; None: max_steps // 4
 turntable_n_frames = 24       # frames of the turntable GIF
 
@@ -65,44 +66,45 @@ from facelift_lib.gslrm import GSLRM
 from facelift_lib.gslrm.data import ViewsDataset
 from facelift_lib.gslrm.export import (ExportFilters, export_fidelity, export_ply, filter_gaussians, save_turntable_gif,
                                        turntable_frames)
-from facelift_lib.gslrm.train import dataset_lists, profile_train_config, train
+from facelift_lib.gslrm.train import DATA_SOURCES, dataset_lists, profile_train_config, train
+from facelift_lib.io import load_sample
 from facelift_lib.metrics import background_only, evaluate, predict_and_render
-from facelift_lib.protocol import EvalProtocol, Measured, protocol_table
-from facelift_lib.workbook import record
+from facelift_lib.protocol import EvalProtocol, Measured, protocol_table, split_views
+from facelift_lib.reconstruct import reconstruct_from_views
+from facelift_lib.workbook import record, require
 
 out = Path(out_dir)
 device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # evaluation and turntable
-lists = dataset_lists(out, data_source)  # a missing dataset names the notebook that writes it
-if init_from is None:
-    print("No FaceLift checkpoint given (init_from=None): training from scratch.")
-elif not Path(init_from).is_file():
-    raise FileNotFoundError(f"init_from={init_from!r} does not exist: download FaceLift's GS-LRM checkpoint "
-                            "(ckpt_*.pt) to that path, or set init_from=None to train from scratch")
-else:
-    print(f"Fine-tuning from the FaceLift checkpoint {init_from} ({finetune}).")
-
-train_set = ViewsDataset(lists["train"], image_size)
-val_set = ViewsDataset(lists["val"], image_size)
-print(f"{data_source} data: {len(train_set)} train / {len(val_set)} val samples, 6 views each, at {image_size}²")
-sample = val_set[0]
-viz.image_grid(sample["images"], masks=sample["images"][:, 3], titles=[f"view {v}" + (" (held out)" if v == 5 else "")
-               for v in range(6)], suptitle=f"val sample {sample['name']}: 5 inputs + the held-out view")
-plt.show()
-
-# %% [markdown]
-# ## Train
-# Views 0-4 are the inputs; view 5 is held out. Each step renders `views_per_step` views (the held-out one
-# first). On CPU only a random 10 % of the gaussians of *background* input pixels are rendered in training,
-# with their opacity raised so that their total haze matches the full set (`training_subset`); evaluation
-# always renders every gaussian.
-
-# %%
+lists = dataset_lists(out, data_source)
+require("05_gslrm", {path: DATA_SOURCES[data_source][1] for path in lists.values()})
 # the same function builds the torchrun CLI's config from a profile (facelift_lib.gslrm.train.load_train_config)
 cfg = profile_train_config(out_dir=out, seed=seed, data_source=data_source, image_size=image_size, model=model,
                            init_from=init_from, finetune=finetune, max_steps=max_steps, warmup_steps=warmup_steps,
                            lr=lr, batch_size=batch_size, views_per_step=views_per_step,
                            background_gaussian_fraction=background_gaussian_fraction,
-                           skip_grad_norm=skip_grad_norm, resume=resume, ckpt_every=ckpt_every)
+                           skip_grad_norm=skip_grad_norm, resume=resume, overwrite=overwrite, ckpt_every=ckpt_every)
+inputs, held_out = split_views(cfg.num_views, cfg.num_input_views, "held_out")  # the trainer's fixed view order
+print("No FaceLift checkpoint given (init_from=None): training from scratch." if init_from is None else
+      f"Fine-tuning from the FaceLift checkpoint {init_from} ({finetune}).")  # a missing file is train()'s error
+
+train_set = ViewsDataset(lists["train"], cfg.image_size, cfg.num_views, cfg.background)
+val_set = ViewsDataset(lists["val"], cfg.image_size, cfg.num_views, cfg.background)
+print(f"{data_source} data: {len(train_set)} train / {len(val_set)} val samples, {cfg.num_views} views each, "
+      f"at {cfg.image_size}²")
+sample = val_set[0]
+viz.image_grid(sample["images"], masks=sample["images"][:, 3], titles=[f"view {v}" + (" (held out)" if v in held_out
+               else "") for v in range(cfg.num_views)],
+               suptitle=f"val sample {sample['name']}: {len(inputs)} inputs + {len(held_out)} held-out view(s)")
+plt.show()
+
+# %% [markdown]
+# ## Train
+# The first `num_input_views` views (0-4) are the inputs; the rest (view 5) are held out. Each step renders `views_per_step` views (the held-out one
+# first). On CPU only a random 10 % of the gaussians of *background* input pixels are rendered in training,
+# with their opacity raised so that their total haze matches the full set (`training_subset`); evaluation
+# always renders every gaussian.
+
+# %%
 result = train(cfg)
 log = pd.DataFrame(result.log)
 print(f"{result.steps} steps, {result.skipped} skipped; checkpoint {result.checkpoint.name}; "
@@ -165,14 +167,15 @@ print("validation samples:", protocols["trained"].n)
 # three validation samples. The green outline is the target mask.
 
 # %%
+shown = held_out[0]  # the first held-out view
 for i in range(min(3, len(val_set))):
     item = dict(val_set[i], background=val_set.background)
-    g, rgb, alpha = predict_and_render(trained, item, range(5), [5], device)
-    rgb, alpha, target = rgb.cpu(), alpha.cpu(), item["images"][5:6]
-    panels = torch.cat([item["images"][:5, :3], target[:, :3], rgb.clamp(0, 1), alpha.expand(-1, 3, -1, -1)])
-    masks = torch.cat([item["images"][:5, 3], target[:, 3], target[:, 3], target[:, 3]])
-    viz.image_grid(panels, masks=masks, ncols=8, size=1.6,
-                   titles=[f"input {v}" for v in range(5)] + ["target 5", "prediction 5", "alpha 5"],
+    g, rgb, alpha = predict_and_render(trained, item, inputs, [shown], device)
+    rgb, alpha, target = rgb.cpu(), alpha.cpu(), item["images"][shown:shown + 1]
+    panels = torch.cat([item["images"][inputs, :3], target[:, :3], rgb.clamp(0, 1), alpha.expand(-1, 3, -1, -1)])
+    masks = torch.cat([item["images"][inputs, 3], target[:, 3], target[:, 3], target[:, 3]])
+    viz.image_grid(panels, masks=masks, ncols=len(inputs) + 3, size=1.6,
+                   titles=[f"input {v}" for v in inputs] + [f"target {shown}", f"prediction {shown}", f"alpha {shown}"],
                    suptitle=f"{item['name']}: PSNR masked {tables['trained'].loc[i, 'psnr_masked']:.1f} dB, "
                             f"Mask IoU {tables['trained'].loc[i, 'mask_iou']:.2f}")
     plt.show()
@@ -185,11 +188,12 @@ for i in range(min(3, len(val_set))):
 # through the 6 cameras against everything the model predicted: what the filters cost, in dB.
 
 # %%
-item = val_set[0]
-with torch.no_grad():
-    recon = trained(item["images"][None, :, :3].to(device), (item["K"][None].to(device), item["w2c"][None].to(device)))[0]
+name = val_set.dirs[0].name
+with torch.no_grad():  # stage 2 as 06 and the pipeline run it: every view in, resized to the model's size
+    rec = reconstruct_from_views(*load_sample(val_set.dirs[0], background=val_set.background_name), trained)
+recon = rec.gaussians
 recon_dir = out / "gslrm"
-gif = save_turntable_gif(recon, recon_dir / f"turntable_{item['name']}.gif", n_frames=turntable_n_frames, size=128)
+gif = save_turntable_gif(recon, recon_dir / f"turntable_{name}.gif", n_frames=turntable_n_frames, size=128)
 frames = turntable_frames(recon, n_frames=6, size=128)
 recon = recon.to("cpu")  # export and fidelity on CPU tensors
 fig, axes = plt.subplots(1, 6, figsize=(13, 2.4))
@@ -200,12 +204,13 @@ for ax, frame, az in zip(axes, frames, range(0, 360, 60)):
 plt.show()
 display(Image(filename=str(gif)))
 filters = ExportFilters()
-ply, report = export_ply(recon, recon_dir / f"recon_{item['name']}.ply", filters)
+ply, report = export_ply(recon, recon_dir / f"recon_{name}.ply", filters)
 kept, _ = filter_gaussians(recon, filters)
-fidelity = export_fidelity(recon, kept, item["K"], item["w2c"], image_size, val_set.background)
-fidelity_protocol = EvalProtocol(split="val", samples=[item["name"]], input_views=range(6), scored_views=range(6),
+fidelity = export_fidelity(recon, kept, rec.cams.K.float(), rec.cams.w2c.float(), cfg.image_size, val_set.background)
+every_view = range(len(rec.cams))
+fidelity_protocol = EvalProtocol(split="val", samples=[name], input_views=every_view, scored_views=every_view,
                                  mask_source="05 unfiltered prediction's alpha", background=val_set.background_name,
-                                 resolution=image_size)
+                                 resolution=cfg.image_size)
 print("PLY:", ply)
 print("filters (gaussians removed):", report)
 print(f"export fidelity vs the full prediction: PSNR masked {fidelity['psnr_masked']:.1f} dB, "

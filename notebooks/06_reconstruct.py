@@ -71,21 +71,20 @@ from facelift_lib.gslrm.train import load_trained_model
 from facelift_lib.images import on_white, resize_rgba
 from facelift_lib.io import load_sample, read_list_file
 from facelift_lib.mvdiffusion import load_checkpoint_pipeline
-from facelift_lib.mvdiffusion.train import latest_checkpoint
 from facelift_lib.protocol import EvalProtocol, protocol_table
 from facelift_lib.reconstruct import reconstruct, reconstruct_from_views, reconstruction_report, rendered_views
 from facelift_lib.synthetic import standard_sample_ground_truth
-from facelift_lib.workbook import record
+from facelift_lib.training import checkpoint_file
+from facelift_lib.workbook import record, require
 
 out = Path(out_dir)
 rig_dir = Path(rig_dir) if rig_dir else out / "rig"
 samples_list = Path(samples_list) if samples_list else out / "mvdiffusion" / "data" / "val.txt"
-needs = {samples_list: "03_mvdiffusion", rig_dir / "rig.json": "00_data", out / "gslrm" / "run": "05_gslrm"}
-missing = [f"{path} (run {nb})" for path, nb in needs.items() if not path.exists()]
-if missing:
-    raise FileNotFoundError("06_reconstruct needs what earlier notebooks write; missing: " + "; ".join(missing))
+require("06_reconstruct", {samples_list: "03_mvdiffusion", rig_dir / "rig.json": "00_data"})
 device = "cuda" if torch.cuda.is_available() else "cpu"
-pipe = load_checkpoint_pipeline(diffusion_checkpoint or latest_checkpoint(out / "mvdiffusion" / "run"), device=device)
+# a run folder means its newest checkpoint; a missing one names the notebook that trains it
+pipe = load_checkpoint_pipeline(checkpoint_file(diffusion_checkpoint or out / "mvdiffusion" / "run", "03_mvdiffusion"),
+                                device=device)
 gslrm = load_trained_model(gslrm_checkpoint or out / "gslrm" / "run").to(device)
 dirs = read_list_file(samples_list)[:max_samples]
 print(f"diffusion: {type(pipe.model).__name__} at {pipe.model.image_size}², cameras {pipe.camera_type}; "

@@ -9,8 +9,8 @@ import torch
 
 from facelift_lib.gslrm import GSLRM, CheckpointError, GSLRMConfig, load_facelift_checkpoint
 from facelift_lib.gslrm.data import ViewsDataset, write_toy_dataset
-from facelift_lib.gslrm.train import (TrainConfig, checkpoint_path, list_checkpoints, load_train_config,
-                                      load_trained_model, read_log, skip_reason, train, training_subset)
+from facelift_lib.gslrm.train import TrainConfig, load_train_config, load_trained_model, train, training_subset
+from facelift_lib.training import checkpoint_path, list_checkpoints, read_log, skip_reason
 
 TINY_MODEL = dict(image_size=16, patch_size=4, d=32, n_layers=1, n_heads=2)
 
@@ -23,7 +23,8 @@ def toy_list(tmp_path_factory):
 
 def tiny_config(toy_list: str, run_dir, **kw) -> TrainConfig:
     base = dict(train_list=toy_list, run_dir=str(run_dir), image_size=16, model=TINY_MODEL, max_steps=6,
-                warmup_steps=2, ckpt_every=3, lr=1e-3, views_per_step=2, progress=False, validate_data=False)
+                warmup_steps=2, ckpt_every=3, lr=1e-3, views_per_step=2, progress=False, validate_data=False,
+                resume="latest")
     base.update(kw)
     return TrainConfig(**base)
 
@@ -101,7 +102,7 @@ def test_a_crash_while_saving_keeps_the_previous_checkpoint(toy_list, tmp_path, 
     with pytest.raises(OSError, match="No space"):
         train(tiny_config(toy_list, tmp_path, max_steps=4, ckpt_every=2))
     monkeypatch.setattr(T.torch, "save", real_save)
-    assert sorted(p.name for p in tmp_path.iterdir() if "ckpt" in p.name) == [checkpoint_path(tmp_path, 2).name]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if "ckpt" in p.name) == [checkpoint_path(tmp_path, 2).name]
     resumed = train(tiny_config(toy_list, tmp_path, max_steps=4, ckpt_every=2))  # the step-2 file is whole
     assert resumed.steps == 4 and [r["step"] for r in resumed.log] == [1, 2, 3, 4]
 

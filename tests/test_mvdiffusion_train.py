@@ -16,7 +16,9 @@ from facelift_lib.mvdiffusion import train as mvtrain
 from facelift_lib.mvdiffusion.model import to_model_pixels
 from facelift_lib.mvdiffusion.pipeline import model_from_checkpoint, read_checkpoint, write_tiny_facelift_pipeline
 from facelift_lib.mvdiffusion.train import (FACELIFT_FINETUNE, MultiViewDataset, TrainParams, identity_mapping_score,
-                                            min_snr_weights, params_from_yaml, profile_train_params, read_log, train)
+                                            min_snr_weights, params_from_yaml, profile_train_params,
+                                            read_steps_and_validations, train)
+from facelift_lib.training import list_checkpoints
 
 SIZE = 16
 TINY = {"image_size": SIZE, "block_out_channels": [8, 16], "cross_attention_dim": 16, "attention_head_dim": 8,
@@ -90,7 +92,7 @@ def test_train_checkpoint_resume_and_pipeline(dataset, tmp_path):
     assert set(val["identity"]) >= {"score_db", "identity_fraction", "collapse", "to_reference_db"}
     assert len(val["quality"]["psnr_masked"]) == 6 and len(val["quality"]["mask_iou"]) == 6
     ckpts = sorted(p.name for p in (run / "checkpoints").iterdir())
-    assert ckpts == ["ckpt_00000002.pt", "ckpt_00000004.pt"]  # nothing half-written (.tmp) left behind
+    assert ckpts == ["ckpt_0000000000000002.pt", "ckpt_0000000000000004.pt"]  # nothing half-written (.tmp) left behind
     assert (run / "samples" / "step_00000004.png").is_file()
     ck = read_checkpoint(result.last_checkpoint)
     assert ck["step"] == 4 and ck["kind"] == "pixel" and ck["camera_type"] == "mouse_standard_6view"
@@ -98,7 +100,7 @@ def test_train_checkpoint_resume_and_pipeline(dataset, tmp_path):
 
     resumed = train(tiny_params(dataset, run, max_steps=6, resume="latest"))
     assert [h["step"] for h in resumed.history] == [5, 6]
-    steps, vals = read_log(run)
+    steps, vals = read_steps_and_validations(run)
     assert [s["step"] for s in steps] == [1, 2, 3, 4, 5, 6] and [v["step"] for v in vals] == [4, 6]
     assert read_checkpoint(resumed.last_checkpoint)["step"] == 6
 
@@ -109,10 +111,29 @@ def test_train_checkpoint_resume_and_pipeline(dataset, tmp_path):
     with pytest.raises(FileExistsError, match="resume='latest'"):  # a fresh start must not mix with old checkpoints
         train(tiny_params(dataset, run))
     fresh = train(tiny_params(dataset, run, max_steps=2, overwrite=True))
-    assert [s["step"] for s in read_log(run)[0]] == [1, 2]
-    assert [p.name for p in (run / "checkpoints").iterdir()] == ["ckpt_00000002.pt"]
+    assert [s["step"] for s in read_steps_and_validations(run)[0]] == [1, 2]
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["ckpt_0000000000000002.pt"]
     assert sorted(p.name for p in (run / "samples").glob("*.png")) == ["step_00000002.png"]
     assert len(fresh.validations) == 1
+
+
+def test_a_nonfinite_loss_skips_the_step_and_training_goes_on(dataset, tmp_path, monkeypatch, capsys):
+    """The shared policy (training.skip_reason), as in GS-LRM: not applied, logged with its reason, printed."""
+    real, calls = mvtrain.diffusion_loss, []
+
+    def nan_on_second_step(*a, **kw):
+        calls.append(1)
+        loss = real(*a, **kw)
+        return loss * float("nan") if len(calls) == 2 else loss
+    monkeypatch.setattr(mvtrain, "diffusion_loss", nan_on_second_step)
+    run = tmp_path / "run"
+    result = train(tiny_params(dataset, run, max_steps=3, checkpoint_every=1, val_every=0))
+    assert [h["step"] for h in result.history] == [1, 2, 3]
+    assert [h.get("skip_reason") for h in result.history] == [None, "nonfinite_loss", None]
+    assert "step 2 skipped (nonfinite_loss)" in capsys.readouterr().out
+    weights = [read_checkpoint(run / "checkpoints" / f"ckpt_{k:016d}.pt")["model"] for k in (1, 2, 3)]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])  # step 2 applied nothing
+    assert any(not torch.equal(weights[1][k], weights[2][k]) for k in weights[1])  # step 3 trained again
 
 
 def test_training_is_deterministic(dataset, tmp_path):
@@ -238,10 +259,10 @@ def test_resume_latest_without_checkpoints_starts_fresh(dataset, tmp_path, capsy
     # a run killed before its first checkpoint leaves a log and nothing to resume from
     (run / "log.jsonl").write_text(json.dumps({"step": 7, "loss": 1.0}) + "\n")
     result = train(tiny_params(dataset, run, max_steps=2, val_every=0, resume="latest"))
-    err = capsys.readouterr().err
+    err = capsys.readouterr().out
     assert "no checkpoints" in err and "starting fresh" in err
     assert [h["step"] for h in result.history] == [1, 2]
-    assert [s["step"] for s in read_log(run)[0]] == [1, 2]  # the stale entry went with the fresh start
+    assert [s["step"] for s in read_steps_and_validations(run)[0]] == [1, 2]  # the stale entry went with the fresh start
     assert read_checkpoint(result.last_checkpoint)["step"] == 2
 
 
@@ -250,26 +271,26 @@ def test_resume_latest_with_a_checkpoint_continues_it(dataset, tmp_path, capsys)
     train(tiny_params(dataset, run, max_steps=2, val_every=0))
     capsys.readouterr()
     resumed = train(tiny_params(dataset, run, max_steps=3, val_every=0, resume="latest"))
-    assert "resuming from" in capsys.readouterr().err
+    assert "resuming from" in capsys.readouterr().out
     assert [h["step"] for h in resumed.history] == [3]
 
 
 def test_resume_from_a_missing_explicit_path_is_an_error(dataset, tmp_path):
     run = tmp_path / "run"
     train(tiny_params(dataset, run, max_steps=2, val_every=0))  # checkpoints exist, but not the one named
-    with pytest.raises(FileNotFoundError, match="ckpt_00000099.pt"):
-        train(tiny_params(dataset, run, max_steps=3, resume=str(run / "checkpoints" / "ckpt_00000099.pt")))
+    with pytest.raises(FileNotFoundError, match="ckpt_0000000000000099.pt"):
+        train(tiny_params(dataset, run, max_steps=3, resume=str(run / "checkpoints" / "ckpt_0000000000000099.pt")))
 
 
 def test_resume_after_a_kill_does_not_log_steps_twice(dataset, tmp_path):
     """Killed after logging steps 3-4 and validating at 4 but before checkpoint 4: the resumed run redoes them."""
     run = tmp_path / "run"
     train(tiny_params(dataset, run, max_steps=4, checkpoint_every=2, val_every=2))
-    (run / "checkpoints" / "ckpt_00000004.pt").unlink()
+    (run / "checkpoints" / "ckpt_0000000000000004.pt").unlink()
     stale_sample = (run / "samples" / "step_00000004.pt").stat().st_mtime_ns
     resumed = train(tiny_params(dataset, run, max_steps=4, checkpoint_every=2, val_every=2, resume="latest"))
     assert [h["step"] for h in resumed.history] == [3, 4]
-    steps, vals = read_log(run)
+    steps, vals = read_steps_and_validations(run)
     assert [s["step"] for s in steps] == [1, 2, 3, 4] and [v["step"] for v in vals] == [2, 4]
     assert (run / "samples" / "step_00000004.pt").stat().st_mtime_ns != stale_sample  # redone, not kept
 
@@ -315,7 +336,7 @@ def test_ema_is_the_decayed_average_of_the_live_weights(dataset, tmp_path):
     run = tmp_path / "run"
     train(tiny_params(dataset, run, max_steps=2, checkpoint_every=1, val_every=0, warmup_steps=0,
                       lr_schedule="constant", ema_decay=0.3))
-    c1, c2 = (read_checkpoint(run / "checkpoints" / f"ckpt_0000000{k}.pt") for k in (1, 2))
+    c1, c2 = (read_checkpoint(run / "checkpoints" / f"ckpt_{k:016d}.pt") for k in (1, 2))
     ema1, ema2 = (model_from_checkpoint(c, use_ema=True).trainable_parameters() for c in (c1, c2))
     live2 = model_from_checkpoint(c2, use_ema=False).trainable_parameters()
     assert any(not torch.equal(e, w) for e, w in zip(ema2, live2))
@@ -393,7 +414,7 @@ def test_torchrun_two_processes_same_trainer(dataset, tmp_path):
                          capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.count("last checkpoint:") == 2  # both ranks finish train() ...
-    steps, _ = read_log(run)
+    steps, _ = read_steps_and_validations(run)
     assert [s["step"] for s in steps] == [1, 2, 3, 4]  # ... and one of them logs
-    assert len(mvtrain.list_checkpoints(run)) == 2
-    load_checkpoint_pipeline(mvtrain.list_checkpoints(run)[-1])
+    assert len(list_checkpoints(run)) == 2
+    load_checkpoint_pipeline(list_checkpoints(run)[-1])

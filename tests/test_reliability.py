@@ -157,11 +157,11 @@ def test_a_crafted_diffusion_checkpoint_runs_no_code(tmp_path):
     from facelift_lib.mvdiffusion.pipeline import CHECKPOINT_FORMAT, load_checkpoint_pipeline, read_checkpoint
 
     marker = tmp_path / "code_ran"
-    path = tmp_path / "checkpoints" / "ckpt_00000002.pt"
+    path = tmp_path / "checkpoints" / "ckpt_0000000000000002.pt"
     path.parent.mkdir()
     torch.save({"format": CHECKPOINT_FORMAT, "kind": "pixel", "params": _Evil(marker)}, path)
     for load in (read_checkpoint, load_checkpoint_pipeline):
-        with pytest.raises(ValueError, match=r"ckpt_00000002.pt: refused.*could run code"):
+        with pytest.raises(ValueError, match=r"ckpt_0000000000000002.pt: refused.*could run code"):
             load(path)
     assert not marker.exists()
 
@@ -175,7 +175,7 @@ def test_resume_latest_from_a_crafted_checkpoint_runs_no_code(tmp_path, tiny_mv_
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
     torch.save({"format": CHECKPOINT_FORMAT, "kind": "pixel", "params": _Evil(marker)},
-               run / "checkpoints" / "ckpt_00000009.pt")
+               run / "checkpoints" / "ckpt_0000000000000009.pt")
     with pytest.raises(ValueError, match="refused"):
         train(TrainParams(run_dir=str(run), train_list=str(train_list), val_list=None, resume="latest",
                           pixel_model=TINY_PIXEL, max_steps=12, progress=False))
@@ -225,9 +225,9 @@ def test_a_truncated_diffusion_checkpoint_is_named(tmp_path, tiny_mv_checkpoint)
     from facelift_lib.mvdiffusion.pipeline import load_checkpoint_pipeline
 
     ckpt, _ = tiny_mv_checkpoint
-    cut = tmp_path / "ckpt_00000002.pt"
+    cut = tmp_path / "ckpt_0000000000000002.pt"
     cut.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
-    with pytest.raises(ValueError, match=r"ckpt_00000002.pt: cannot read the checkpoint .*truncated or corrupt"):
+    with pytest.raises(ValueError, match=r"ckpt_0000000000000002.pt: cannot read the checkpoint .*truncated or corrupt"):
         load_checkpoint_pipeline(cut)
 
 
@@ -244,21 +244,21 @@ def test_a_diffusion_checkpoint_of_another_size_is_named(tiny_mv_checkpoint):
 @pytest.mark.parametrize("failure", [OSError(errno.ENOSPC, "No space left on device"),
                                      RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 64")])
 def test_disk_full_during_a_checkpoint_save_names_the_file_and_keeps_the_old_one(tmp_path, monkeypatch, failure):
-    from facelift_lib.mvdiffusion.train import save_checkpoint
+    from facelift_lib.training import checkpoint_path, save_checkpoint
 
-    path = tmp_path / "checkpoints" / "ckpt_00000001.pt"
-    save_checkpoint(path, {"step": 1})
+    path = checkpoint_path(tmp_path, 1)
+    save_checkpoint(tmp_path, 1, {"step": 1}, 0, "multi-view diffusion checkpoint")
 
     def full(obj, f, *a, **kw):
         Path(f).write_bytes(b"half")
         raise failure
     monkeypatch.setattr(io.torch, "save", full)
-    with pytest.raises(OSError, match=r"cannot write multi-view diffusion checkpoint .*ckpt_00000001.pt \(.* free\).*"
+    with pytest.raises(OSError, match=r"cannot write multi-view diffusion checkpoint .*ckpt_0000000000000001.pt \(.* free\).*"
                                       r"earlier checkpoints are unchanged"):
-        save_checkpoint(path, {"step": 2})
+        save_checkpoint(tmp_path, 1, {"step": 2}, 0, "multi-view diffusion checkpoint")
     monkeypatch.undo()
     assert torch.load(path, weights_only=True) == {"step": 1}
-    assert [p.name for p in path.parent.iterdir()] == ["ckpt_00000001.pt"]  # no temp file left
+    assert [p.name for p in path.parent.iterdir()] == ["ckpt_0000000000000001.pt"]  # no temp file left
 
 
 # --- diffusion training data ----------------------------------------------------------------------------
@@ -317,17 +317,18 @@ def test_a_resumed_diffusion_training_prints_its_step(tmp_path, tiny_mv_checkpoi
     train(TrainParams(**p, max_steps=2))
     capsys.readouterr()
     train(TrainParams(**p, max_steps=3))
-    assert f"resumed from {tmp_path / 'run' / 'checkpoints' / 'ckpt_00000002.pt'} at step 2" in capsys.readouterr().out
+    assert f"resumed from {tmp_path / 'run' / 'checkpoints' / 'ckpt_0000000000000002.pt'} at step 2" in capsys.readouterr().out
 
 
 def test_a_resumed_gslrm_training_prints_its_step(tmp_path, capsys):
     from facelift_lib.gslrm.data import write_toy_dataset
-    from facelift_lib.gslrm.train import TrainConfig, checkpoint_path, train
+    from facelift_lib.gslrm.train import TrainConfig, train
+    from facelift_lib.training import checkpoint_path
 
     lst, _ = write_toy_dataset(tmp_path / "toy", n_samples=2, size=16, seed=0, n_gaussians=600)
     cfg = dict(train_list=str(lst), run_dir=str(tmp_path / "run"), image_size=16, progress=False, validate_data=False,
                model=dict(image_size=16, patch_size=4, d=32, n_layers=1, n_heads=2), warmup_steps=1, ckpt_every=1,
-               views_per_step=2)
+               views_per_step=2, resume="latest")
     train(TrainConfig(**cfg, max_steps=1))
     capsys.readouterr()
     train(TrainConfig(**cfg, max_steps=2))

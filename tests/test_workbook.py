@@ -205,6 +205,16 @@ def test_sync_keeps_run_metadata_out_of_the_py(notebooks):
     assert all("papermill" not in c.metadata for c in synced.cells) and "widgets" not in synced.metadata
 
 
+def test_require_names_every_missing_input_and_the_notebook_writing_it(tmp_path):
+    (tmp_path / "rig").mkdir()
+    (tmp_path / "train.txt").write_text("")
+    workbook.require("06_reconstruct", {tmp_path / "rig": "00_data", tmp_path / "train.txt": "02_preprocessing"})
+    with pytest.raises(FileNotFoundError, match=r"^06_reconstruct needs .*missing: .*val.txt \(run 03_mvdiffusion "
+                                                r"first\); .*gslrm \(run 05_gslrm first\)$"):
+        workbook.require("06_reconstruct", {tmp_path / "train.txt": "02_preprocessing",
+                                            tmp_path / "val.txt": "03_mvdiffusion", tmp_path / "gslrm": "05_gslrm"})
+
+
 def test_rounded_numbers_for_nbval_cells():
     import numpy as np
     import torch

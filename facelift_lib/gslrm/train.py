@@ -155,18 +155,13 @@ class TrainConfig:
 DATA_SOURCES = {"preprocessed": ("data", "02_preprocessing"), "synthetic": ("synthetic", "04_synthetic")}
 
 
-def dataset_lists(out_dir: str | Path, data_source: str = "preprocessed", check: bool = True) -> dict[str, Path]:
-    """{"train", "val"} list files of a run's dataset; with `check`, a missing one is an error naming the
-    notebook that writes it."""
+def dataset_lists(out_dir: str | Path, data_source: str = "preprocessed") -> dict[str, Path]:
+    """{"train", "val"} list files of a run's dataset (DATA_SOURCES names the notebook writing them; notebook 05
+    checks them with `workbook.require`, the trainer's dataset when it reads them)."""
     if data_source not in DATA_SOURCES:
         raise ValueError(f"data_source must be one of {list(DATA_SOURCES)}, got {data_source!r}")
-    folder, producer = DATA_SOURCES[data_source]
-    lists = {split: Path(out_dir) / folder / f"{split}.txt" for split in ("train", "val")}
-    missing = [str(p) for p in lists.values() if not p.is_file()]
-    if check and missing:
-        raise FileNotFoundError(f"GS-LRM training needs the {data_source} dataset written by {producer}: "
-                                f"run {producer} first (missing {missing})")
-    return lists
+    folder, _ = DATA_SOURCES[data_source]
+    return {split: Path(out_dir) / folder / f"{split}.txt" for split in ("train", "val")}
 
 
 NOTEBOOK_SECTION = "05_gslrm"
@@ -187,7 +182,7 @@ def profile_train_config(out_dir: str | Path, seed: int = 0, data_source: str = 
     that both routes agree for params/smoke.yaml and params/full.yaml). model SMOKE_MODEL when None ({} is
     the FaceLift size); ckpt_every None = every max_steps // 4 steps.
     """
-    train_list = dataset_lists(out_dir, data_source, check=False)["train"]
+    train_list = dataset_lists(out_dir, data_source)["train"]
     return TrainConfig(train_list=str(train_list), run_dir=str(Path(out_dir) / "gslrm" / "run"),
                        image_size=image_size, model=dict(SMOKE_MODEL if model is None else model),
                        init_from=init_from, finetune=finetune, max_steps=max_steps, warmup_steps=warmup_steps,
@@ -608,7 +603,7 @@ def _train(cfg: TrainConfig, ddp: Dist, device: torch.device, run_dir: Path,
             if step % cfg.ckpt_every == 0 or step >= cfg.max_steps:
                 if ddp.main:
                     last_ckpt = save_gslrm_checkpoint(run_dir, model, optimizer, scheduler, step, updates, cfg,
-                                                cfg.keep_checkpoints)
+                                                      cfg.keep_checkpoints)
                 if ddp.world > 1:
                     dist.barrier()
             if ddp.main and callback is not None:

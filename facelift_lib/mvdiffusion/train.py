@@ -20,9 +20,10 @@ What the research taught (and the defaults encode):
   noise row per view; training images composited on a random white / black / grey background. The small
   pixel model drops its reference with `cond_drop_prob` and stays on white (it models alpha).
 - A checkpoint or init path that does not exist is an error (a wrong path that only warned once made
-  the research generate human faces from mouse inputs for days). `resume="latest"` is not a path: it
-  continues from the newest checkpoint when there is one and starts fresh otherwise. A resumed run cuts
-  log.jsonl and the validation samples back to its checkpoint's step, so redone steps are not logged twice.
+  the research generate human faces from mouse inputs for days). The run folder, `resume` (None / "latest" /
+  a path) and `overwrite`, checkpoint names, log.jsonl and config.json are `facelift_lib.training`'s, as for
+  GS-LRM; a resumed run also cuts the validation samples back to its checkpoint's step. A step with a
+  non-finite loss or gradient is skipped (not applied), logged with its reason and printed.
 - Every validation step computes an identity-mapping score (is each generated view closer to the input
   than to its own ground truth?) and flags mode collapse in the log.
 """
@@ -31,10 +32,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import math
-import os
-import sys
+import re
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -46,6 +46,9 @@ from tqdm import tqdm
 from ..images import BACKGROUNDS, composite, on_white, resize_rgba
 from ..io import check_number_fields, load_sample, read_list_file, save_torch_atomic, write_image
 from ..locks import FolderLock, die_with_parent, launched_worker
+from ..training import (append_log, check_resume, clear_run, is_first_process, list_checkpoints, note, read_log,
+                        read_profile_section, resolve_resume, rewind_log, rng_state, save_checkpoint, set_rng_state,
+                        skip_reason, write_config)
 from .model import LatentMVDiffusion, PixelModelConfig, PixelMVDiffusion
 from .pipeline import (CHECKPOINT_FORMAT, load_facelift_pipeline, load_weights, model_from_checkpoint,
                        read_checkpoint, sample_views, sampling_scheduler)
@@ -53,9 +56,9 @@ from .pipeline import (CHECKPOINT_FORMAT, load_facelift_pipeline, load_weights, 
 
 @dataclass
 class TrainParams:
-    """Everything a training run needs. Paths are relative to the working directory."""
+    """Everything a training run needs. Paths are relative to the working directory (repo root)."""
 
-    run_dir: str = "outputs/smoke/mvdiffusion/run"  # checkpoints/, samples/, log.jsonl
+    run_dir: str = "outputs/smoke/mvdiffusion/run"  # checkpoints/, samples/, log.jsonl, config.json
     train_list: str = "outputs/smoke/mvdiffusion/data/train.txt"
     val_list: str | None = "outputs/smoke/mvdiffusion/data/val.txt"
     model: str = "pixel"  # "pixel" (small, from scratch) | "facelift" (fine-tune a local FaceLift pipeline)
@@ -90,8 +93,8 @@ class TrainParams:
     # checkpoints, validation, logging
     checkpoint_every: int = 100
     keep_checkpoints: int = 3
-    resume: str | None = None  # None | "latest" (newest checkpoint if any, else fresh) | path to a checkpoint .pt
-    overwrite: bool = False  # fresh start in a run_dir with checkpoints: delete them (else that is an error)
+    resume: str | None = None  # None (fresh) | "latest" (newest checkpoint if any, else fresh) | a checkpoint path
+    overwrite: bool = False  # a fresh start in a run_dir with checkpoints deletes them (else that is an error)
     val_every: int = 50
     val_samples: int = 2
     val_inference_steps: int = 20
@@ -105,6 +108,7 @@ class TrainParams:
 
     def __post_init__(self) -> None:
         check_number_fields(self)  # max_steps="40" from a YAML fails here, naming the field
+        check_resume(self.resume, self.overwrite, "TrainParams")
         if self.model not in ("pixel", "facelift"):
             raise ValueError(f"TrainParams.model must be 'pixel' or 'facelift', got {self.model!r}")
         if not 0 <= self.reference_view_idx < self.num_views:
@@ -352,86 +356,12 @@ def validation_panels(samples: dict[str, torch.Tensor], index: int = 0) -> tuple
     return torch.stack(panels), titles
 
 
-# --- checkpoints ---------------------------------------------------------------------------------------------
-def checkpoint_path(run_dir: Path, step: int) -> Path:
-    return run_dir / "checkpoints" / f"ckpt_{step:08d}.pt"
-
-
-def list_checkpoints(run_dir: str | Path) -> list[Path]:
-    return sorted((Path(run_dir) / "checkpoints").glob("ckpt_*.pt"))
-
-
-def latest_checkpoint(run_dir: str | Path) -> Path:
-    """The newest checkpoint of a run; an error naming the folder when there is none."""
-    found = list_checkpoints(run_dir)
-    if not found:
-        raise FileNotFoundError(f"no checkpoints in {Path(run_dir) / 'checkpoints'} (train first, or give a path)")
-    return found[-1]
-
-
-def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
-    """torch.save beside, then an atomic rename (`io.save_torch_atomic`): a crash or a full disk never leaves a
-    half checkpoint, and the error names the file."""
-    return save_torch_atomic(payload, path, "multi-view diffusion checkpoint")
-
-
-def _clear_run(run_dir: Path) -> None:
-    """Remove a previous run's checkpoints, validation samples and log (TrainParams.overwrite)."""
-    import shutil
-
-    for sub in ("checkpoints", "samples"):
-        shutil.rmtree(run_dir / sub, ignore_errors=True)
-    (run_dir / "log.jsonl").unlink(missing_ok=True)
-
-
-def _rewind_run(run_dir: Path, step: int) -> None:
-    """Drop what a run logged and sampled after `step`, the checkpoint it resumes from: a run killed between
-    checkpoints redoes those steps, and its log must not hold them twice."""
-    log = run_dir / "log.jsonl"
-    if log.is_file():
-        kept = [line for line in log.read_text().splitlines()
-                if line.strip() and _entry_step(json.loads(line)) <= step]
-        tmp = log.with_name(log.name + ".tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        os.replace(tmp, log)  # atomic: a crash here leaves the old log, never half of one
+# --- the run folder (checkpoint names, resume, log: facelift_lib.training) ------------------------------------
+def _rewind_samples(run_dir: Path, step: int) -> None:
+    """Drop validation samples after `step`, the checkpoint a run resumes from (it redoes those steps)."""
     for sample in (run_dir / "samples").glob("step_*.*"):
         if int(sample.stem.removeprefix("step_")) > step:
             sample.unlink()
-
-
-def _entry_step(entry: dict[str, Any]) -> int:
-    """The step of a log.jsonl entry (training entries carry it at the top, validations inside)."""
-    return int(entry["validation"]["step"] if "validation" in entry else entry["step"])
-
-
-def _note(message: str) -> None:
-    """A line on stderr from the first process only (before the Accelerator exists, so from the launcher's RANK)."""
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(f"[mvdiffusion] {message}", file=sys.stderr)
-
-
-def _resolve_resume(params: TrainParams, run_dir: Path) -> Path | None:
-    """The checkpoint to continue from, or None for a fresh start.
-
-    resume="latest" continues from the newest checkpoint when there is one and starts fresh otherwise (so one
-    setting serves a profile's first run and its restarts); an explicit path must exist."""
-    if params.resume is None:
-        if list_checkpoints(run_dir) and not params.overwrite:
-            raise FileExistsError(f"{run_dir / 'checkpoints'} holds checkpoints of an earlier run: continue it with "
-                                  "resume='latest', start over with overwrite=True, or use another run_dir")
-        return None
-    if params.resume == "latest":
-        found = list_checkpoints(run_dir)
-        if found:
-            _note(f"resume='latest': resuming from {found[-1]}")
-            return found[-1]
-        _note(f"resume='latest': no checkpoints in {run_dir / 'checkpoints'}, starting fresh")
-        return None
-    path = Path(params.resume)
-    if not path.is_file():
-        raise FileNotFoundError(f"resume checkpoint not found: {path} (use resume='latest' for the newest in "
-                                f"{run_dir / 'checkpoints'}, or None to start fresh)")
-    return path
 
 
 # --- model construction ---------------------------------------------------------------------------------------
@@ -478,7 +408,7 @@ def _checkpoint_payload(model, ema, optimizer, lr_scheduler, noise_scheduler, st
         "view_embeddings": None if model.kind == "pixel" else model.view_embeddings.detach().cpu(),
         "optimizer": optimizer.state_dict(), "lr_scheduler": lr_scheduler.state_dict(),
         "noise_scheduler_config": _plain(dict(noise_scheduler.config)), "step": step, "params": _plain(asdict(params)),
-        "torch_rng": torch.get_rng_state(),
+        "rng": rng_state(),
     }
 
 
@@ -511,11 +441,6 @@ def validate(model, noise_scheduler, batch: dict[str, torch.Tensor], params: Tra
 
 
 # --- the loop -----------------------------------------------------------------------------------------------------
-def _log(run_dir: Path, entry: dict[str, Any]) -> None:
-    with open(run_dir / "log.jsonl", "a") as f:
-        f.write(json.dumps(entry) + "\n")
-
-
 def train(params: TrainParams | dict[str, Any]) -> TrainResult:
     """Train (or resume) a multi-view diffusion model; returns the history, validations and checkpoints.
 
@@ -526,7 +451,7 @@ def train(params: TrainParams | dict[str, Any]) -> TrainResult:
     params = params if isinstance(params, TrainParams) else TrainParams(**params)
     if launched_worker():
         die_with_parent()  # killing torchrun / accelerate (even kill -9) must not leave workers training
-    first = int(os.environ.get("RANK", "0")) == 0
+    first = is_first_process()
     with FolderLock(params.run_dir, "multi-view diffusion training") if first else contextlib.nullcontext():
         return _train(params)
 
@@ -539,7 +464,7 @@ def _train(params: TrainParams) -> TrainResult:
 
     params = params if isinstance(params, TrainParams) else TrainParams(**params)
     run_dir = Path(params.run_dir)
-    resume_from = _resolve_resume(params, run_dir)  # before any work: a wrong path fails fast
+    resume_from = resolve_resume(run_dir, params.resume, params.overwrite, "mvdiffusion")  # a wrong path fails fast
     accelerator = Accelerator(mixed_precision=params.mixed_precision,
                               gradient_accumulation_steps=params.gradient_accumulation_steps,
                               cpu=not torch.cuda.is_available())
@@ -566,7 +491,7 @@ def _train(params: TrainParams) -> TrainResult:
         if ckpt["kind"] != model.kind:
             raise ValueError(f"{resume_from}: a {ckpt['kind']} checkpoint cannot resume a {model.kind} run")
         load_weights(model if model.kind == "pixel" else model.unet, ckpt["model"], resume_from,
-                     f"the run was trained with another model (see {run_dir / 'params.json'}): resume with its "
+                     f"the run was trained with another model (see {run_dir / 'config.json'}): resume with its "
                      "pixel_model / image_size, or start over with overwrite=True or another run_dir")
         if model.kind == "latent":
             with torch.no_grad():  # in place: the optimizer holds this tensor when it is learned
@@ -575,9 +500,8 @@ def _train(params: TrainParams) -> TrainResult:
         lr_scheduler.load_state_dict(ckpt["lr_scheduler"])
         ema.load_state_dict(ckpt["ema"])
         step = int(ckpt["step"])
-        torch.set_rng_state(ckpt["torch_rng"])
-        if main:  # on stdout, so the notebook shows it (not only a log)
-            print(f"[mvdiffusion] resumed from {resume_from} at step {step} (of max_steps {params.max_steps})")
+        set_rng_state(ckpt["rng"])
+        note("mvdiffusion", f"resumed from {resume_from} at step {step} (of max_steps {params.max_steps})")
     model, optimizer, loader, lr_scheduler = accelerator.prepare(model, optimizer, loader, lr_scheduler)
     ema.to(accelerator.device)
     raw = accelerator.unwrap_model(model)
@@ -591,11 +515,12 @@ def _train(params: TrainParams) -> TrainResult:
     saved: list[Path] = []
     if main:
         if resume_from is None:
-            _clear_run(run_dir)  # a fresh run's log, samples and checkpoints start empty
+            clear_run(run_dir, extra=("samples",))  # a fresh run's log, samples and checkpoints start empty
         else:
-            _rewind_run(run_dir, step)
+            rewind_log(run_dir, step)
+            _rewind_samples(run_dir, step)
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "params.json").write_text(json.dumps(asdict(params), indent=1))
+        write_config(run_dir, asdict(params))
 
     def run_validation() -> None:
         if val_batch is None or not main:
@@ -607,20 +532,18 @@ def _train(params: TrainParams) -> TrainResult:
         raw.train()
         ema.restore(trainable)
         validations.append(entry)
-        _log(run_dir, {"validation": entry})
+        append_log(run_dir, {"step": step, "validation": entry})
         ident = entry["identity"]
         if ident["collapse"]:
-            print(f"[mvdiffusion] step {step}: MODE COLLAPSE suspected: generated views are "
-                  f"{ident['score_db']:.2f} dB closer to the input than to their own views "
-                  f"(identity fraction {ident['identity_fraction']:.2f})", file=sys.stderr)
+            note("mvdiffusion", f"step {step}: MODE COLLAPSE suspected: generated views are "
+                 f"{ident['score_db']:.2f} dB closer to the input than to their own views "
+                 f"(identity fraction {ident['identity_fraction']:.2f})")
 
     def save() -> None:
         if main:
-            path = save_checkpoint(checkpoint_path(run_dir, step), _checkpoint_payload(
-                raw, ema, optimizer, lr_scheduler, noise_scheduler, step, params))
-            saved.append(path)
-            for old in list_checkpoints(run_dir)[:-params.keep_checkpoints]:
-                old.unlink()
+            saved.append(save_checkpoint(run_dir, step, _checkpoint_payload(
+                raw, ema, optimizer, lr_scheduler, noise_scheduler, step, params), params.keep_checkpoints,
+                "multi-view diffusion checkpoint"))
         accelerator.wait_for_everyone()
 
     batches = _infinite(loader)
@@ -642,23 +565,34 @@ def _train(params: TrainParams) -> TrainResult:
             cond = raw.condition(reference, drop_reference=drop_ref.to(x0.device), drop_clip=drop_clip.to(x0.device))
             loss = diffusion_loss(model, noise_scheduler, x0, cond, params.min_snr_gamma)
             accelerator.backward(loss)
-            grad_norm = None
+            grad_norm, reason = None, None
             if accelerator.sync_gradients:
                 grad_norm = float(accelerator.clip_grad_norm_(trainable, params.grad_clip))
-            optimizer.step()
-            lr_scheduler.step()
+                loss_value = float(accelerator.reduce(loss.detach(), "mean"))  # every process decides alike
+                reason = skip_reason(loss_value, grad_norm)  # a non-finite loss or gradient is not applied
+            if reason is None:
+                optimizer.step()
+            with warnings.catch_warnings():  # after a skipped first step torch warns that optimizer.step was not called
+                warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
+                lr_scheduler.step()  # the schedule follows steps, skipped or not
             optimizer.zero_grad(set_to_none=True)
         if not accelerator.sync_gradients:
             continue
         ema.step(trainable)
         step += 1
         bar.update(1)
-        loss_value = float(accelerator.reduce(loss.detach(), "mean"))
-        if not math.isfinite(loss_value):
-            raise FloatingPointError(f"loss is {loss_value} at step {step} (lr {lr_scheduler.get_last_lr()[0]:.2e}); "
-                                     "lower the learning rate or lengthen the warmup")
-        since_log.append(loss_value)
-        if step % params.log_every == 0 or step == 1 or step == params.max_steps:
+        if reason is not None:
+            entry = {"step": step, "loss": loss_value, "loss_last": loss_value, "lr": lr_scheduler.get_last_lr()[0],
+                     "grad_norm": grad_norm, "skipped": True, "skip_reason": reason,
+                     "elapsed_s": time.perf_counter() - t_start}
+            history.append(entry)
+            if main:
+                append_log(run_dir, entry)
+            note("mvdiffusion", f"step {step} skipped ({reason}): loss {loss_value:.4g}, grad norm {grad_norm:.4g}; "
+                 "if it repeats, lower the learning rate or lengthen the warmup")
+        else:
+            since_log.append(loss_value)
+        if since_log and (step % params.log_every == 0 or step == 1 or step == params.max_steps):
             # the mean since the last entry: one batch's loss swings with its random timesteps
             entry = {"step": step, "loss": sum(since_log) / len(since_log), "loss_last": loss_value,
                      "lr": lr_scheduler.get_last_lr()[0], "grad_norm": grad_norm,
@@ -666,7 +600,7 @@ def _train(params: TrainParams) -> TrainResult:
             since_log.clear()
             history.append(entry)
             if main:
-                _log(run_dir, entry)
+                append_log(run_dir, entry)
                 bar.set_postfix(loss=f"{loss_value:.4f}")
         if params.val_every and (step % params.val_every == 0 or step == params.max_steps):
             run_validation()
@@ -678,14 +612,11 @@ def _train(params: TrainParams) -> TrainResult:
                        last_checkpoint=last)
 
 
-def read_log(run_dir: str | Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(training entries, validation entries) from a run's log.jsonl (all sessions, resumes included)."""
-    path = Path(run_dir) / "log.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"training log not found: {path}")
+def read_steps_and_validations(run_dir: str | Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(training entries, validation entries) of a run's log.jsonl (`training.read_log`: all sessions, resumes
+    included)."""
     steps, vals = [], []
-    for line in path.read_text().splitlines():
-        entry = json.loads(line)
+    for entry in read_log(run_dir):
         (vals.append(entry["validation"]) if "validation" in entry else steps.append(entry))
     return steps, vals
 
@@ -728,21 +659,15 @@ def profile_train_params(out_dir: str | Path, seed: int = 0, facelift_pipeline: 
 
 
 def params_from_yaml(path: str | Path) -> TrainParams:
-    """TrainParams from a workbook profile YAML (params/*.yaml): its out_dir and seed, and from its
-    `03_mvdiffusion:` section the keys notebook 03 takes for training: facelift_pipeline, view_embeddings,
-    image_size and train_overrides (TrainParams fields). The section's other keys are the notebook's."""
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"params file not found: {path}")
-    data = yaml.safe_load(path.read_text()) or {}
-    section = dict(data.get(NOTEBOOK_SECTION) or {})
-    out_dir = data.get("out_dir", f"outputs/{data.get('profile', path.stem)}")
-    return profile_train_params(out_dir, seed=int(section.get("seed", data.get("seed", 0))),
-                                facelift_pipeline=section.get("facelift_pipeline"),
-                                view_embeddings=section.get("view_embeddings"), image_size=section.get("image_size"),
-                                overrides=section.get("train_overrides"))
+    """TrainParams from a workbook profile YAML (params/*.yaml, `training.read_profile_section`): its out_dir and
+    seed, and from its `03_mvdiffusion:` section the keys notebook 03 takes for training: facelift_pipeline,
+    view_embeddings, image_size and train_overrides (TrainParams fields). The section's other keys are the
+    notebook's."""
+    profile = read_profile_section(path, NOTEBOOK_SECTION)
+    keys = profile.keys
+    return profile_train_params(profile.out_dir, seed=profile.seed, facelift_pipeline=keys.get("facelift_pipeline"),
+                                view_embeddings=keys.get("view_embeddings"), image_size=keys.get("image_size"),
+                                overrides=keys.get("train_overrides"))
 
 
 def main(argv: list[str] | None = None) -> None:
