@@ -50,7 +50,7 @@ seed = 0
 rig_dir = None               # a real rig (DESIGN.md layout); None: a synthetic sequence in <out_dir>/sequence/rig
 n_frames = 48                # synthetic sequence: frames (walking, turning, rearing)
 rig_seed = 1                 # synthetic sequence: trajectory seed (00's rig uses `seed`: frames GS-LRM trained on)
-rig_scale = 0.25             # synthetic sequence: image size x this (1.0 = the real rig: 1152x1024)
+rig_scale = 0.25             # synthetic sequence: image size x this (1.0: the real rig, 1152x1024)
 n_gaussians = 4000           # synthetic sequence: gaussians per mouse
 gslrm_checkpoint = None      # default: the newest checkpoint of out_dir/gslrm/run (05)
 method = "standard_camera"   # preprocessing variant GS-LRM was trained on (02's `method`)
