@@ -44,7 +44,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from ..images import BACKGROUNDS, composite, on_white, resize_rgba
-from ..io import check_number_fields, load_sample, read_list_file, save_torch_atomic, write_image
+from ..io import check_number_fields, load_sample, read_list_file, write_image
 from ..locks import FolderLock, die_with_parent, launched_worker
 from ..training import (append_log, check_resume, clear_run, is_first_process, list_checkpoints, note, read_log,
                         read_profile_section, resolve_resume, rewind_log, rng_state, save_checkpoint, set_rng_state,
