@@ -570,8 +570,8 @@ def _train(params: TrainParams) -> TrainResult:
                 grad_norm = float(accelerator.clip_grad_norm_(trainable, params.grad_clip))
                 loss_value = float(accelerator.reduce(loss.detach(), "mean"))  # every process decides alike
                 reason = skip_reason(loss_value, grad_norm)  # a non-finite loss or gradient is not applied
-            if reason is None:
-                optimizer.step()
+            if reason is None or (reason == "nonfinite_grad" and accelerator.scaler is not None):
+                optimizer.step()  # fp16: the grad scaler skips an overflowed step itself and lowers its scale
             with warnings.catch_warnings():  # after a skipped first step torch warns that optimizer.step was not called
                 warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
                 lr_scheduler.step()  # the schedule follows steps, skipped or not
