@@ -13,6 +13,7 @@ in images, `center_distances` in 3D against ground-truth gaussians.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 import torch
@@ -155,3 +156,54 @@ def reconstruction_report(rec: Reconstruction, true_views: torch.Tensor, gt_mean
         summary.update({f"{k}{unit}": v * rig_units_per_unit for k, v in d.items() if k != "n_pred"})
         summary["n_gaussians_used"] = d["n_pred"]
     return table, summary
+
+
+# --- GS-LRM from k true views (the view-count table) --------------------------------------------------------
+def spread_views(num_views: int, k: int) -> list[int]:
+    """k of num_views ring views spread evenly, starting at view 0: [floor(i * V / k) for i < k]
+    (6 views: k=1 [0], 2 [0,3], 3 [0,2,4], 4 [0,1,3,4], 5 [0,1,2,3,4], 6 all)."""
+    if not 1 <= k <= num_views:
+        raise ValueError(f"spread_views: k must be in 1..{num_views}, got {k}")
+    return [i * num_views // k for i in range(k)]
+
+
+@torch.no_grad()
+def view_count_table(model: GSLRM, sample_dirs, ks=range(1, 7), split: str = "test",
+                     mask_source: str = "true views' alpha (ground-truth renders)"):
+    """GS-LRM from k true views of each sample (`spread_views`), scored at all of the sample's views.
+
+    sample_dirs: standard-view samples (straight RGBA + cameras, e.g. `standard_mice.render_mice`). For each
+    sample and k, the k views (on white) go through `reconstruct_from_views`; renders at every camera at the
+    model's size are compared with the true views (`view_quality`). Returns (table indexed by k: means over
+    samples of the labelled metrics on all views, plus `heldout_psnr_masked` / `heldout_mask_iou` on the views
+    not read (NaN at k = V), through `protocol.protocol_table` (rows differ only in input_views); the per-sample
+    rows; {k: EvalProtocol})."""
+    from .io import load_sample
+    from .protocol import EvalProtocol, protocol_table
+
+    rows, names, V = [], [], None
+    for d in sample_dirs:
+        views, cams = load_sample(d, background=None)
+        if V is not None and len(cams) != V:
+            raise ValueError(f"view_count_table: {d} has {len(cams)} views, earlier samples {V}")
+        V = len(cams)
+        names.append(Path(d).name)
+        S = model.config.image_size
+        target = on_white(resize_rgba(views.float(), S))
+        for k in ks:
+            inp = spread_views(V, k)
+            rec = reconstruct_from_views(on_white(views[inp].float()), cams[inp], model)
+            q = view_quality(rendered_views(rec.gaussians, cams.scaled_to(S, S)), target)
+            held = q[~q["view"].isin(inp)]
+            rows.append({"sample": Path(d).name, "k": k, **{c: float(q[c].mean()) for c in q.columns if c != "view"},
+                         "heldout_psnr_masked": float(held["psnr_masked"].mean()) if len(held) else float("nan"),
+                         "heldout_mask_iou": float(held["mask_iou"].mean()) if len(held) else float("nan")})
+    if not rows:
+        raise ValueError("view_count_table: no samples")
+    per_sample = pd.DataFrame(rows)
+    protocols = {k: EvalProtocol(split=split, samples=names, input_views=spread_views(V, k), scored_views=range(V),
+                                 mask_source=mask_source, background="white", resolution=model.config.image_size)
+                 for k in ks}
+    means = per_sample.drop(columns="sample").groupby("k").mean()
+    table = protocol_table({k: means.loc[k] for k in ks}, protocols, allow=["input_views"], what="view-count table")
+    return table, per_sample, protocols

@@ -67,6 +67,14 @@ def test_killed_run_resumes_and_continues_the_loss_curve(toy_list, tmp_path):
         torch.testing.assert_close(a, b)
 
 
+def test_max_wall_s_stops_with_a_checkpoint_and_resume_continues(toy_list, tmp_path):
+    stopped = train(tiny_config(toy_list, tmp_path / "run", max_steps=4, ckpt_every=3, max_wall_s=0.0))
+    assert stopped.steps == 1  # out of time after the first step: stopped there, not at a later checkpoint
+    assert [p.name for p in list_checkpoints(tmp_path / "run")] == [checkpoint_path(tmp_path, 1).name]
+    resumed = train(tiny_config(toy_list, tmp_path / "run", max_steps=4, ckpt_every=3))
+    assert resumed.steps == 4 and [r["step"] for r in resumed.log] == [1, 2, 3, 4]
+
+
 @pytest.mark.slow
 def test_a_sigkilled_run_resumes_from_its_last_checkpoint(toy_list, tmp_path):
     import subprocess

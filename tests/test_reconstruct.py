@@ -102,3 +102,28 @@ def test_report_of_the_true_gaussians_at_their_own_cameras_is_perfect():
                            gaussians=dataclasses.replace(g, means=g.means + torch.tensor([0.0, 0.0, 0.2])))
     _, off = reconstruction_report(moved, straight, g.means, rig_units_per_unit=100.0)
     assert off["mask_iou"] < summary["mask_iou"] - 0.1 and off["accuracy_mm"] > 5  # 0.2 units = 20 mm up
+
+
+def test_spread_views_starts_at_view_0_and_spreads():
+    from facelift_lib.reconstruct import spread_views
+
+    assert [spread_views(6, k) for k in range(1, 7)] == [[0], [0, 3], [0, 2, 4], [0, 1, 3, 4], [0, 1, 2, 3, 4],
+                                                          [0, 1, 2, 3, 4, 5]]
+    with pytest.raises(ValueError, match="1..6"):
+        spread_views(6, 7)
+
+
+def test_view_count_table_scores_all_views_with_one_protocol_per_k(tmp_path):
+    from facelift_lib.reconstruct import view_count_table
+    from facelift_lib.standard_mice import MouseDataConfig, render_mice
+
+    mice = render_mice(tmp_path, "test", 2, MouseDataConfig(size=16, n_gaussians=500), progress=False)
+    torch.manual_seed(0)
+    model = GSLRM(GSLRMConfig(image_size=16, patch_size=4, d=32, n_layers=1, n_heads=2)).eval()
+    table, per_sample, protocols = view_count_table(model, mice.dirs, ks=[1, 3, 6])
+    assert list(table.index) == [1, 3, 6] and len(per_sample) == 6
+    assert protocols[3].input_views == (0, 2, 4) and protocols[3].scored_views == tuple(range(6))
+    assert protocols[1].samples == ("mouse_2000000", "mouse_2000001") and protocols[1].split == "test"
+    assert table["input_views"].tolist() == ["0", "0,2,4", "0-5"]
+    assert torch.isnan(torch.tensor(float(table.loc[6, "heldout_psnr_masked"])))
+    assert not torch.isnan(torch.tensor(float(table.loc[1, "heldout_psnr_masked"])))

@@ -119,6 +119,8 @@ class TrainConfig:
     keep_checkpoints: int = 2
     resume: str | None = None         # None (fresh) | "latest" (newest checkpoint if any) | a checkpoint path
     overwrite: bool = False           # a fresh start in a run_dir with checkpoints deletes them (else an error)
+    max_wall_s: float | None = None   # stop after this many seconds of training in this process (a checkpoint
+                                      # is written; resume="latest" continues): runs that must end by a deadline
     seed: int = 0
     num_workers: int = 0
     device: str = "auto"
@@ -565,6 +567,7 @@ def _train(cfg: TrainConfig, ddp: Dist, device: torch.device, run_dir: Path,
     last_ckpt = start
     skipped = 0
     bar = tqdm(total=cfg.max_steps, initial=step, desc="GS-LRM train", disable=not (ddp.main and cfg.progress))
+    started = time.perf_counter()
     try:
         data = batches_from(dataset, sampler, step, cfg) if step < cfg.max_steps else iter(())
         for step, batch in data:
@@ -600,7 +603,12 @@ def _train(cfg: TrainConfig, ddp: Dist, device: torch.device, run_dir: Path,
                 bar.set_postfix(loss=f"{values['loss']:.4f}", gnorm=f"{grad_norm:.2f}", skipped=skipped)
             if reason is not None:
                 note("gslrm", f"step {step} skipped ({reason}): loss {values['loss']:.4g}, grad norm {grad_norm:.4g}")
-            if step % cfg.ckpt_every == 0 or step >= cfg.max_steps:
+            out_of_time = cfg.max_wall_s is not None and time.perf_counter() - started >= cfg.max_wall_s
+            if ddp.world > 1 and cfg.max_wall_s is not None:  # every rank stops at the same step
+                flag = torch.tensor(float(out_of_time), device=device)
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                out_of_time = bool(flag > 0)
+            if step % cfg.ckpt_every == 0 or step >= cfg.max_steps or out_of_time:
                 if ddp.main:
                     last_ckpt = save_gslrm_checkpoint(run_dir, model, optimizer, scheduler, step, updates, cfg,
                                                       cfg.keep_checkpoints)
@@ -608,6 +616,10 @@ def _train(cfg: TrainConfig, ddp: Dist, device: torch.device, run_dir: Path,
                     dist.barrier()
             if ddp.main and callback is not None:
                 callback(record)
+            if out_of_time and step < cfg.max_steps:
+                note("gslrm", f"max_wall_s={cfg.max_wall_s:g} reached at step {step} of {cfg.max_steps}: stopped with a "
+                     "checkpoint; resume='latest' continues")
+                break
             if step >= cfg.max_steps:
                 break
     finally:

@@ -1,0 +1,87 @@
+"""Shipped weights: the manifest check (missing file, altered byte, missing entry) on a tiny model built here,
+and the shipped GS-LRM beating an untrained one on unseen test mice."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from facelift_lib.gslrm.model import GSLRM, GSLRMConfig
+from facelift_lib.weights import WEIGHTS_DIR, MANIFEST, ShippedWeightsError, load_shipped, ship, verify_shipped
+
+TINY = GSLRMConfig(image_size=16, patch_size=4, d=32, n_layers=1, n_heads=2)
+
+
+@pytest.fixture
+def shipped(tmp_path):
+    """A tiny model's training checkpoint shipped into tmp_path/weights as 'tiny'."""
+    torch.manual_seed(0)
+    model = GSLRM(TINY)
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    torch.save({"model": model.state_dict(), "model_config": TINY.to_dict(), "fwdbwd_pass_step": 7,
+                "optimizer": {}}, run / "checkpoints" / f"ckpt_{7:016d}.pt")
+    (run / "log.jsonl").write_text('{"step": 7, "loss": 0.5}\n')
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    ship("tiny", run, weights_dir=weights, training_command="make tiny")
+    return weights, model
+
+
+def test_ship_and_load_round_trip(shipped):
+    weights, model = shipped
+    entry = json.loads((weights / MANIFEST).read_text())["tiny"]
+    assert entry["steps"] == 7 and entry["model_config"] == TINY.to_dict() and entry["training_command"] == "make tiny"
+    assert (weights / entry["log"]).read_text() == '{"step": 7, "loss": 0.5}\n'
+    loaded = load_shipped("tiny", weights)
+    assert not loaded.training
+    for k, v in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v), k
+
+
+def test_missing_file_is_an_error_naming_it_and_the_fix(shipped):
+    weights, _ = shipped
+    (weights / "tiny.pt").unlink()
+    with pytest.raises(ShippedWeightsError, match=r"tiny\.pt not found.*(git checkout|make tiny)"):
+        load_shipped("tiny", weights)
+
+
+def test_altered_byte_is_an_error(shipped):
+    weights, _ = shipped
+    data = bytearray((weights / "tiny.pt").read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (weights / "tiny.pt").write_bytes(bytes(data))
+    with pytest.raises(ShippedWeightsError, match=r"tiny\.pt are altered: sha256"):
+        verify_shipped("tiny", weights)
+
+
+def test_missing_entry_and_manifest(shipped, tmp_path):
+    weights, _ = shipped
+    with pytest.raises(ShippedWeightsError, match="no entry 'other'"):
+        verify_shipped("other", weights)
+    (weights / MANIFEST).unlink()
+    with pytest.raises(ShippedWeightsError, match="manifest.json not found"):
+        verify_shipped("tiny", weights)
+
+
+def _shipped_gslrm() -> str | None:
+    path = WEIGHTS_DIR / MANIFEST
+    return "gslrm_demo" if path.is_file() and "gslrm_demo" in json.loads(path.read_text()) else None
+
+
+@pytest.mark.skipif(_shipped_gslrm() is None, reason="no GS-LRM weights shipped in weights/manifest.json")
+def test_shipped_gslrm_beats_untrained_on_unseen_test_mice(tmp_path):
+    from facelift_lib.reconstruct import view_count_table
+    from facelift_lib.standard_mice import MouseDataConfig, render_mice
+
+    trained = load_shipped("gslrm_demo")
+    torch.manual_seed(0)
+    untrained = GSLRM(trained.config).eval()
+    # test-range mice (never trained on: the split seed ranges are disjoint) other than BENCHMARKS' first 16
+    mice = render_mice(tmp_path, "test", 3, MouseDataConfig(size=trained.config.image_size), start=100,
+                       progress=False)
+    scores = {name: view_count_table(m, mice.dirs, ks=[6])[0].loc[6]
+              for name, m in (("trained", trained), ("untrained", untrained))}
+    assert scores["trained"]["psnr_masked"] > scores["untrained"]["psnr_masked"] + 3.0
+    assert scores["trained"]["mask_iou"] > scores["untrained"]["mask_iou"] + 0.2
