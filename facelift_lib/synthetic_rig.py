@@ -259,11 +259,17 @@ def ensure_rig(rig_dir: str | Path, **smoke_kwargs) -> Path:
     return rig_dir
 
 
+def rig_folder(rig_dir: str | Path | None, out_dir: str | Path) -> Path:
+    """Where a notebook's rig lives, without building anything: `rig_dir`, or <out_dir>/rig (00_data's) when None.
+    Notebooks after 02 that read the rig's ground truth use this with `workbook.require`."""
+    return Path(rig_dir) if rig_dir is not None else Path(out_dir) / "rig"
+
+
 def workbook_rig(rig_dir: str | Path | None, out_dir: str | Path, **smoke_kwargs) -> Path:
     """The rig folder a notebook works on: `rig_dir` (a real rig in the DESIGN.md layout) or, when None,
     the synthetic rig in <out_dir>/rig, built with `smoke_kwargs` if it is not there yet (`ensure_rig`)."""
     if rig_dir is None:
-        return ensure_rig(Path(out_dir) / "rig", **smoke_kwargs)
+        return ensure_rig(rig_folder(None, out_dir), **smoke_kwargs)
     rig_dir = Path(rig_dir)
     if not (rig_dir / RIG_FILE).is_file():
         raise FileNotFoundError(f"rig_dir={str(rig_dir)!r} has no {RIG_FILE}: point rig_dir at a rig folder laid out "

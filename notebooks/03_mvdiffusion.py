@@ -62,11 +62,12 @@ from facelift_lib.camera_report import describe
 from facelift_lib.io import load_sample, read_list_file
 from facelift_lib.mvdiffusion import train as mvtrain
 from facelift_lib.synthetic import build_standard_view_dataset
+from facelift_lib.synthetic_rig import rig_folder
 from facelift_lib.training import list_checkpoints
 from facelift_lib.workbook import record, require
 
 out = Path(out_dir)
-rig_dir = Path(rig_dir) if rig_dir else out / "rig"
+rig_dir = rig_folder(rig_dir, out)
 preprocessed_dir = Path(preprocessed_dir) if preprocessed_dir else out / "data"
 lists = {split: preprocessed_dir / f"{split}.txt" for split in ("train", "val")}
 require("03_mvdiffusion", {rig_dir / "rig.json": "00_data", **{p: "02_preprocessing" for p in lists.values()}})

@@ -19,7 +19,7 @@ from facelift_lib.render import render_gaussians
 from facelift_lib.rig import (RigError, has_ground_truth, load_centers, load_ground_truth, load_rig, read_rig_frame,
                               rig_to_facelift)
 from facelift_lib.synthetic_rig import (RIG_LENSES, ensure_rig, make_rig_dataset, markerless_mouse_rig, raw_view_maps,
-                                        render_raw_views, workbook_rig)
+                                        render_raw_views, rig_folder, workbook_rig)
 
 SPEC_AZ = (-144.0, 31.0, 94.0, -22.0, 157.0, -77.0)
 SPEC_EL = (1.0, 15.0, 2.0, 1.0, 15.0, 18.0)
@@ -183,6 +183,12 @@ def test_workbook_rig_uses_a_given_rig_or_the_synthetic_one(smoke_rig: Path, tmp
         workbook_rig(tmp_path / "empty", tmp_path)
     built = workbook_rig(None, tmp_path / "out", **{**SMOKE, "n_frames": 1})
     assert built == tmp_path / "out" / "rig" and load_rig(built).frames == [0]
+
+
+def test_rig_folder_names_the_rig_without_building_it(tmp_path: Path):
+    assert rig_folder(None, tmp_path / "out") == tmp_path / "out" / "rig"
+    assert rig_folder(tmp_path / "lab", tmp_path / "out") == tmp_path / "lab"
+    assert not (tmp_path / "out").exists()
 
 
 def test_ensure_rig_builds_once_and_refuses_other_parameters(tmp_path: Path):
