@@ -2,7 +2,7 @@
 more models, and optionally the curve over a training run's checkpoints (k = 6, validation mice).
 
     .venv/bin/python benchmarks/eval_gslrm_views.py --model shipped --model <ckpt or run> [--n 16] [--start 0]
-    .venv/bin/python benchmarks/eval_gslrm_views.py --curve outputs/recipes/gslrm_demo/run [--n 8]
+    .venv/bin/python benchmarks/eval_gslrm_views.py --curve outputs/recipes/gslrm_demo/run [--every 2] [--n 8]
 
 `shipped` is weights/gslrm_demo.pt; `untrained` a freshly initialised model of the shipped (or first) config.
 Test mice are seeds start..start+n-1 of the test range (cached under --data).
@@ -38,6 +38,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", action="append", default=[])
     ap.add_argument("--curve", default=None, help="a run folder: k = 6 on validation mice for every checkpoint")
+    ap.add_argument("--every", type=int, default=1, help="--curve: every Nth checkpoint (the last always)")
     ap.add_argument("--n", type=int, default=16)
     ap.add_argument("--start", type=int, default=0)
     ap.add_argument("--data", default="outputs/mice")
@@ -54,7 +55,8 @@ def main() -> None:
         print(table[COLUMNS + ["input_views"]].to_string(float_format=lambda x: f"{x:.2f}"))
     if args.curve:
         rows = []
-        for ckpt in list_checkpoints(args.curve):
+        ckpts = list_checkpoints(args.curve)
+        for ckpt in ckpts[args.every - 1::args.every] + ([ckpts[-1]] if len(ckpts) % args.every else []):
             model = load_trained_model(ckpt)
             mice = render_mice(Path(args.data) / str(model.config.image_size), "val", args.n,
                                MouseDataConfig(size=model.config.image_size), progress=False)

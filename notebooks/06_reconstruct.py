@@ -39,6 +39,9 @@
 #
 # Smoke profile: both models are tiny and trained for minutes on CPU, so expect a blob in the right place,
 # not a mouse; the point is that every number below is measured the same way the full profile measures it.
+# `gslrm_weights` picks the reconstructor: `"run"` 05's model of this run (the default), a checkpoint path, or
+# `"shipped"`: weights shipped in `weights/` (`weights.load_shipped`; none are shipped yet, see BENCHMARKS.md,
+# "Demo GS-LRM on unseen procedural mice").
 # Note also that 05's smoke GS-LRM trains on the rig-camera samples (02), so here it reads views at cameras
 # it has not seen in training (elevation 20°, even azimuths); `data_source="synthetic"` in 05 trains it on
 # 04's standard-camera views instead.
