@@ -8,7 +8,7 @@ and size, the model config, the training recipe and exact command, the data (gen
 split), steps, wall time, the machine load, the training log (copied beside the weights) and the quality
 measured on unseen test mice. `verify_shipped` refuses a missing manifest, entry or file and a file whose
 sha256 differs, naming the file and the fix. `ship` writes a weights-only file from a training run and its
-entry (`python -m facelift_lib.weights ship NAME RUN [--field value ...]`).
+entry (`ship(name, run_or_checkpoint, training_command=..., data=..., ...)`).
 """
 from __future__ import annotations
 
