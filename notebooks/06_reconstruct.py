@@ -80,12 +80,13 @@ from facelift_lib.reconstruct import (reconstruct, reconstruct_from_views, recon
                                       view_count_table)
 from facelift_lib.standard_mice import MouseDataConfig, render_mice
 from facelift_lib.synthetic import standard_sample_ground_truth
+from facelift_lib.synthetic_rig import rig_folder
 from facelift_lib.training import checkpoint_file
 from facelift_lib.weights import load_gslrm
 from facelift_lib.workbook import record, require
 
 out = Path(out_dir)
-rig_dir = Path(rig_dir) if rig_dir else out / "rig"
+rig_dir = rig_folder(rig_dir, out)
 samples_list = Path(samples_list) if samples_list else out / "mvdiffusion" / "data" / "val.txt"
 require("06_reconstruct", {samples_list: "03_mvdiffusion", rig_dir / "rig.json": "00_data"})
 device = "cuda" if torch.cuda.is_available() else "cpu"
