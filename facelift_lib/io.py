@@ -72,12 +72,6 @@ def read_image(path: str | Path) -> torch.Tensor:
     return torch.from_numpy(img.astype(np.float32) / scale).permute(2, 0, 1).contiguous()
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, then rename: readers never see half a file; a failed write
-    (disk full) leaves the old file and names the file (`locks.atomic_write_bytes`, the one implementation)."""
-    atomic_write_bytes(path, data)
-
-
 def save_torch_atomic(obj: object, path: str | Path, what: str = "checkpoint") -> Path:
     """torch.save `obj` to a unique temp file beside `path`, then rename it over `path`.
 
@@ -142,7 +136,7 @@ def write_image(path: str | Path, img: torch.Tensor | np.ndarray) -> Path:
         raise ValueError(f"write_image({path}): unsupported suffix {path.suffix!r}; use .png or .jpg")
     if not ok:
         raise RuntimeError(f"write_image({path}): OpenCV could not encode the image")
-    _atomic_write_bytes(path, buf.tobytes())
+    atomic_write_bytes(path, buf.tobytes())
     return path
 
 
@@ -174,7 +168,7 @@ def write_mask(path: str | Path, mask: torch.Tensor | np.ndarray) -> Path:
     ok, buf = cv2.imencode(".png", arr, [cv2.IMWRITE_PNG_BILEVEL, 1])
     if not ok:
         raise RuntimeError(f"write_mask({path}): OpenCV could not encode the mask")
-    _atomic_write_bytes(path, buf.tobytes())
+    atomic_write_bytes(path, buf.tobytes())
     return path
 
 
@@ -485,7 +479,7 @@ def write_list_file(path: str | Path, sample_dirs: Iterable[str | Path]) -> Path
     path = Path(path)
     base = path.parent.absolute()
     lines = [Path(os.path.relpath(Path(d).absolute(), base)).as_posix() for d in sample_dirs]
-    _atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
+    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
     return path
 
 
