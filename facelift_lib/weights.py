@@ -2,6 +2,7 @@
 
     from facelift_lib.weights import load_shipped
     model = load_shipped("gslrm_demo")          # GSLRM, eval mode, sha256-checked
+    pipe = load_shipped_pipeline("mvdiffusion_demo")  # multi-view diffusion, sha256-checked
 
 A manifest entry records what a researcher needs to trust and reproduce the file: the file name, its sha256
 and size, the model config, the training recipe and exact command, the data (generator and seed ranges per
@@ -73,33 +74,49 @@ def load_shipped(name: str = "gslrm_demo", weights_dir: str | Path | None = None
     from .gslrm.model import GSLRMConfig, model_from_checkpoint, read_checkpoint
 
     path, entry = verify_shipped(name, weights_dir)
-    if entry.get("kind") != "gslrm":
-        raise ShippedWeightsError(f"{path}: manifest entry {name!r} is a {entry.get('kind')!r} model, not 'gslrm'")
+    _check_kind(path, name, entry, "gslrm")
     ckpt = read_checkpoint(path)
     return model_from_checkpoint(ckpt, GSLRMConfig(**ckpt["model_config"]), str(path)).eval()
 
 
+def load_shipped_pipeline(name: str = "mvdiffusion_demo", weights_dir: str | Path | None = None,
+                          device: str = "cpu"):
+    """The shipped multi-view diffusion model `name` (sha256-verified) as an `MVDiffusionPipeline`."""
+    from .mvdiffusion.pipeline import load_checkpoint_pipeline
+
+    path, entry = verify_shipped(name, weights_dir)
+    _check_kind(path, name, entry, "mvdiffusion")
+    return load_checkpoint_pipeline(path, device=device)
+
+
+def shipped_path(name: str, kind: str, weights_dir: str | Path | None = None) -> Path:
+    """Path of shipped weights `name` of `kind` ("gslrm" | "mvdiffusion") after the sha256 check: what a
+    notebook's training starts from (`init_from`)."""
+    path, entry = verify_shipped(name, weights_dir)
+    _check_kind(path, name, entry, kind)
+    return path
+
+
+def _check_kind(path: Path, name: str, entry: dict[str, Any], kind: str) -> None:
+    if entry.get("kind") != kind:
+        raise ShippedWeightsError(f"{path}: manifest entry {name!r} is a {entry.get('kind')!r} model, not {kind!r}")
+
+
 def ship(name: str, checkpoint: str | Path, weights_dir: str | Path | None = None, log: str | Path | None = None,
          **fields: Any) -> Path:
-    """Write weights/<name>.pt (model weights + model_config only, no optimizer state) from a training checkpoint
-    or run folder (its newest checkpoint), copy the run's log.jsonl beside it as <name>.log.jsonl, and set the
-    manifest entry: file, sha256, bytes, kind, model_config, steps, plus `fields` (training_command, data, ...)."""
-    from .gslrm.model import read_checkpoint
+    """Write weights/<name>.pt from a training checkpoint or run folder (its newest checkpoint) of either trainer,
+    weights only (no optimizer or RNG state; a diffusion model's EMA weights become its weights), copy the run's
+    log.jsonl beside it as <name>.log.jsonl, and set the manifest entry: file, sha256, bytes, kind
+    ("gslrm" | "mvdiffusion"), model_config, steps, plus `fields` (training_command, data, wall time ...)."""
     from .io import save_torch_atomic
     from .training import checkpoint_file
 
     weights_dir = Path(weights_dir or WEIGHTS_DIR)
     src = checkpoint_file(checkpoint)
-    ckpt = read_checkpoint(src)
-    if "model_config" not in ckpt:
-        raise ShippedWeightsError(f"{src} has no model_config: ship checkpoints written by facelift_lib.gslrm.train")
-    out = save_torch_atomic({"model": ckpt["model"], "model_config": ckpt["model_config"],
-                             "train_config": ckpt.get("train_config", {}),
-                             "fwdbwd_pass_step": ckpt.get("fwdbwd_pass_step")}, weights_dir / f"{name}.pt",
-                            f"shipped weights {name}")
-    entry: dict[str, Any] = {"file": out.name, "sha256": sha256_of(out), "bytes": out.stat().st_size, "kind": "gslrm",
-                             "model_config": ckpt["model_config"], "steps": ckpt.get("fwdbwd_pass_step"),
-                             "source_checkpoint": str(src)}
+    payload, kind, steps = _shippable(src)
+    out = save_torch_atomic(payload, weights_dir / f"{name}.pt", f"shipped weights {name}")
+    entry: dict[str, Any] = {"file": out.name, "sha256": sha256_of(out), "bytes": out.stat().st_size, "kind": kind,
+                             "model_config": payload["model_config"], "steps": steps, "source_checkpoint": str(src)}
     log = Path(log) if log else src.parent.parent / "log.jsonl"
     if log.is_file():
         dst = weights_dir / f"{name}.log.jsonl"
@@ -110,6 +127,44 @@ def ship(name: str, checkpoint: str | Path, weights_dir: str | Path | None = Non
     manifest[name] = entry
     (weights_dir / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return out
+
+
+def _shippable(src: Path) -> tuple[dict[str, Any], str, int | None]:
+    """(weights-only payload, kind, steps) of a training checkpoint of either trainer."""
+    ckpt = torch.load(src, map_location="cpu", weights_only=True)
+    from .mvdiffusion.pipeline import CHECKPOINT_FORMAT, model_from_checkpoint, read_checkpoint
+
+    if isinstance(ckpt, dict) and ckpt.get("format") == CHECKPOINT_FORMAT:
+        ckpt = read_checkpoint(src)
+        if ckpt["kind"] != "pixel":
+            raise ShippedWeightsError(f"{src}: a {ckpt['kind']!r} diffusion checkpoint; only the small pixel model "
+                                      "is shipped (a fine-tuned FaceLift UNet needs its pipeline folder)")
+        model = model_from_checkpoint(ckpt, use_ema=ckpt.get("ema") is not None, source=src)
+        keep = ("format", "kind", "model_config", "camera_type", "noise_scheduler_config", "step", "params")
+        payload = {**{k: ckpt[k] for k in keep}, "model": model.state_dict(), "ema": None, "ema_applied": True}
+        return payload, "mvdiffusion", ckpt["step"]
+    from .gslrm.model import read_checkpoint as read_gslrm_checkpoint
+
+    ckpt = read_gslrm_checkpoint(src)
+    if "model_config" not in ckpt:
+        raise ShippedWeightsError(f"{src} has no model_config: ship checkpoints written by facelift_lib.gslrm.train "
+                                  "or facelift_lib.mvdiffusion.train")
+    payload = {"model": ckpt["model"], "model_config": ckpt["model_config"],
+               "train_config": ckpt.get("train_config", {}), "fwdbwd_pass_step": ckpt.get("fwdbwd_pass_step")}
+    return payload, "gslrm", ckpt.get("fwdbwd_pass_step")
+
+
+def load_mvdiffusion(choice: str | Path, run_dir: str | Path, shipped_name: str = "mvdiffusion_demo",
+                     device: str = "cpu"):
+    """A notebook's diffusion pipeline: "shipped" (weights/<shipped_name>.pt, sha256-checked), "run" (the newest
+    checkpoint of `run_dir`, notebook 03's run) or a path (a checkpoint or a run folder)."""
+    from .mvdiffusion.pipeline import load_checkpoint_pipeline
+    from .training import checkpoint_file
+
+    if choice == "shipped":
+        return load_shipped_pipeline(shipped_name, device=device)
+    return load_checkpoint_pipeline(checkpoint_file(run_dir if choice == "run" else choice, "03_mvdiffusion"),
+                                    device=device)
 
 
 def load_gslrm(choice: str | Path, run_dir: str | Path, shipped_name: str = "gslrm_demo"):

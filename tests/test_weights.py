@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from facelift_lib.gslrm.model import GSLRM, GSLRMConfig
-from facelift_lib.weights import WEIGHTS_DIR, MANIFEST, ShippedWeightsError, load_shipped, ship, verify_shipped
+from facelift_lib.weights import (WEIGHTS_DIR, MANIFEST, ShippedWeightsError, load_shipped, load_shipped_pipeline,
+                                  ship, shipped_path, verify_shipped)
 
 TINY = GSLRMConfig(image_size=16, patch_size=4, d=32, n_layers=1, n_heads=2)
 
@@ -63,6 +64,43 @@ def test_missing_entry_and_manifest(shipped, tmp_path):
     (weights / MANIFEST).unlink()
     with pytest.raises(ShippedWeightsError, match="manifest.json not found"):
         verify_shipped("tiny", weights)
+
+
+def test_diffusion_ships_its_ema_weights_and_samples_as_the_run(tiny_mv_checkpoint, tmp_path):
+    from facelift_lib.mvdiffusion import load_checkpoint_pipeline
+
+    ckpt, _ = tiny_mv_checkpoint
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    ship("tiny_mv", ckpt, weights_dir=weights, training_command="make tiny_mv")
+    entry = json.loads((weights / MANIFEST).read_text())["tiny_mv"]
+    assert entry["kind"] == "mvdiffusion" and entry["steps"] == 2
+    shipped = torch.load(weights / "tiny_mv.pt", weights_only=True)
+    assert "optimizer" not in shipped and "rng" not in shipped and shipped["ema"] is None
+    run, pipe = load_checkpoint_pipeline(ckpt), load_shipped_pipeline("tiny_mv", weights)
+    ref = torch.rand(1, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    a, b = (p(ref, num_inference_steps=2, guidance_scale=2.0, eta=0.0, seed=0, progress=False) for p in (run, pipe))
+    assert torch.allclose(a, b, atol=1e-6)  # the run's EMA model, sampled the same way
+    assert shipped_path("tiny_mv", "mvdiffusion", weights) == weights / "tiny_mv.pt"
+    with pytest.raises(ShippedWeightsError, match="'mvdiffusion' model, not 'gslrm'"):
+        load_shipped("tiny_mv", weights)
+
+
+def test_diffusion_training_starts_from_shipped_weights(tiny_mv_checkpoint, tmp_path):
+    from facelift_lib.mvdiffusion.pipeline import read_checkpoint
+    from facelift_lib.mvdiffusion.train import TrainParams, build_model
+
+    ckpt, train_list = tiny_mv_checkpoint
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    ship("tiny_mv", ckpt, weights_dir=weights)
+    run = read_checkpoint(ckpt)
+    params = TrainParams(run_dir=str(tmp_path / "run"), train_list=str(train_list), val_list=None,
+                         pixel_model=run["model_config"], init_from=str(shipped_path("tiny_mv", "mvdiffusion", weights)))
+    model, _ = build_model(params)
+    shipped = torch.load(weights / "tiny_mv.pt", weights_only=True)["model"]
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, shipped[k]), k
 
 
 def _shipped_gslrm() -> str | None:

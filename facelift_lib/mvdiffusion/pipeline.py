@@ -259,7 +259,7 @@ def model_from_checkpoint(ckpt: dict[str, Any], use_ema: bool = True,
             model.set_view_embeddings(ckpt["view_embeddings"])
     else:
         raise ValueError(f"unknown checkpoint kind {ckpt['kind']!r}")
-    if use_ema:
+    if use_ema and not ckpt.get("ema_applied"):  # shipped weights (weights.ship) hold the EMA weights as "model"
         if ckpt.get("ema") is None:
             raise ValueError("checkpoint has no EMA weights; load with use_ema=False")
         from diffusers.training_utils import EMAModel

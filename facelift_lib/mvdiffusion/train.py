@@ -670,13 +670,26 @@ def params_from_yaml(path: str | Path) -> TrainParams:
                                 overrides=keys.get("train_overrides"))
 
 
+def recipe_params(path: str | Path) -> TrainParams:
+    """TrainParams from a flat YAML of its fields (a shipped model's recipe); an unknown key is an error."""
+    import yaml
+
+    fields = yaml.safe_load(Path(path).read_text()) or {}
+    unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(TrainParams)})
+    if unknown:
+        raise KeyError(f"{path}: unknown TrainParams fields {unknown}")
+    return TrainParams(**fields)
+
+
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
     ap = argparse.ArgumentParser(description="Train multi-view diffusion (accelerate/torchrun-launchable).")
-    ap.add_argument("params", help="profile YAML (params/full.yaml): out_dir, seed and its 03_mvdiffusion section")
+    ap.add_argument("params", help="profile YAML (params/full.yaml): out_dir, seed and its 03_mvdiffusion section; "
+                                   "with --recipe, a flat YAML of TrainParams fields (weights/recipes/*.yaml)")
+    ap.add_argument("--recipe", action="store_true", help="params is a flat TrainParams YAML, not a profile")
     args = ap.parse_args(argv)
-    result = train(params_from_yaml(args.params))
+    result = train(recipe_params(args.params) if args.recipe else params_from_yaml(args.params))
     print(f"last checkpoint: {result.last_checkpoint}")
 
 
