@@ -127,3 +127,54 @@ def test_view_count_table_scores_all_views_with_one_protocol_per_k(tmp_path):
     assert table["input_views"].tolist() == ["0", "0,2,4", "0-5"]
     assert torch.isnan(torch.tensor(float(table.loc[6, "heldout_psnr_masked"])))
     assert not torch.isnan(torch.tensor(float(table.loc[1, "heldout_psnr_masked"])))
+
+
+def test_evaluate_pipeline_scores_both_reconstructions_and_the_generated_views(models, tmp_path):
+    from facelift_lib.protocol import ProtocolMismatch, assert_comparable
+    from facelift_lib.reconstruct import evaluate_pipeline
+    from facelift_lib.standard_mice import MouseDataConfig, render_mice, sample_mouse_ground_truth
+
+    pipe, model = models
+    mice = render_mice(tmp_path, "test", 2, MouseDataConfig(size=16, n_gaussians=500), progress=False)
+    ev = evaluate_pipeline(pipe, model, mice.dirs, sample_mouse_ground_truth, num_inference_steps=2,
+                           guidance_scale=2.0, eta=0.0, min_opacity=0.0)
+    assert list(ev.summary.index) == ["pipeline", "true views"]
+    assert ev.summary["input_views"].tolist() == ["0", "0-5"]
+    assert len(ev.per_sample) == 4 and len(ev.per_view) == 4 * 6 and list(ev.generated.index) == list(range(6))
+    assert ev.protocols["pipeline"].samples == ("mouse_2000000", "mouse_2000001")
+    assert ev.protocols["generated views"].mask_source.startswith("generated alpha")
+    # the pipeline's summary row is the mean of its per-sample rows
+    rows = ev.per_sample[ev.per_sample["reconstruction"] == "pipeline"]
+    assert float(ev.summary.loc["pipeline", "psnr_masked"]) == pytest.approx(rows["psnr_masked"].mean())
+    # the generated views are scored against the true views: a perfect generator scores IoU 1
+    name, (true_views, _, recs) = next(iter(ev.examples.items()))
+    from facelift_lib.images import on_white, resize_rgba
+    perfect = view_quality(on_white(resize_rgba(true_views, recs["pipeline"].cams.width)),
+                           on_white(resize_rgba(true_views, recs["pipeline"].cams.width)))
+    assert (perfect["mask_iou"] == 1).all()
+    assert torch.isfinite(torch.tensor(ev.per_sample["chamfer_mm"].to_numpy(dtype=float))).all()
+    with pytest.raises(ProtocolMismatch, match="mask_source"):  # the gate: generated vs render numbers differ
+        assert_comparable(ev.protocols["generated views"], ev.protocols["pipeline"], allow=["extra"])
+
+
+def test_evaluate_pipeline_refuses_samples_at_other_cameras(models, tmp_path):
+    from facelift_lib.io import save_sample
+    from facelift_lib.reconstruct import evaluate_pipeline
+
+    pipe, model = models
+    cams = standard_cameras("facelift_standard", 16)
+    d = save_sample(tmp_path / "s", torch.rand(6, 4, 16, 16), cams)
+    with pytest.raises(ValueError, match="cameras 'facelift_standard'.*mouse_standard_6view"):
+        evaluate_pipeline(pipe, model, [d], lambda _: None, num_inference_steps=1)
+
+
+def test_targets_table_marks_misses_and_refuses_a_missing_measurement():
+    from facelift_lib.reconstruct import DEMO_TARGETS, targets_table
+
+    measured = {k: v + 0.01 for k, v in DEMO_TARGETS.items()}
+    measured["pipeline_mask_iou"] = 0.5
+    table = targets_table(measured)
+    assert table["met"].tolist() == [k != "pipeline_mask_iou" for k in DEMO_TARGETS]
+    del measured["views6_mask_iou"]
+    with pytest.raises(KeyError, match="views6_mask_iou"):
+        targets_table(measured)
