@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import pandas as pd
 import torch
@@ -27,6 +27,9 @@ from .cameras import CAMERA_SPECS, Cameras, standard_cameras
 from .gaussians import Gaussians, rotation_z
 from .images import on_white, resize_images, resize_rgba, straight_alpha
 from .io import load_sample, read_list_file, save_sample, validate_sample, write_list_file
+
+if TYPE_CHECKING:
+    from .mvdiffusion.pipeline import MVDiffusionPipeline
 
 SPLITS = ("train", "val")
 
@@ -128,12 +131,14 @@ def _ground_truth_at(images: torch.Tensor, cams: Cameras, camera_type: str, n_vi
     return images
 
 
-def generate_dataset(checkpoint: str | Path, inputs: dict[str, str | Path], out_dir: str | Path,
-                     num_inference_steps: int = 50, guidance_scale: float = 3.0, reference_view_idx: int = 0,
-                     output_size: int | None = None, batch_size: int = 4, max_samples: int | None = None,
+def generate_dataset(checkpoint: str | Path | MVDiffusionPipeline, inputs: dict[str, str | Path],
+                     out_dir: str | Path, num_inference_steps: int = 50, guidance_scale: float = 3.0,
+                     reference_view_idx: int = 0, output_size: int | None = None, batch_size: int = 4, max_samples: int | None = None,
                      seed: int = 0, use_ema: bool = True, device: str = "cpu", progress: bool = True,
                      eta: float = 1.0) -> SyntheticResult:
-    """Generate a 6-view FaceLift dataset from a diffusion checkpoint.
+    """Generate a 6-view FaceLift dataset from a diffusion checkpoint, or a pipeline already loaded
+    (`weights.load_mvdiffusion`: the shipped model, a run's checkpoint or a file; use_ema and device then are
+    the loader's).
 
     inputs: {split: list file of input samples}; each sample's view `reference_view_idx` is the input
     image. Writes out_dir/<split>/<sample>/ (images/cam_XXX.png + opencv_cameras.json at the checkpoint's
@@ -144,16 +149,17 @@ def generate_dataset(checkpoint: str | Path, inputs: dict[str, str | Path], out_
     the first samples of each list. Sampler defaults (50 steps, guidance 3, DDIM eta 1) are FaceLift's.
     """
     from .metrics import METRIC_COLUMNS, image_metrics
-    from .mvdiffusion.pipeline import load_checkpoint_pipeline
+    from .mvdiffusion.pipeline import MVDiffusionPipeline, load_checkpoint_pipeline
 
-    checkpoint = Path(checkpoint)
-    pipe = load_checkpoint_pipeline(checkpoint, use_ema=use_ema, device=device)
+    pipe = (checkpoint if isinstance(checkpoint, MVDiffusionPipeline)
+            else load_checkpoint_pipeline(Path(checkpoint), use_ema=use_ema, device=device))
+    source = pipe.source or "a pipeline built in memory (no source file)"
     model = pipe.model
     size = output_size or model.image_size
     cams = standard_cameras(pipe.camera_type, size)
     V = model.num_views
     if len(cams) != V:
-        raise ValueError(f"{checkpoint}: camera_type {pipe.camera_type!r} has {len(cams)} views, the model {V}")
+        raise ValueError(f"{source}: camera_type {pipe.camera_type!r} has {len(cams)} views, the model {V}")
     out_dir = Path(out_dir)
     lists, samples, rows = {}, {}, []
     for split, list_file in inputs.items():
@@ -174,7 +180,7 @@ def generate_dataset(checkpoint: str | Path, inputs: dict[str, str | Path], out_
             views = resize_images(views.flatten(0, 1), size).view(len(chunk), V, 4, size, size)
             for i, (src, (imgs, src_cams)) in enumerate(zip(chunk, loaded)):
                 rgba = torch.cat([views[i, :, :3], (views[i, :, 3:4] > 0.5).float()], 1)
-                meta = {**cams.meta, "generated_by": str(checkpoint.resolve()), "source_sample": str(src),
+                meta = {**cams.meta, "generated_by": source, "source_sample": str(src),
                         "reference_view": reference_view_idx, "seed": batch_seed, "batch_index": i,
                         "num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale, "eta": eta}
                 d = save_sample(out_dir / split / src.name, rgba, cams.replace(meta=meta))

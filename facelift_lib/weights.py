@@ -92,9 +92,20 @@ def load_shipped_pipeline(name: str = "mvdiffusion_demo", weights_dir: str | Pat
 def shipped_path(name: str, kind: str, weights_dir: str | Path | None = None) -> Path:
     """Path of shipped weights `name` of `kind` ("gslrm" | "mvdiffusion") after the sha256 check: what a
     notebook's training starts from (`init_from`)."""
+    return shipped_start(name, kind, weights_dir)[0]
+
+
+# What a notebook's `init_weights = "shipped"` means for each kind of model.
+DEFAULT_SHIPPED = {"gslrm": "gslrm_demo", "mvdiffusion": "mvdiffusion_demo"}
+
+
+def shipped_start(choice: str, kind: str, weights_dir: str | Path | None = None) -> tuple[Path, dict[str, Any]]:
+    """(path, model_config) of the shipped weights a training starts from, after the sha256 and kind checks.
+    `choice` is "shipped" (the workbook's model of `kind`, `DEFAULT_SHIPPED`) or a manifest entry name."""
+    name = DEFAULT_SHIPPED[kind] if choice == "shipped" else choice
     path, entry = verify_shipped(name, weights_dir)
     _check_kind(path, name, entry, kind)
-    return path
+    return path, dict(entry["model_config"])
 
 
 def _check_kind(path: Path, name: str, entry: dict[str, Any], kind: str) -> None:

@@ -27,11 +27,16 @@
 # scaled to the working size), in the same normalisation as each preprocessed sample. View 0 is the
 # reference (the input image); the targets are all 6 views, the reference included.
 #
-# **Smoke profile (defaults):** a small pixel-space model (RGBA at 64², attention only at 8²) trained
-# from scratch on CPU for a few minutes. Expect noisy mouse-coloured blobs in roughly the right places,
-# not a usable model: with min-SNR weighting the low-noise timesteps are learnt last, so a short run leaves
-# speckle in the samples. **Full profile:** set `facelift_pipeline` to a local FaceLift pipeline folder to
-# fine-tune FaceLift's UNet (lr 5e-6, 500 warmup steps).
+# **Smoke profile (defaults):** a small pixel-space model (RGBA at 64², attention only at 8²) that starts
+# from the **shipped weights** (`init_weights = "shipped"`: `weights/mvdiffusion_demo.pt`, sha256-checked;
+# its config, widths 24/48/96/96, and training recipe are in `weights/manifest.json`; trained on 1200
+# procedural mice) and is fine-tuned on this run's targets for a CPU minute or two (lr 2e-4, 150 steps,
+# `mvdiffusion.train.SHIPPED_FINETUNE`): the demo shows training *and* a model that makes a mouse.
+# `init_weights = None` trains the smaller smoke model (widths 16/32/64/64) from scratch instead (lr 1e-3,
+# 200 steps): expect noisy mouse-coloured blobs in roughly the right places, not a usable model (with min-SNR
+# weighting the low-noise timesteps are learnt last, so a short run leaves speckle in the samples).
+# **Full profile:** set `facelift_pipeline` to a local FaceLift pipeline folder (and `init_weights: null`) to
+# fine-tune FaceLift's UNet (lr 5e-6, 500 warmup steps), or train the small model from scratch at its size.
 #
 # We watch one failure above all: the **identity mapping** (every generated view a copy of the input),
 # which a random reference view taught the research model. The identity-mapping score compares each
@@ -44,11 +49,13 @@ rig_dir = None  # default: out_dir/rig (notebook 00_data)
 preprocessed_dir = None  # default: out_dir/data (notebook 02_preprocessing: train.txt, val.txt)
 render_size = 64  # standard-camera renders of the ground truth (px)
 yaws_per_frame = 4  # headings of each ground-truth mouse (more training samples)
-image_size = 64  # the small model's resolution
+image_size = 64  # the small model's resolution (with init_weights: the shipped model's, 64)
+init_weights = "shipped"  # start from the shipped weights (weights/mvdiffusion_demo.pt; or a manifest name); None: from scratch
 overwrite = True  # retrain from scratch, replacing an earlier run (full profile: False, and resume via train_overrides)
 train_overrides = {}  # TrainParams fields over the recipe, e.g. {"max_steps": 2000, "resume": "latest"}
 # (the run folder <out_dir>/mvdiffusion/run: checkpoints/ckpt_{step:016d}.pt, log.jsonl, config.json, samples/)
-facelift_pipeline = None  # full profile: local FaceLift diffusers folder to fine-tune (nothing is downloaded)
+facelift_pipeline = None  # full profile: local FaceLift diffusers folder to fine-tune (nothing is downloaded;
+                          # needs init_weights = None)
 view_embeddings = None  # full profile: [6,77,1024] per-view embeddings file for the mouse cameras
 
 # %%
@@ -72,8 +79,9 @@ preprocessed_dir = Path(preprocessed_dir) if preprocessed_dir else out / "data"
 lists = {split: preprocessed_dir / f"{split}.txt" for split in ("train", "val")}
 require("03_mvdiffusion", {rig_dir / "rig.json": "00_data", **{p: "02_preprocessing" for p in lists.values()}})
 if facelift_pipeline is None:  # a facelift_pipeline folder that does not exist is the trainer's error, naming it
-    print("No FaceLift pipeline given (facelift_pipeline=None): training the small CPU model from scratch. "
-          "Set facelift_pipeline to a local FaceLift diffusers folder to fine-tune FaceLift instead.")
+    print("No FaceLift pipeline given (facelift_pipeline=None): training the small CPU model "
+          + (f"from the shipped weights ({init_weights!r})." if init_weights else "from scratch.")
+          + " Set facelift_pipeline to a local FaceLift diffusers folder to fine-tune FaceLift instead.")
 
 # %% [markdown]
 # ## Training targets: the ground-truth mouse at the standard cameras
@@ -100,7 +108,8 @@ print("views per sample:", len(cams), " size:", cams.width, " camera distance:",
 # %%
 params = mvtrain.profile_train_params(out, seed=seed, facelift_pipeline=facelift_pipeline,
                                      view_embeddings=view_embeddings, image_size=image_size,
-                                     overrides={"overwrite": overwrite, **train_overrides})
+                                     init_weights=init_weights, overrides={"overwrite": overwrite, **train_overrides})
+print(f"starts from: {params.init_from or 'scratch'}  pixel_model={params.pixel_model}")
 print(f"model={params.model}  reference_view_idx={params.reference_view_idx}  random_reference={params.random_reference}  "
       f"lr={params.lr}  warmup={params.warmup_steps}  steps={params.max_steps}  batch={params.batch_size}")
 result = mvtrain.train(params)
@@ -122,10 +131,12 @@ ident
 # model would show as its `to_reference_db`. A step where most views are closer to the input
 # (`identity_fraction` > 0.5) by more than 0.25 dB on average is flagged `collapse` and printed in the log.
 #
-# In the smoke run expect the flag: a model trained for a couple of hundred steps first learns to copy the
-# reference silhouette, which is concatenated to every view's input, before it learns to turn it. That is
-# exactly the failure this score exists to catch; in a real run `score_db` must fall below 0 and stay there,
-# and a flag late in training means the model has collapsed.
+# Trained from scratch (`init_weights = None`), expect the flag: a model trained for a couple of hundred steps
+# first learns to copy the reference silhouette, which is concatenated to every view's input, before it learns
+# to turn it. That is exactly the failure this score exists to catch; in a real run `score_db` must fall below
+# 0 and stay there, and a flag late in training means the model has collapsed. Started from the shipped
+# weights, the first validation already shows what the shipped model does on this run's mice: a flag there is
+# the shipped model's, not the fine-tuning's.
 
 # %%
 for step, samples in mvtrain.load_validation_samples(params.run_dir).items():
@@ -145,6 +156,7 @@ quality.round(3)
 # %%
 last = validations[-1]
 record("mvdiffusion_model", params.model)
+record("mvdiffusion_init_weights", init_weights)
 record("mvdiffusion_final_loss", steps[-1]["loss"])
 record("mvdiffusion_identity_score_db", last["identity"]["score_db"])
 record("mvdiffusion_collapse_flagged", any(v["identity"]["collapse"] for v in validations))

@@ -15,23 +15,27 @@
 # ---
 
 # %% [markdown]
-# # 04 · Synthetic 6-view dataset from a diffusion checkpoint
+# # 04 · Synthetic 6-view dataset from a diffusion model
 #
-# For every input sample we take its reference view, generate 6 views with the multi-view diffusion
-# checkpoint from 03 (DDIM), and write a FaceLift sample whose cameras are the **standard spec the model
+# For every input sample we take its reference view, generate 6 views with a multi-view diffusion model
+# (DDIM), and write a FaceLift sample whose cameras are the **standard spec the model
 # was trained for** (`mouse_standard_6view`: distance 2.7, elevation 20°, FaceLift intrinsics scaled to
 # the image size), never the input's cameras. Every sample must pass `io.validate_sample`; the first that
 # fails stops the run with its name. The lists written here (`{out_dir}/synthetic/train.txt`, `val.txt`)
 # are an optional training set for 05_gslrm.
 #
+# Which model: `diffusion_weights = "shipped"` (the default) is the small model shipped with the workbook
+# (`weights/mvdiffusion_demo.pt`, sha256-checked, trained on 1200 procedural mice; `weights/manifest.json`);
+# `"run"` is the newest checkpoint of 03's run in this output folder (the full profile's choice); a path is a
+# checkpoint file or a run folder (`weights.load_mvdiffusion`).
+#
 # The smoke inputs are 03's standard-view samples (their view 0 is the reference), so every generated
-# view has a ground-truth view at the same camera and we can measure it. With the smoke checkpoint the
-# views are blurry blobs: this notebook checks the plumbing (cameras, validation, lists), not the quality.
+# view has a ground-truth view at the same camera and we can measure it.
 
 # %% tags=["parameters"]
 out_dir = "../outputs/smoke"
 seed = 0
-checkpoint = None  # default: the newest checkpoint of out_dir/mvdiffusion/run (notebook 03)
+diffusion_weights = "shipped"  # "shipped" (weights/mvdiffusion_demo.pt), "run" (newest checkpoint of out_dir/mvdiffusion/run, 03) or a path
 input_dir = None  # default: out_dir/mvdiffusion/data (train.txt, val.txt; view 0 is the reference)
 num_inference_steps = 20  # smoke: cheaper than FaceLift's 50 (full profile: 50)
 guidance_scale = 2.0  # smoke; FaceLift's (full profile): 3.0
@@ -49,18 +53,18 @@ from facelift_lib import viz
 from facelift_lib.images import resize_images
 from facelift_lib.io import load_sample
 from facelift_lib.synthetic import generate_dataset
-from facelift_lib.training import checkpoint_file
+from facelift_lib.weights import load_mvdiffusion
 from facelift_lib.workbook import record, require
 
 out = Path(out_dir)
 input_dir = Path(input_dir) if input_dir else out / "mvdiffusion" / "data"
 inputs = {split: input_dir / f"{split}.txt" for split in ("train", "val")}
 require("04_synthetic", {path: "03_mvdiffusion" for path in inputs.values()})
-checkpoint = checkpoint_file(checkpoint or out / "mvdiffusion" / "run", "03_mvdiffusion")  # a run folder: its newest
-print("checkpoint:", checkpoint.name)
+pipe = load_mvdiffusion(diffusion_weights, out / "mvdiffusion" / "run")  # "run": 03's newest checkpoint
+print(f"diffusion model ({diffusion_weights!r}):", Path(pipe.source).name)
 
 # %%
-result = generate_dataset(checkpoint, inputs, out / "synthetic", num_inference_steps=num_inference_steps,
+result = generate_dataset(pipe, inputs, out / "synthetic", num_inference_steps=num_inference_steps,
                           guidance_scale=guidance_scale, eta=eta, output_size=output_size, max_samples=max_samples,
                           seed=seed)
 

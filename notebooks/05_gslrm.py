@@ -27,9 +27,14 @@
 # | **gradient explosions** (norms of 2,808 against a threshold of 200) | clip at `grad_clip`; a step above `skip_grad_norm` or with a NaN/inf loss is not applied and is logged | grad-norm plot, skipped steps in red |
 # | **blurry outputs** that a full-image metric hides | every metric says `full` or `masked`; baselines computed by the same code | metrics table |
 #
-# Smoke profile: a small model (64², patch 4, d 128, 4 layers, 0.8 M parameters) trained from scratch on the preprocessed smoke
-# data on CPU in a few minutes. Full profile: the FaceLift-size model (`model = {}`) fine-tuned from a FaceLift
-# checkpoint (`init_from`), on a GPU box. The same `train()` runs under `torchrun` for multi-GPU:
+# Smoke profile: a small model (64², patch 4, d 128, 4 layers, 0.8 M parameters) that starts from the **shipped
+# weights** (`init_weights = "shipped"`: `weights/gslrm_demo.pt`, sha256-checked, trained on 1200 procedural mice;
+# its recipe and test-mouse quality are in `weights/manifest.json`) and is fine-tuned on the preprocessed smoke
+# data on CPU for a couple of minutes (lr 2e-4, 300 steps). The metrics table shows the shipped model *before*
+# this fine-tuning as its own row, so you see what the smoke training changed. `init_weights = None` trains the
+# same model from scratch instead (lr 1e-3, 600 steps; `lr` / `max_steps` None mean the recipe of the chosen
+# start, `gslrm.train.SMOKE_FROM_SHIPPED` / `SMOKE_FROM_SCRATCH`). Full profile: the FaceLift-size model
+# (`model = {}`, `init_weights = None`) fine-tuned from a FaceLift checkpoint (`init_from`), on a GPU box. The same `train()` runs under `torchrun` for multi-GPU:
 # `torchrun --nproc_per_node 8 -m facelift_lib.gslrm.train params/full.yaml`.
 
 # %% tags=["parameters"]
@@ -38,11 +43,12 @@ seed = 0
 data_source = "preprocessed"  # "preprocessed" (02: out_dir/data) or "synthetic" (04: out_dir/synthetic)
 image_size = 64               # views are resized to this square size (intrinsics scaled)
 model = {"image_size": 64, "patch_size": 4, "d": 128, "n_layers": 4, "n_heads": 4}  # {} means the FaceLift size
-init_from = None              # FaceLift ckpt_*.pt to fine-tune from (full profile); None trains from scratch
+init_weights = "shipped"      # start from weights/gslrm_demo.pt (model must be its config); None: from scratch
+init_from = None              # FaceLift ckpt_*.pt to fine-tune from (full profile; needs init_weights = None)
 finetune = "full"             # "full" | "freeze_transformer" | "lora"
-max_steps = 600
+max_steps = None              # None: the recipe of the start, 300 from the shipped weights, 600 from scratch
 warmup_steps = 30
-lr = 1e-3
+lr = None                     # None: the recipe of the start, 2e-4 from the shipped weights, 1e-3 from scratch
 batch_size = 1
 views_per_step = 2            # rendered views per step (held-out first); None renders all 6
 background_gaussian_fraction = 0.1  # CPU speed-up for training renders; 1.0 on a GPU
@@ -66,7 +72,7 @@ from facelift_lib.gslrm import GSLRM
 from facelift_lib.gslrm.data import ViewsDataset
 from facelift_lib.gslrm.export import (ExportFilters, export_fidelity, export_ply, filter_gaussians, save_turntable_gif,
                                        turntable_frames)
-from facelift_lib.gslrm.train import DATA_SOURCES, dataset_lists, profile_train_config, train
+from facelift_lib.gslrm.train import DATA_SOURCES, dataset_lists, load_trained_model, profile_train_config, train
 from facelift_lib.io import load_sample
 from facelift_lib.metrics import background_only, evaluate, predict_and_render
 from facelift_lib.protocol import EvalProtocol, Measured, protocol_table, split_views
@@ -79,13 +85,18 @@ lists = dataset_lists(out, data_source)
 require("05_gslrm", {path: DATA_SOURCES[data_source][1] for path in lists.values()})
 # the same function builds the torchrun CLI's config from a profile (facelift_lib.gslrm.train.load_train_config)
 cfg = profile_train_config(out_dir=out, seed=seed, data_source=data_source, image_size=image_size, model=model,
-                           init_from=init_from, finetune=finetune, max_steps=max_steps, warmup_steps=warmup_steps,
-                           lr=lr, batch_size=batch_size, views_per_step=views_per_step,
+                           init_weights=init_weights, init_from=init_from, finetune=finetune, max_steps=max_steps,
+                           warmup_steps=warmup_steps, lr=lr, batch_size=batch_size, views_per_step=views_per_step,
                            background_gaussian_fraction=background_gaussian_fraction,
                            skip_grad_norm=skip_grad_norm, resume=resume, overwrite=overwrite, ckpt_every=ckpt_every)
 inputs, held_out = split_views(cfg.num_views, cfg.num_input_views, "held_out")  # the trainer's fixed view order
-print("No FaceLift checkpoint given (init_from=None): training from scratch." if init_from is None else
-      f"Fine-tuning from the FaceLift checkpoint {init_from} ({finetune}).")  # a missing file is train()'s error
+if init_weights is not None:
+    print(f"Fine-tuning the shipped GS-LRM {cfg.init_from} ({finetune}): lr {cfg.lr:g}, {cfg.max_steps} steps.")
+elif init_from is not None:  # a missing file is train()'s error
+    print(f"Fine-tuning from the FaceLift checkpoint {init_from} ({finetune}): lr {cfg.lr:g}, {cfg.max_steps} steps.")
+else:
+    print(f"No shipped weights or FaceLift checkpoint (init_weights=None, init_from=None): training from scratch, "
+          f"lr {cfg.lr:g}, {cfg.max_steps} steps.")
 
 train_set = ViewsDataset(lists["train"], cfg.image_size, cfg.num_views, cfg.background)
 val_set = ViewsDataset(lists["val"], cfg.image_size, cfg.num_views, cfg.background)
@@ -124,16 +135,21 @@ plt.show()
 # ## Evaluate on held-out views
 # One protocol for everything (`facelift_lib.metrics.evaluate`): predict from views 0-4 of each validation
 # sample, render view 5, compare with the target at the model's resolution over the white background.
-# Baselines by the same code: an **empty render** (background only) and the **untrained model** (same
-# architecture and seed, no training). Every number carries its evaluation protocol (split, samples, input →
-# scored views, mask source, background, resolution, n; `facelift_lib.protocol`): rows measured differently
-# refuse to share a table unless the difference is named, as the training-samples row names its split.
+# Baselines by the same code: an **empty render** (background only), the **untrained model** (same
+# architecture and seed, no training) and, when training started from them, the **shipped weights before
+# fine-tuning** (what the smoke training changed: trained minus shipped). Every number carries its evaluation
+# protocol (split, samples, input → scored views, mask source, background, resolution, n;
+# `facelift_lib.protocol`): rows measured differently refuse to share a table unless the difference is named,
+# as the training-samples row names its split.
 
 # %%
 torch.manual_seed(seed)
 untrained = GSLRM(cfg.model_config()).eval().to(device)
 trained = result.model.to(device)
-predictors = {"empty render": background_only, "untrained": untrained, "trained": trained}
+predictors = {"empty render": background_only, "untrained": untrained}
+if init_weights is not None:  # where the fine-tuning started: the shipped file profile_train_config checked
+    predictors["shipped, before training"] = load_trained_model(cfg.init_from).to(device)
+predictors["trained"] = trained
 mask_source = {"preprocessed": "02 rig masks (preprocessed)", "synthetic": "04 generated alpha"}[data_source]
 metric_kw = dict(views="held_out", num_input_views=cfg.num_input_views, device=device, lpips_weights=lpips_weights,
                  mask_source=mask_source)
@@ -148,8 +164,9 @@ metrics = protocol_table({name: {c: row[c] for c in columns} for name, row in ro
                          allow=["split", "samples"]).astype({c: float for c in columns})
 display(metrics.style.format(precision=3).set_caption(f"held-out view (means); protocol: {metrics.attrs['protocol']}"))
 display(tables["trained"].style.format(precision=3).set_caption(f"trained model, per sample; {protocols['trained'].label()}"))
-for name, key in (("empty render", "empty"), ("untrained", "untrained"), ("trained", "trained"),
-                  ("trained, on training samples", "trained_seen")):
+recorded = {"empty render": "empty", "untrained": "untrained", "shipped, before training": "shipped",
+            "trained": "trained", "trained, on training samples": "trained_seen"}
+for name, key in ((name, key) for name, key in recorded.items() if name in metrics.index):
     for m in ("psnr_masked", "ssim_masked", "mask_iou", "psnr_full"):
         record(f"gslrm_{key}_{m}", float(metrics.loc[name, m]), protocol=protocols[name])
 

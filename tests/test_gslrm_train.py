@@ -9,8 +9,11 @@ import torch
 
 from facelift_lib.gslrm import GSLRM, CheckpointError, GSLRMConfig, load_facelift_checkpoint
 from facelift_lib.gslrm.data import ViewsDataset, write_toy_dataset
-from facelift_lib.gslrm.train import TrainConfig, load_train_config, load_trained_model, train, training_subset
+from facelift_lib.gslrm.train import (SMOKE_FROM_SCRATCH, SMOKE_FROM_SHIPPED, TrainConfig, build_model,
+                                      load_train_config, load_trained_model, profile_train_config, train,
+                                      training_subset)
 from facelift_lib.training import checkpoint_path, list_checkpoints, read_log, skip_reason
+from facelift_lib.weights import ShippedWeightsError, ship, shipped_path
 
 TINY_MODEL = dict(image_size=16, patch_size=4, d=32, n_layers=1, n_heads=2)
 
@@ -304,9 +307,60 @@ def test_cli_and_notebook_build_the_same_config(profile, monkeypatch):
     cli_cfg = load_train_config(repo / "params" / f"{profile}.yaml")
     assert cli_cfg.to_dict() == notebook_cfg.to_dict()
     if profile == "smoke":  # the issue's example: the CLI trained patch 8 / lr 4e-4 / 500 steps, 05 patch 4 / 1e-3 / 600
-        assert (cli_cfg.model["patch_size"], cli_cfg.lr, cli_cfg.max_steps) == (4, 1e-3, 600)
+        # both fine-tune the shipped model (issue 14) with the recipe for that start
+        assert (cli_cfg.model["patch_size"], cli_cfg.lr, cli_cfg.max_steps) == (4, SMOKE_FROM_SHIPPED["lr"],
+                                                                                 SMOKE_FROM_SHIPPED["max_steps"])
+        assert cli_cfg.init_from == str(shipped_path("gslrm_demo", "gslrm"))
     else:
-        assert cli_cfg.model == {} and cli_cfg.ckpt_every == 1000
+        assert cli_cfg.model == {} and cli_cfg.ckpt_every == 1000 and cli_cfg.init_from is None
+
+
+@pytest.fixture
+def shipped_tiny(tmp_path, monkeypatch) -> tuple[Path, GSLRM]:
+    """The tiny model shipped as gslrm_demo into tmp_path/weights, which stands in for the repository's weights/
+    (what init_weights="shipped" reads)."""
+    from facelift_lib import weights
+
+    torch.manual_seed(2)
+    model = GSLRM(GSLRMConfig(**TINY_MODEL))
+    run = tmp_path / "shipped_run"
+    (run / "checkpoints").mkdir(parents=True)
+    torch.save({"model": model.state_dict(), "model_config": GSLRMConfig(**TINY_MODEL).to_dict(),
+                "fwdbwd_pass_step": 3}, run / "checkpoints" / f"ckpt_{3:016d}.pt")
+    (tmp_path / "weights").mkdir()
+    path = ship("gslrm_demo", run, weights_dir=tmp_path / "weights", training_command="tests")
+    monkeypatch.setattr(weights, "WEIGHTS_DIR", tmp_path / "weights")
+    return path, model
+
+
+def test_profile_starts_from_the_shipped_weights_with_their_recipe(shipped_tiny, tmp_path):
+    path, shipped = shipped_tiny
+    cfg = profile_train_config(tmp_path / "out", image_size=16, model=TINY_MODEL)  # init_weights="shipped"
+    assert cfg.init_from == str(path) and cfg.model_config() == GSLRMConfig(**TINY_MODEL)
+    assert (cfg.lr, cfg.max_steps, cfg.ckpt_every) == (SMOKE_FROM_SHIPPED["lr"], SMOKE_FROM_SHIPPED["max_steps"],
+                                                       SMOKE_FROM_SHIPPED["max_steps"] // 4)
+    for k, v in build_model(cfg).state_dict().items():  # training starts from the shipped weights
+        assert torch.equal(v, shipped.state_dict()[k]), k
+    scratch = profile_train_config(tmp_path / "out", image_size=16, model=TINY_MODEL, init_weights=None)
+    assert scratch.init_from is None
+    assert (scratch.lr, scratch.max_steps) == (SMOKE_FROM_SCRATCH["lr"], SMOKE_FROM_SCRATCH["max_steps"])
+    # fine-tuning takes a lower rate and fewer steps than training from scratch (05 stays as fast)
+    assert cfg.lr < scratch.lr and cfg.max_steps < scratch.max_steps
+    given = profile_train_config(tmp_path / "out", image_size=16, model=TINY_MODEL, lr=5e-4, max_steps=8)
+    assert (given.lr, given.max_steps, given.ckpt_every) == (5e-4, 8, 2)  # given values win over the recipe
+
+
+def test_profile_refuses_another_model_or_two_starts(shipped_tiny, tmp_path):
+    path, _ = shipped_tiny
+    with pytest.raises(ValueError, match=r"not the model of the shipped weights .*gslrm_demo\.pt.*'d': \(64, 32\)"):
+        profile_train_config(tmp_path / "out", model={**TINY_MODEL, "d": 64})
+    with pytest.raises(ValueError, match=r"init_weights='shipped' and init_from='/models/ckpt\.pt'"):
+        profile_train_config(tmp_path / "out", model=TINY_MODEL, init_from="/models/ckpt.pt")
+    facelift = profile_train_config(tmp_path / "out", model={}, init_weights=None, init_from="/models/ckpt.pt")
+    assert facelift.init_from == "/models/ckpt.pt"  # the full profile's start
+    path.unlink()
+    with pytest.raises(ShippedWeightsError, match=r"gslrm_demo\.pt not found"):
+        profile_train_config(tmp_path / "out", model=TINY_MODEL)
 
 
 def test_dataset_resizes_and_scales_intrinsics(toy_list):

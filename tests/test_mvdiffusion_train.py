@@ -15,10 +15,11 @@ from facelift_lib.mvdiffusion import load_checkpoint_pipeline
 from facelift_lib.mvdiffusion import train as mvtrain
 from facelift_lib.mvdiffusion.model import to_model_pixels
 from facelift_lib.mvdiffusion.pipeline import model_from_checkpoint, read_checkpoint, write_tiny_facelift_pipeline
-from facelift_lib.mvdiffusion.train import (FACELIFT_FINETUNE, MultiViewDataset, TrainParams, identity_mapping_score,
-                                            min_snr_weights, params_from_yaml, profile_train_params,
-                                            read_steps_and_validations, train)
+from facelift_lib.mvdiffusion.train import (FACELIFT_FINETUNE, SHIPPED_FINETUNE, MultiViewDataset, TrainParams,
+                                            build_model, identity_mapping_score, min_snr_weights, params_from_yaml,
+                                            profile_train_params, read_steps_and_validations, train)
 from facelift_lib.training import list_checkpoints
+from facelift_lib.weights import ship
 
 SIZE = 16
 TINY = {"image_size": SIZE, "block_out_channels": [8, 16], "cross_attention_dim": 16, "attention_head_dim": 8,
@@ -155,16 +156,58 @@ def test_missing_paths_are_errors(dataset, tmp_path):
 
 def test_params_from_yaml(tmp_path):
     (tmp_path / "p.yaml").write_text("out_dir: outputs/x\nseed: 7\n03_mvdiffusion:\n  image_size: 48\n"
-                                     "  render_size: 96\n  train_overrides: {max_steps: 12}\n")
+                                     "  init_weights: null\n  render_size: 96\n  train_overrides: {max_steps: 12}\n")
     p = params_from_yaml(tmp_path / "p.yaml")
     assert (p.max_steps, p.seed, p.model, p.pixel_model) == (12, 7, "pixel", {"image_size": 48})
     assert p.run_dir == "outputs/x/mvdiffusion/run" and p.train_list == "outputs/x/mvdiffusion/data/train.txt"
     (tmp_path / "f.yaml").write_text("03_mvdiffusion:\n  facelift_pipeline: /models/facelift\n"
-                                     "  train_overrides: {max_steps: 9}\n")
+                                     "  init_weights: null\n  train_overrides: {max_steps: 9}\n")
     f = params_from_yaml(tmp_path / "f.yaml")
     assert (f.model, f.init_from, f.lr, f.warmup_steps, f.max_steps) == ("facelift", "/models/facelift", 5e-6, 500, 9)
     with pytest.raises(KeyError, match="max_stepz"):
         profile_train_params("outputs/x", overrides={"max_stepz": 3})
+
+
+@pytest.fixture
+def shipped_tiny_mv(tiny_mv_checkpoint, tmp_path, monkeypatch) -> tuple[Path, dict]:
+    """(file, model_config) of a tiny pixel model shipped as mvdiffusion_demo into tmp_path/weights, which stands
+    in for the repository's weights/ (what init_weights="shipped" reads)."""
+    from facelift_lib import weights
+
+    (tmp_path / "weights").mkdir()
+    path = ship("mvdiffusion_demo", tiny_mv_checkpoint[0], weights_dir=tmp_path / "weights", training_command="tests")
+    monkeypatch.setattr(weights, "WEIGHTS_DIR", tmp_path / "weights")
+    return path, json.loads((tmp_path / "weights" / "manifest.json").read_text())["mvdiffusion_demo"]["model_config"]
+
+
+def test_profile_fine_tunes_the_shipped_model_with_its_recipe(shipped_tiny_mv, tmp_path):
+    path, config = shipped_tiny_mv
+    p = profile_train_params(tmp_path / "out", image_size=config["image_size"])  # init_weights="shipped"
+    assert p.model == "pixel" and p.init_from == str(path) and p.pixel_model == config
+    assert {k: getattr(p, k) for k in SHIPPED_FINETUNE} == SHIPPED_FINETUNE
+    assert p.lr < TrainParams().lr  # fine-tuning, not the from-scratch rate
+    model, _ = build_model(p)  # the shipped (EMA) weights, loaded into the shipped config
+    shipped = torch.load(path, weights_only=True)["model"]
+    assert all(torch.equal(v, shipped[k]) for k, v in model.state_dict().items())
+    profile = tmp_path / "p.yaml"  # the CLI's route: a profile without the key means notebook 03's default
+    profile.write_text(f"out_dir: {tmp_path / 'out'}\n03_mvdiffusion:\n  image_size: {config['image_size']}\n")
+    assert params_from_yaml(profile) == p
+    profile.write_text(f"out_dir: {tmp_path / 'out'}\n03_mvdiffusion:\n  init_weights: null\n  image_size: 16\n")
+    scratch = params_from_yaml(profile)
+    assert scratch.init_from is None and scratch.pixel_model == {"image_size": 16} and scratch.lr == TrainParams().lr
+
+
+def test_profile_refuses_another_model_or_two_starts(shipped_tiny_mv, tmp_path):
+    path, config = shipped_tiny_mv
+    with pytest.raises(ValueError, match=r"facelift_pipeline='/models/facelift' and init_weights='shipped'"):
+        profile_train_params(tmp_path / "out", facelift_pipeline="/models/facelift")
+    with pytest.raises(ValueError, match=rf"image_size=48 but the shipped weights .*mvdiffusion_demo\.pt are a "
+                                         rf"{config['image_size']}² model"):
+        profile_train_params(tmp_path / "out", image_size=48)
+    with pytest.raises(ValueError, match=r"pixel_model=\{'image_size': 16\} differs from the shipped"):
+        profile_train_params(tmp_path / "out", overrides={"pixel_model": {"image_size": 16}})
+    with pytest.raises(ValueError, match=r"init_from='/other\.pt' and init_weights"):
+        profile_train_params(tmp_path / "out", overrides={"init_from": "/other.pt"})
 
 
 def test_finetune_facelift_layout_from_local_folder(dataset, tmp_path):
@@ -407,7 +450,7 @@ def test_torchrun_two_processes_same_trainer(dataset, tmp_path):
                      batch_size=1, warmup_steps=1, checkpoint_every=2, val_every=0, log_every=1, progress=False)
     profile = tmp_path / "profile.yaml"
     profile.write_text(yaml.safe_dump({"profile": "t", "out_dir": str(tmp_path / "out"), "seed": 0,
-                                       "03_mvdiffusion": {"train_overrides": overrides}}))
+                                       "03_mvdiffusion": {"init_weights": None, "train_overrides": overrides}}))
     env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
     out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
                           "29519", "-m", "facelift_lib.mvdiffusion.train", str(profile)],

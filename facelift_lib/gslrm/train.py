@@ -23,7 +23,8 @@ What it does, and why (the mouse domain broke FaceLift's defaults):
   "optimizer", "lr_scheduler", "fwdbwd_pass_step", "param_update_step"}; "model" always holds plain
   FaceLift-named weights, LoRA merged in) plus "rng", "train_config", "model_config" and, for LoRA,
   "lora_adapter"; `resume` None / "latest" / a path and `overwrite` as `training.resolve_resume` says;
-  `init_from` starts from a FaceLift checkpoint with fresh training state;
+  `init_from` starts from a FaceLift checkpoint or shipped weights (weights/gslrm_demo.pt, notebook 05's
+  default through `profile_train_config(init_weights="shipped")`) with fresh training state;
 - a JSON-lines log `run_dir/log.jsonl` (one line per step: loss terms, grad norm, skipped, lr,
   step time), `run_dir/config.json`, and a tqdm bar; what a user must see is printed (`training.note`).
 """
@@ -90,7 +91,7 @@ class TrainConfig:
     validate_data: bool = True
     # model
     model: dict = field(default_factory=lambda: dict(image_size=64, d=128, n_layers=4, n_heads=4))
-    init_from: str | None = None      # FaceLift ckpt_*.pt; weights only, training state starts fresh
+    init_from: str | None = None      # FaceLift ckpt_*.pt or shipped weights; weights only, training state fresh
     finetune: str = "full"            # full | freeze_transformer | lora
     lora_rank: int = 16
     lora_alpha: float = 16.0
@@ -168,14 +169,19 @@ def dataset_lists(out_dir: str | Path, data_source: str = "preprocessed") -> dic
 
 NOTEBOOK_SECTION = "05_gslrm"
 SMOKE_MODEL = {"image_size": 64, "patch_size": 4, "d": 128, "n_layers": 4, "n_heads": 4}  # 0.8 M parameters
+# The smoke recipe by where training starts (lr, max_steps None in profile_train_config): fine-tuning the shipped
+# model (weights/gslrm_demo.pt, SMOKE_MODEL's size) needs a lower rate and half the steps of training from scratch.
+SMOKE_FROM_SHIPPED = {"lr": 2e-4, "max_steps": 300}
+SMOKE_FROM_SCRATCH = {"lr": 1e-3, "max_steps": 600}
 
 
 def profile_train_config(out_dir: str | Path, seed: int = 0, data_source: str = "preprocessed", image_size: int = 64,
-                         model: dict | None = None, init_from: str | None = None, finetune: str = "full",
-                         max_steps: int = 600, warmup_steps: int = 30, lr: float = 1e-3, batch_size: int = 1,
-                         views_per_step: int | None = 2, background_gaussian_fraction: float = 0.1,
-                         skip_grad_norm: float = 200.0, resume: str | None = None, overwrite: bool = True,
-                         ckpt_every: int | None = None) -> TrainConfig:
+                         model: dict | None = None, init_weights: str | None = "shipped", init_from: str | None = None,
+                         finetune: str = "full", max_steps: int | None = None, warmup_steps: int = 30,
+                         lr: float | None = None, batch_size: int = 1, views_per_step: int | None = 2,
+                         background_gaussian_fraction: float = 0.1, skip_grad_norm: float = 200.0,
+                         resume: str | None = None, overwrite: bool = True, ckpt_every: int | None = None
+                         ) -> TrainConfig:
     """The TrainConfig of a workbook profile: the one route from a profile to a GS-LRM run.
 
     Notebook 05 calls it with its parameters; the torchrun CLI (`load_train_config(profile.yaml)`) calls
@@ -183,10 +189,34 @@ def profile_train_config(out_dir: str | Path, seed: int = 0, data_source: str = 
     The defaults are the smoke recipe (= notebook 05's parameters cell; tests/test_gslrm_train.py checks
     that both routes agree for params/smoke.yaml and params/full.yaml). model SMOKE_MODEL when None ({} is
     the FaceLift size); ckpt_every None = every max_steps // 4 steps.
+
+    Where training starts: `init_weights` "shipped" (weights/gslrm_demo.pt, sha256-checked; or a manifest entry
+    name), whose model_config `model` must equal; or `init_from` a FaceLift checkpoint (then
+    init_weights must be None); or neither (from scratch). lr / max_steps None take the smoke recipe of that
+    start: SMOKE_FROM_SHIPPED with init_weights, else SMOKE_FROM_SCRATCH.
     """
+    model = dict(SMOKE_MODEL if model is None else model)
+    if init_weights is not None:
+        if init_from is not None:
+            raise ValueError(f"init_weights={init_weights!r} and init_from={str(init_from)!r} both say what GS-LRM "
+                             "training starts from: set init_weights=None (null in a profile) to fine-tune the "
+                             "FaceLift checkpoint, or init_from=None to fine-tune the shipped model")
+        from ..weights import shipped_start
+
+        path, shipped_model = shipped_start(init_weights, "gslrm")
+        if GSLRMConfig(**model) != GSLRMConfig(**shipped_model):
+            differ = {k: (v, shipped_model.get(k)) for k, v in GSLRMConfig(**model).to_dict().items()
+                      if v != shipped_model.get(k)}
+            raise ValueError(f"model={model} is not the model of the shipped weights {path} (manifest "
+                             f"model_config); they differ in {{field: (model, shipped)}} {differ}: set model to "
+                             "the shipped config, or init_weights=None to train this model from scratch")
+        init_from = str(path)
+    recipe = SMOKE_FROM_SHIPPED if init_weights is not None else SMOKE_FROM_SCRATCH
+    lr = recipe["lr"] if lr is None else lr
+    max_steps = recipe["max_steps"] if max_steps is None else max_steps
     train_list = dataset_lists(out_dir, data_source)["train"]
     return TrainConfig(train_list=str(train_list), run_dir=str(Path(out_dir) / "gslrm" / "run"),
-                       image_size=image_size, model=dict(SMOKE_MODEL if model is None else model),
+                       image_size=image_size, model=model,
                        init_from=init_from, finetune=finetune, max_steps=max_steps, warmup_steps=warmup_steps,
                        lr=lr, batch_size=batch_size, views_per_step=views_per_step,
                        background_gaussian_fraction=background_gaussian_fraction, skip_grad_norm=skip_grad_norm,

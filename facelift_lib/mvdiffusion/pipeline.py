@@ -39,6 +39,7 @@ class MVDiffusionPipeline:
     model: PixelMVDiffusion | LatentMVDiffusion
     scheduler: Any  # diffusers DDIMScheduler
     camera_type: str = "mouse_standard_6view"
+    source: str | None = None  # the checkpoint file or pipeline folder it was loaded from (provenance)
 
     @torch.no_grad()
     def __call__(self, reference: torch.Tensor, num_inference_steps: int = FACELIFT_NUM_INFERENCE_STEPS,
@@ -198,7 +199,8 @@ def load_facelift_pipeline(local_dir: str | Path, num_views: int = 6, mode: str 
     if view_embeddings is not None:
         model.set_view_embeddings(view_embeddings)
     model.eval().to(device)
-    return MVDiffusionPipeline(model=model, scheduler=scheduler, camera_type=camera_type)
+    return MVDiffusionPipeline(model=model, scheduler=scheduler, camera_type=camera_type,
+                               source=str(local_dir.resolve()))
 
 
 # --- training checkpoints -> pipelines ----------------------------------------------------------------------
@@ -296,7 +298,8 @@ def load_checkpoint_pipeline(path: str | Path, use_ema: bool = True, device: str
     ckpt = read_checkpoint(path)
     model = model_from_checkpoint(ckpt, use_ema, source=path).to(device)
     scheduler = sampling_scheduler(ckpt["noise_scheduler_config"], ckpt["kind"], ckpt["model_config"].get("source"))
-    return MVDiffusionPipeline(model=model, scheduler=scheduler, camera_type=ckpt["camera_type"])
+    return MVDiffusionPipeline(model=model, scheduler=scheduler, camera_type=ckpt["camera_type"],
+                               source=str(Path(path).resolve()))
 
 
 # --- a tiny random FaceLift-layout folder (tests, CPU dry runs of the full-profile code path) ---------------

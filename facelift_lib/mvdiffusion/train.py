@@ -1,5 +1,6 @@
-"""Train a multi-view diffusion model: the small pixel model from scratch, or FaceLift's UNet fine-tuned
-from a local pipeline folder (`init_from`).
+"""Train a multi-view diffusion model: the small pixel model from scratch or from a checkpoint (`init_from`:
+the shipped weights in notebook 03's default, `profile_train_params(init_weights="shipped")`), or FaceLift's
+UNet fine-tuned from a local pipeline folder (`init_from`).
 
 One function, `train(params)`, serves the notebook (a single CPU/GPU process) and multi-GPU runs:
 
@@ -630,44 +631,82 @@ FACELIFT_FINETUNE: dict[str, Any] = dict(lr=5e-6, warmup_steps=500, lr_schedule=
                                          max_steps=20000, checkpoint_every=2000, keep_checkpoints=2, val_every=500,
                                          val_inference_steps=50, val_guidance_scale=3.0, val_eta=1.0,
                                          cond_drop_prob=0.05, random_background=True, mixed_precision="bf16")
+# Fine-tuning the shipped small model (weights/, `init_weights`) on a profile's data: the demo shows training
+# and a working model. Its width ([24,48,96,96]) costs ~2x the from-scratch smoke model per step, so the smoke
+# run takes 150 steps (not 200) and 3 validations to stay within ~+60 s of training from scratch (BENCHMARKS.md).
+SHIPPED_FINETUNE: dict[str, Any] = dict(lr=2e-4, warmup_steps=10, lr_schedule="cosine", max_steps=150)
 NOTEBOOK_SECTION = "03_mvdiffusion"
 
 
 def profile_train_params(out_dir: str | Path, seed: int = 0, facelift_pipeline: str | None = None,
                          view_embeddings: str | None = None, image_size: int | None = None,
-                         overrides: dict[str, Any] | None = None) -> TrainParams:
+                         init_weights: str | None = "shipped", overrides: dict[str, Any] | None = None
+                         ) -> TrainParams:
     """TrainParams of a workbook profile: paths under out_dir/mvdiffusion/, then the recipe, then `overrides`.
 
-    Recipe: the small pixel model (TrainParams defaults; image_size sets its resolution) or, with
-    `facelift_pipeline` (a local folder), FaceLift's UNet fine-tuned with `FACELIFT_FINETUNE`.
-    Used by notebook 03 and by the CLI (`params_from_yaml`), so both train the same thing.
+    Recipe, by what training starts from:
+    - `init_weights` (default "shipped": weights/mvdiffusion_demo.pt, sha256-checked; or a manifest entry
+      name): the shipped small pixel model fine-tuned with `SHIPPED_FINETUNE`; its model config is the
+      manifest's (an `image_size` or an override of `pixel_model` / `init_from` that differs is an error);
+    - `init_weights=None`: the small pixel model from scratch (TrainParams defaults; image_size sets its
+      resolution);
+    - `facelift_pipeline` (a local folder; then init_weights must be None): FaceLift's UNet fine-tuned with
+      `FACELIFT_FINETUNE`.
+    Used by notebook 03 and by the CLI (`params_from_yaml`), so both train the same thing; the defaults are
+    notebook 03's.
     """
     root = Path(out_dir) / "mvdiffusion"
     fields: dict[str, Any] = dict(run_dir=str(root / "run"), train_list=str(root / "data" / "train.txt"),
                                   val_list=str(root / "data" / "val.txt"), seed=seed)
-    if facelift_pipeline is not None:
-        fields.update(FACELIFT_FINETUNE, model="facelift", init_from=str(facelift_pipeline),
-                      view_embeddings=None if view_embeddings is None else str(view_embeddings))
-    elif image_size is not None:
-        fields["pixel_model"] = {"image_size": int(image_size)}
     overrides = dict(overrides or {})
     unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(TrainParams)})
     if unknown:
         raise KeyError(f"unknown TrainParams fields {unknown}")
+    if facelift_pipeline is not None and init_weights is not None:
+        raise ValueError(f"facelift_pipeline={str(facelift_pipeline)!r} and init_weights={init_weights!r} both say "
+                         "what training starts from: set init_weights=None (null in a profile) to fine-tune "
+                         "FaceLift's UNet, or facelift_pipeline=None to fine-tune the shipped small model")
+    if facelift_pipeline is not None:
+        fields.update(FACELIFT_FINETUNE, model="facelift", init_from=str(facelift_pipeline),
+                      view_embeddings=None if view_embeddings is None else str(view_embeddings))
+    elif init_weights is not None:
+        from ..weights import shipped_start
+
+        path, config = shipped_start(init_weights, "mvdiffusion")
+        fields.update(SHIPPED_FINETUNE, init_from=str(path), pixel_model=config)
+        _check_shipped_start(path, config, image_size, overrides)
+    elif image_size is not None:
+        fields["pixel_model"] = {"image_size": int(image_size)}
     fields.update(overrides)
     return TrainParams(**fields)
+
+
+def _check_shipped_start(path: Path, config: dict[str, Any], image_size: int | None,
+                         overrides: dict[str, Any]) -> None:
+    """A profile that fine-tunes shipped weights must not also ask for another model or another start."""
+    fix = "or set init_weights=None (null in a profile) to train the small model from scratch"
+    if image_size is not None and int(image_size) != config["image_size"]:
+        raise ValueError(f"image_size={image_size} but the shipped weights {path} are a {config['image_size']}² "
+                         f"model: set image_size={config['image_size']}, {fix}")
+    if "pixel_model" in overrides and overrides["pixel_model"] != config:
+        raise ValueError(f"train_overrides pixel_model={overrides['pixel_model']} differs from the shipped weights' "
+                         f"model_config {config} ({path}): drop the override, {fix}")
+    if overrides.get("init_from") not in (None, str(path)):
+        raise ValueError(f"train_overrides init_from={overrides['init_from']!r} and init_weights (the shipped "
+                         f"{path}) both say what training starts from: drop one")
 
 
 def params_from_yaml(path: str | Path) -> TrainParams:
     """TrainParams from a workbook profile YAML (params/*.yaml, `training.read_profile_section`): its out_dir and
     seed, and from its `03_mvdiffusion:` section the keys notebook 03 takes for training: facelift_pipeline,
-    view_embeddings, image_size and train_overrides (TrainParams fields). The section's other keys are the
-    notebook's."""
+    view_embeddings, image_size, init_weights (absent: notebook 03's default, "shipped") and train_overrides
+    (TrainParams fields). The section's other keys are the notebook's."""
     profile = read_profile_section(path, NOTEBOOK_SECTION)
     keys = profile.keys
+    start = {"init_weights": keys["init_weights"]} if "init_weights" in keys else {}
     return profile_train_params(profile.out_dir, seed=profile.seed, facelift_pipeline=keys.get("facelift_pipeline"),
                                 view_embeddings=keys.get("view_embeddings"), image_size=keys.get("image_size"),
-                                overrides=keys.get("train_overrides"))
+                                overrides=keys.get("train_overrides"), **start)
 
 
 def recipe_params(path: str | Path) -> TrainParams:
