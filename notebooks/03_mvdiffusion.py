@@ -55,7 +55,7 @@ overwrite = True  # retrain from scratch, replacing an earlier run (full profile
 train_overrides = {}  # TrainParams fields over the recipe, e.g. {"max_steps": 2000, "resume": "latest"}
 # (the run folder <out_dir>/mvdiffusion/run: checkpoints/ckpt_{step:016d}.pt, log.jsonl, config.json, samples/)
 facelift_pipeline = None  # full profile: local FaceLift diffusers folder to fine-tune (nothing is downloaded;
-                          # needs init_weights = None)
+                          # needs init_weights None)
 view_embeddings = None  # full profile: [6,77,1024] per-view embeddings file for the mouse cameras
 
 # %%

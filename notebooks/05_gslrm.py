@@ -44,7 +44,7 @@ data_source = "preprocessed"  # "preprocessed" (02: out_dir/data) or "synthetic"
 image_size = 64               # views are resized to this square size (intrinsics scaled)
 model = {"image_size": 64, "patch_size": 4, "d": 128, "n_layers": 4, "n_heads": 4}  # {} means the FaceLift size
 init_weights = "shipped"      # start from weights/gslrm_demo.pt (model must be its config); None: from scratch
-init_from = None              # FaceLift ckpt_*.pt to fine-tune from (full profile; needs init_weights = None)
+init_from = None              # FaceLift ckpt_*.pt to fine-tune from (full profile; needs init_weights None)
 finetune = "full"             # "full" | "freeze_transformer" | "lora"
 max_steps = None              # None: the recipe of the start, 300 from the shipped weights, 600 from scratch
 warmup_steps = 30

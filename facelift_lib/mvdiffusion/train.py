@@ -632,8 +632,9 @@ FACELIFT_FINETUNE: dict[str, Any] = dict(lr=5e-6, warmup_steps=500, lr_schedule=
                                          val_inference_steps=50, val_guidance_scale=3.0, val_eta=1.0,
                                          cond_drop_prob=0.05, random_background=True, mixed_precision="bf16")
 # Fine-tuning the shipped small model (weights/, `init_weights`) on a profile's data: the demo shows training
-# and a working model. Its width ([24,48,96,96]) costs ~2x the from-scratch smoke model per step, so the smoke
-# run takes 150 steps (not 200) and 3 validations to stay within ~+60 s of training from scratch (BENCHMARKS.md).
+# and a working model. Its width ([24,48,96,96]) costs ~2x the from-scratch smoke model ([16,32,64,64]) per
+# training step and per validation (measured 1.9-2.1x), so the smoke run takes 150 steps (not 200) and 3
+# validations: notebook 03 took 234 s against 180 s from scratch on the same (loaded) machine.
 SHIPPED_FINETUNE: dict[str, Any] = dict(lr=2e-4, warmup_steps=10, lr_schedule="cosine", max_steps=150)
 NOTEBOOK_SECTION = "03_mvdiffusion"
 
