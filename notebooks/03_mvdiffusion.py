@@ -51,7 +51,7 @@ render_size = 64  # standard-camera renders of the ground truth (px)
 yaws_per_frame = 4  # headings of each ground-truth mouse (more training samples)
 image_size = 64  # the small model's resolution (with init_weights: the shipped model's, 64)
 init_weights = "shipped"  # start from the shipped weights (weights/mvdiffusion_demo.pt; or a manifest name); None: from scratch
-overwrite = True  # retrain from scratch, replacing an earlier run (full profile: False, and resume via train_overrides)
+overwrite = True  # a fresh run replacing an earlier one (full profile: False, and resume via train_overrides)
 train_overrides = {}  # TrainParams fields over the recipe, e.g. {"max_steps": 2000, "resume": "latest"}
 # (the run folder <out_dir>/mvdiffusion/run: checkpoints/ckpt_{step:016d}.pt, log.jsonl, config.json, samples/)
 facelift_pipeline = None  # full profile: local FaceLift diffusers folder to fine-tune (nothing is downloaded;
