@@ -6,7 +6,7 @@
 `shipped` is weights/mvdiffusion_demo.pt; `untrained` a freshly initialised model of the shipped (or first)
 config; anything else a checkpoint or run folder of `mvdiffusion.train`. Each mouse's true view 0 is the input;
 all 6 generated views are compared with the true ones (masks: the true alpha; Mask IoU of the alphas at 0.5;
-white background). Test mice are seeds start..start+n-1 of the test range (cached under --data).
+white background). Mice are seeds start..start+n-1 of the test (or --split val) range (cached under --data).
 """
 from __future__ import annotations
 
@@ -42,12 +42,13 @@ def main() -> None:
     ap.add_argument("--guidance", type=float, default=2.0)
     ap.add_argument("--eta", type=float, default=0.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--split", default="test", choices=["val", "test"], help="val: for choosing sampler settings")
     ap.add_argument("--data", default="outputs/benchmarks/test_mice")
     args = ap.parse_args()
     names = args.model or ["shipped", "untrained"]
     first = load(names[0] if names[0] != "untrained" else "shipped", None)
     size = first.model.image_size
-    mice = render_mice(Path(args.data) / str(size), "test", args.n, MouseDataConfig(size=size), start=args.start,
+    mice = render_mice(Path(args.data) / str(size), args.split, args.n, MouseDataConfig(size=size), start=args.start,
                        progress=False)
     truth = torch.stack([load_sample(d, background=None)[0] for d in mice.dirs])  # [B,6,4,S,S] straight RGBA
     from facelift_lib.images import on_white
@@ -62,7 +63,7 @@ def main() -> None:
     table = pd.DataFrame(rows).T
     table.columns = [f"view {v}" for v in table.columns]
     table["mean"], table["min"] = table.mean(axis=1), table.min(axis=1)
-    print(f"generated vs true views: test mice {mice.dirs[0].name}.. (n = {len(mice.dirs)}), input view 0, "
+    print(f"generated vs true views: {args.split} mice {mice.dirs[0].name}.. (n = {len(mice.dirs)}), input view 0, "
           f"{args.steps} DDIM steps, guidance {args.guidance}, eta {args.eta}, {size}², white bg, masks: true alpha")
     print(table.round(3).to_string())
 
