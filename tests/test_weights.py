@@ -66,13 +66,19 @@ def test_missing_entry_and_manifest(shipped, tmp_path):
         verify_shipped("tiny", weights)
 
 
-def test_diffusion_ships_its_ema_weights_and_samples_as_the_run(tiny_mv_checkpoint, tmp_path):
-    from facelift_lib.mvdiffusion import load_checkpoint_pipeline
-
-    ckpt, _ = tiny_mv_checkpoint
+@pytest.fixture
+def shipped_mv(tiny_mv_checkpoint, tmp_path):
+    """The tiny diffusion checkpoint shipped into tmp_path/weights as 'tiny_mv'."""
     weights = tmp_path / "weights"
     weights.mkdir()
-    ship("tiny_mv", ckpt, weights_dir=weights, training_command="make tiny_mv")
+    ship("tiny_mv", tiny_mv_checkpoint[0], weights_dir=weights, training_command="make tiny_mv")
+    return weights
+
+
+def test_diffusion_ships_its_ema_weights_and_samples_as_the_run(tiny_mv_checkpoint, shipped_mv):
+    from facelift_lib.mvdiffusion import load_checkpoint_pipeline
+
+    ckpt, weights = tiny_mv_checkpoint[0], shipped_mv
     entry = json.loads((weights / MANIFEST).read_text())["tiny_mv"]
     assert entry["kind"] == "mvdiffusion" and entry["steps"] == 2
     shipped = torch.load(weights / "tiny_mv.pt", weights_only=True)
@@ -86,14 +92,11 @@ def test_diffusion_ships_its_ema_weights_and_samples_as_the_run(tiny_mv_checkpoi
         load_shipped("tiny_mv", weights)
 
 
-def test_diffusion_training_starts_from_shipped_weights(tiny_mv_checkpoint, tmp_path):
+def test_diffusion_training_starts_from_shipped_weights(tiny_mv_checkpoint, shipped_mv, tmp_path):
     from facelift_lib.mvdiffusion.pipeline import read_checkpoint
     from facelift_lib.mvdiffusion.train import TrainParams, build_model
 
-    ckpt, train_list = tiny_mv_checkpoint
-    weights = tmp_path / "weights"
-    weights.mkdir()
-    ship("tiny_mv", ckpt, weights_dir=weights)
+    (ckpt, train_list), weights = tiny_mv_checkpoint, shipped_mv
     run = read_checkpoint(ckpt)
     params = TrainParams(run_dir=str(tmp_path / "run"), train_list=str(train_list), val_list=None,
                          pixel_model=run["model_config"], init_from=str(shipped_path("tiny_mv", "mvdiffusion", weights)))
