@@ -141,12 +141,12 @@ def ship(name: str, checkpoint: str | Path, weights_dir: str | Path | None = Non
 
 
 def _shippable(src: Path) -> tuple[dict[str, Any], str, int | None]:
-    """(weights-only payload, kind, steps) of a training checkpoint of either trainer."""
-    ckpt = torch.load(src, map_location="cpu", weights_only=True)
-    from .mvdiffusion.pipeline import CHECKPOINT_FORMAT, model_from_checkpoint, read_checkpoint
+    """(weights-only payload, kind, steps) of a training checkpoint of either trainer (read once)."""
+    from .gslrm.model import read_checkpoint
+    from .mvdiffusion.pipeline import CHECKPOINT_FORMAT, model_from_checkpoint
 
-    if isinstance(ckpt, dict) and ckpt.get("format") == CHECKPOINT_FORMAT:
-        ckpt = read_checkpoint(src)
+    ckpt = read_checkpoint(src)  # weights_only; an unreadable file or one without "model" is an error naming it
+    if ckpt.get("format") == CHECKPOINT_FORMAT:
         if ckpt["kind"] != "pixel":
             raise ShippedWeightsError(f"{src}: a {ckpt['kind']!r} diffusion checkpoint; only the small pixel model "
                                       "is shipped (a fine-tuned FaceLift UNet needs its pipeline folder)")
@@ -154,9 +154,6 @@ def _shippable(src: Path) -> tuple[dict[str, Any], str, int | None]:
         keep = ("format", "kind", "model_config", "camera_type", "noise_scheduler_config", "step", "params")
         payload = {**{k: ckpt[k] for k in keep}, "model": model.state_dict(), "ema": None, "ema_applied": True}
         return payload, "mvdiffusion", ckpt["step"]
-    from .gslrm.model import read_checkpoint as read_gslrm_checkpoint
-
-    ckpt = read_gslrm_checkpoint(src)
     if "model_config" not in ckpt:
         raise ShippedWeightsError(f"{src} has no model_config: ship checkpoints written by facelift_lib.gslrm.train "
                                   "or facelift_lib.mvdiffusion.train")
