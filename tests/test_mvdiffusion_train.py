@@ -461,3 +461,17 @@ def test_torchrun_two_processes_same_trainer(dataset, tmp_path):
     assert [s["step"] for s in steps] == [1, 2, 3, 4]  # ... and one of them logs
     assert len(list_checkpoints(run)) == 2
     load_checkpoint_pipeline(list_checkpoints(run)[-1])
+
+
+def test_recipe_params_reads_the_shipped_recipe_and_refuses_unknown_keys(tmp_path):
+    from pathlib import Path
+
+    from facelift_lib.mvdiffusion.train import recipe_params
+
+    recipe = Path(__file__).resolve().parents[1] / "weights" / "recipes" / "mvdiffusion_demo.yaml"
+    params = recipe_params(recipe)
+    assert params.model == "pixel" and params.resume == "latest" and params.run_dir.startswith("outputs/recipes/")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("max_stepz: 3\n")
+    with pytest.raises(KeyError, match=r"bad\.yaml: unknown TrainParams fields \['max_stepz'\]"):
+        recipe_params(bad)

@@ -660,9 +660,7 @@ def profile_train_params(out_dir: str | Path, seed: int = 0, facelift_pipeline: 
     fields: dict[str, Any] = dict(run_dir=str(root / "run"), train_list=str(root / "data" / "train.txt"),
                                   val_list=str(root / "data" / "val.txt"), seed=seed)
     overrides = dict(overrides or {})
-    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(TrainParams)})
-    if unknown:
-        raise KeyError(f"unknown TrainParams fields {unknown}")
+    _check_field_names(overrides)
     if facelift_pipeline is not None and init_weights is not None:
         raise ValueError(f"facelift_pipeline={str(facelift_pipeline)!r} and init_weights={init_weights!r} both say "
                          "what training starts from: set init_weights=None (null in a profile) to fine-tune "
@@ -715,10 +713,14 @@ def recipe_params(path: str | Path) -> TrainParams:
     import yaml
 
     fields = yaml.safe_load(Path(path).read_text()) or {}
+    _check_field_names(fields, f"{path}: ")
+    return TrainParams(**fields)
+
+
+def _check_field_names(fields: dict[str, Any], where: str = "") -> None:
     unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(TrainParams)})
     if unknown:
-        raise KeyError(f"{path}: unknown TrainParams fields {unknown}")
-    return TrainParams(**fields)
+        raise KeyError(f"{where}unknown TrainParams fields {unknown}")
 
 
 def main(argv: list[str] | None = None) -> None:
