@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 
 from facelift_lib.io import load_sample
-from facelift_lib.mvdiffusion.model import PixelMVDiffusion, PixelModelConfig
+from facelift_lib.mvdiffusion.model import PixelMVDiffusion
 from facelift_lib.mvdiffusion.pipeline import MVDiffusionPipeline
 from facelift_lib.mvdiffusion.train import view_quality
 from facelift_lib.standard_mice import MouseDataConfig, render_mice
@@ -27,8 +27,7 @@ from facelift_lib.weights import load_mvdiffusion
 def load(name: str, like: MVDiffusionPipeline | None) -> MVDiffusionPipeline:
     if name == "untrained":
         torch.manual_seed(0)
-        cfg = {**like.model.config_dict(), "block_out_channels": tuple(like.model.cfg.block_out_channels)}
-        return MVDiffusionPipeline(model=PixelMVDiffusion(PixelModelConfig(**cfg)).eval(), scheduler=like.scheduler,
+        return MVDiffusionPipeline(model=PixelMVDiffusion(like.model.cfg).eval(), scheduler=like.scheduler,
                                    camera_type=like.camera_type)
     return load_mvdiffusion(name, name)
 

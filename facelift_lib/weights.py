@@ -73,8 +73,7 @@ def load_shipped(name: str = "gslrm_demo", weights_dir: str | Path | None = None
     """The shipped GS-LRM `name` (sha256-verified), in eval mode on CPU."""
     from .gslrm.model import GSLRMConfig, model_from_checkpoint, read_checkpoint
 
-    path, entry = verify_shipped(name, weights_dir)
-    _check_kind(path, name, entry, "gslrm")
+    path = shipped_path(name, "gslrm", weights_dir)
     ckpt = read_checkpoint(path)
     return model_from_checkpoint(ckpt, GSLRMConfig(**ckpt["model_config"]), str(path)).eval()
 
@@ -84,9 +83,7 @@ def load_shipped_pipeline(name: str = "mvdiffusion_demo", weights_dir: str | Pat
     """The shipped multi-view diffusion model `name` (sha256-verified) as an `MVDiffusionPipeline`."""
     from .mvdiffusion.pipeline import load_checkpoint_pipeline
 
-    path, entry = verify_shipped(name, weights_dir)
-    _check_kind(path, name, entry, "mvdiffusion")
-    return load_checkpoint_pipeline(path, device=device)
+    return load_checkpoint_pipeline(shipped_path(name, "mvdiffusion", weights_dir), device=device)
 
 
 def shipped_path(name: str, kind: str, weights_dir: str | Path | None = None) -> Path:
@@ -104,13 +101,9 @@ def shipped_start(choice: str, kind: str, weights_dir: str | Path | None = None)
     `choice` is "shipped" (the workbook's model of `kind`, `DEFAULT_SHIPPED`) or a manifest entry name."""
     name = DEFAULT_SHIPPED[kind] if choice == "shipped" else choice
     path, entry = verify_shipped(name, weights_dir)
-    _check_kind(path, name, entry, kind)
-    return path, dict(entry["model_config"])
-
-
-def _check_kind(path: Path, name: str, entry: dict[str, Any], kind: str) -> None:
     if entry.get("kind") != kind:
         raise ShippedWeightsError(f"{path}: manifest entry {name!r} is a {entry.get('kind')!r} model, not {kind!r}")
+    return path, dict(entry["model_config"])
 
 
 def ship(name: str, checkpoint: str | Path, weights_dir: str | Path | None = None, log: str | Path | None = None,
