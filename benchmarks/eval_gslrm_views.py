@@ -3,6 +3,11 @@ more models, and optionally the curve over a training run's checkpoints (k = 6, 
 
     .venv/bin/python benchmarks/eval_gslrm_views.py --model shipped --model <ckpt or run> [--n 16] [--start 0]
     .venv/bin/python benchmarks/eval_gslrm_views.py --curve outputs/recipes/gslrm_demo/run [--every 2] [--n 8]
+    .venv/bin/python benchmarks/eval_gslrm_views.py --model shipped --geometry      # + the 3D mouse from 6 views
+
+`--geometry` adds, per model, the 3D mouse from the 6 true views against the true gaussian centres (mm):
+accuracy / completeness (`reconstruct.center_distances`, opacity >= 0.05) and the opaque gaussians farther
+than --far_mm from every true centre (floaters), per mouse.
 
 `shipped` is weights/gslrm_demo.pt; `untrained` a freshly initialised model of the shipped (or first) config.
 Test mice are seeds start..start+n-1 of the test range (cached under --data).
@@ -17,8 +22,10 @@ import torch
 
 from facelift_lib.gslrm.model import GSLRM
 from facelift_lib.gslrm.train import load_trained_model
-from facelift_lib.reconstruct import view_count_table
-from facelift_lib.standard_mice import MouseDataConfig, render_mice
+from facelift_lib.images import on_white
+from facelift_lib.io import load_sample
+from facelift_lib.reconstruct import _nearest, center_distances, reconstruct_from_views, view_count_table
+from facelift_lib.standard_mice import MouseDataConfig, render_mice, sample_mouse_ground_truth
 from facelift_lib.training import list_checkpoints
 from facelift_lib.weights import load_shipped
 
@@ -34,6 +41,23 @@ def load(name: str, like: GSLRM | None) -> GSLRM:
     return load_trained_model(name)
 
 
+@torch.no_grad()
+def geometry_table(model: GSLRM, sample_dirs, far_mm: float, min_opacity: float = 0.05) -> pd.DataFrame:
+    """Per mouse: the 3D mouse from its 6 true views against the true gaussian centres, in mm."""
+    rows = []
+    for d in sample_dirs:
+        views, cams = load_sample(d, background=None)
+        g = reconstruct_from_views(on_white(views.float()), cams, model).gaussians
+        gt, units_per_mm = sample_mouse_ground_truth(d)
+        dist = center_distances(g, gt.means, min_opacity)
+        opaque = g.means.reshape(-1, 3)[g.opacities.reshape(-1) >= min_opacity]
+        far = int((_nearest(opaque.float(), gt.means.reshape(-1, 3).float()) / units_per_mm > far_mm).sum())
+        rows.append({"sample": Path(d).name, "accuracy_mm": dist["accuracy"] / units_per_mm,
+                     "completeness_mm": dist["completeness"] / units_per_mm, "n_opaque": dist["n_pred"],
+                     f"n_far_{far_mm:g}mm": far})
+    return pd.DataFrame(rows)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", action="append", default=[])
@@ -42,6 +66,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=16)
     ap.add_argument("--start", type=int, default=0)
     ap.add_argument("--data", default="outputs/mice")
+    ap.add_argument("--geometry", action="store_true", help="also the 3D mouse from 6 views vs the truth (mm)")
+    ap.add_argument("--far_mm", type=float, default=20.0, help="--geometry: a floater is this far from the truth")
     args = ap.parse_args()
     pd.set_option("display.width", 200)
     first = None
@@ -53,6 +79,11 @@ def main() -> None:
         table, _, _ = view_count_table(model, mice.dirs, split="test")
         print(f"\n{name}: {table.attrs['protocol']}")
         print(table[COLUMNS + ["input_views"]].to_string(float_format=lambda x: f"{x:.2f}"))
+        if args.geometry:
+            geo = geometry_table(model, mice.dirs, args.far_mm)
+            print(f"{name}: 3D from the 6 true views vs the true centres, opacity >= 0.05 (n {len(geo)})")
+            print(geo.drop(columns="sample").describe().loc[["mean", "50%", "max"]].to_string(
+                float_format=lambda x: f"{x:.1f}"))
     if args.curve:
         rows = []
         ckpts = list_checkpoints(args.curve)

@@ -41,7 +41,8 @@ def main() -> None:
     ap.add_argument("--guidance", type=float, default=2.0)
     ap.add_argument("--eta", type=float, default=0.0)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--split", default="test", choices=["val", "test"], help="val: for choosing sampler settings")
+    ap.add_argument("--split", default="test", choices=["train", "val", "test"],
+                    help="val: for choosing sampler settings; train: the training mice (fit vs generalisation)")
     ap.add_argument("--data", default="outputs/benchmarks/test_mice")
     args = ap.parse_args()
     names = args.model or ["shipped", "untrained"]

@@ -77,13 +77,16 @@ def save_torch_atomic(obj: object, path: str | Path, what: str = "checkpoint") -
 
     A crash or a full disk leaves the previous file (and every other checkpoint) whole and no temp file; the
     error is an OSError naming `what`, the file, the free space and what to do (torch's own message for a
-    full disk is `enforce fail at inline_container.cc`, which names nothing).
+    full disk is `enforce fail at inline_container.cc`, which names nothing). The bytes depend only on `obj`:
+    torch.save to a path names the zip archive after that (random) temp path, to a file object "archive", so
+    the same weights saved twice have the same sha256 (shipped weights are compared by it).
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(obj, tmp)
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
         os.replace(tmp, path)
     except (OSError, RuntimeError) as e:
         tmp.unlink(missing_ok=True)

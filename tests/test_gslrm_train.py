@@ -105,7 +105,7 @@ def test_a_crash_while_saving_keeps_the_previous_checkpoint(toy_list, tmp_path, 
     def disk_full_on_second_save(obj, f, *a, **kw):
         saves.append(f)
         if len(saves) == 2:
-            Path(f).write_bytes(b"half a checkpoint")
+            f.write(b"half a checkpoint")  # an open temp file (save_torch_atomic)
             raise OSError("No space left on device")
         return real_save(obj, f, *a, **kw)
 

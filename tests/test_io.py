@@ -396,3 +396,14 @@ def test_validate_dataset_raises_once_for_all_bad_samples(tmp_path):
     assert report[str(good)] == [] and len(report[str(bad)]) == 1
     with pytest.raises(io.SampleValidationError, match="1 of 2 samples"):
         io.validate_dataset([good, bad], raise_on_error=True)
+
+
+def test_save_torch_atomic_bytes_depend_only_on_the_object(tmp_path):
+    # Shipped weights are compared by sha256: the same weights saved to two places must be the same bytes
+    # (torch.save to a path names the zip archive after the random temp file it writes first).
+    weights = {"model": {"w": torch.arange(6.0).reshape(2, 3)}, "model_config": {"d": 3}}
+    a = io.save_torch_atomic(weights, tmp_path / "a" / "w.pt")
+    b = io.save_torch_atomic(weights, tmp_path / "b" / "w.pt")
+    assert a.read_bytes() == b.read_bytes()
+    assert torch.equal(torch.load(a, weights_only=True)["model"]["w"], weights["model"]["w"])
+    assert not list(tmp_path.rglob(".*tmp"))  # no temp file left

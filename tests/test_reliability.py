@@ -250,7 +250,7 @@ def test_disk_full_during_a_checkpoint_save_names_the_file_and_keeps_the_old_one
     save_checkpoint(tmp_path, 1, {"step": 1}, 0, "multi-view diffusion checkpoint")
 
     def full(obj, f, *a, **kw):
-        Path(f).write_bytes(b"half")
+        f.write(b"half")  # save_torch_atomic hands torch.save an open temp file
         raise failure
     monkeypatch.setattr(io.torch, "save", full)
     with pytest.raises(OSError, match=r"cannot write multi-view diffusion checkpoint .*ckpt_0000000000000001.pt \(.* free\).*"
