@@ -27,8 +27,8 @@ from timing import time_calls  # benchmarks/timing.py (the script's own folder i
 
 from facelift_lib.cameras import mouse_standard_6view
 from facelift_lib.gslrm import GSLRM, GSLRMConfig
+from facelift_lib.gslrm.train import SMOKE_MODEL  # notebook 05's `model` default
 
-SMOKE_MODEL = dict(image_size=64, patch_size=4, d=128, n_layers=4, n_heads=4)  # notebook 05's `model` default
 
 
 def _time(fn, repeats: int, sync=lambda: None) -> list[float]:

@@ -27,11 +27,11 @@ from pathlib import Path
 import torch
 
 from facelift_lib.gslrm import GSLRM, GSLRMConfig
+from facelift_lib.gslrm.train import SMOKE_MODEL  # notebook 05's `model` default
 from facelift_lib.synthetic_rig import ensure_rig
 from facelift_lib.sequence import (SequenceConfig, make_context, prepare_output, process_frame, run_sequence,
                                    torch_threads)
 
-SMOKE_MODEL = dict(image_size=64, patch_size=4, d=128, n_layers=4, n_heads=4)  # notebook 05's `model` default
 
 
 def current_rss_mib() -> float:

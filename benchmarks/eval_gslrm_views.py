@@ -6,8 +6,9 @@ more models, and optionally the curve over a training run's checkpoints (k = 6, 
     .venv/bin/python benchmarks/eval_gslrm_views.py --model shipped --geometry      # + the 3D mouse from 6 views
 
 `--geometry` adds, per model, the 3D mouse from the 6 true views against the true gaussian centres (mm):
-accuracy / completeness (`reconstruct.center_distances`, opacity >= 0.05) and the opaque gaussians farther
-than --far_mm from every true centre (floaters), per mouse.
+accuracy / completeness (`reconstruct.center_distances`, opacity >= 0.05), the opaque gaussians farther
+than --far_mm from every true centre (floaters), and masked PSNR / Mask IoU at the 6 views with and without
+those floaters (made transparent): what the floaters add to or take from the image scores.
 
 `shipped` is weights/gslrm_demo.pt; `untrained` a freshly initialised model of the shipped (or first) config.
 Test mice are seeds start..start+n-1 of the test range (cached under --data).
@@ -22,9 +23,11 @@ import torch
 
 from facelift_lib.gslrm.model import GSLRM
 from facelift_lib.gslrm.train import load_trained_model
+from facelift_lib.gaussians import Gaussians
 from facelift_lib.images import on_white
 from facelift_lib.io import load_sample
-from facelift_lib.reconstruct import _nearest, center_distances, reconstruct_from_views, view_count_table
+from facelift_lib.reconstruct import (_nearest, center_distances, reconstruct_from_views, rendered_views,
+                                     view_count_table, view_quality)
 from facelift_lib.standard_mice import MouseDataConfig, render_mice, sample_mouse_ground_truth
 from facelift_lib.training import list_checkpoints
 from facelift_lib.weights import load_shipped
@@ -50,11 +53,17 @@ def geometry_table(model: GSLRM, sample_dirs, far_mm: float, min_opacity: float 
         g = reconstruct_from_views(on_white(views.float()), cams, model).gaussians
         gt, units_per_mm = sample_mouse_ground_truth(d)
         dist = center_distances(g, gt.means, min_opacity)
-        opaque = g.means.reshape(-1, 3)[g.opacities.reshape(-1) >= min_opacity]
-        far = int((_nearest(opaque.float(), gt.means.reshape(-1, 3).float()) / units_per_mm > far_mm).sum())
+        far = _nearest(g.means.reshape(-1, 3).float(), gt.means.reshape(-1, 3).float()).view(g.opacities.shape) \
+            / units_per_mm > far_mm  # [1,N]
+        without_far = Gaussians(means=g.means, quats=g.quats, scales=g.scales, colors=g.colors,
+                                opacities=g.opacities.masked_fill(far, 0.0))
+        target = on_white(views.float())
+        q, q_clean = (view_quality(rendered_views(x, cams), target) for x in (g, without_far))
         rows.append({"sample": Path(d).name, "accuracy_mm": dist["accuracy"] / units_per_mm,
                      "completeness_mm": dist["completeness"] / units_per_mm, "n_opaque": dist["n_pred"],
-                     f"n_far_{far_mm:g}mm": far})
+                     f"n_far_{far_mm:g}mm": int((far & (g.opacities >= min_opacity)).sum()),
+                     "psnr_masked": q["psnr_masked"].mean(), "mask_iou": q["mask_iou"].mean(),
+                     "psnr_masked_no_far": q_clean["psnr_masked"].mean(), "mask_iou_no_far": q_clean["mask_iou"].mean()})
     return pd.DataFrame(rows)
 
 
@@ -83,7 +92,7 @@ def main() -> None:
             geo = geometry_table(model, mice.dirs, args.far_mm)
             print(f"{name}: 3D from the 6 true views vs the true centres, opacity >= 0.05 (n {len(geo)})")
             print(geo.drop(columns="sample").describe().loc[["mean", "50%", "max"]].to_string(
-                float_format=lambda x: f"{x:.1f}"))
+                float_format=lambda x: f"{x:.2f}"))
     if args.curve:
         rows = []
         ckpts = list_checkpoints(args.curve)

@@ -168,7 +168,9 @@ def dataset_lists(out_dir: str | Path, data_source: str = "preprocessed") -> dic
 
 
 NOTEBOOK_SECTION = "05_gslrm"
-SMOKE_MODEL = {"image_size": 64, "patch_size": 4, "d": 128, "n_layers": 4, "n_heads": 4}  # 0.8 M parameters
+# 0.8 M parameters; = the shipped demo model's config (weights/recipes/gslrm_demo.yaml). depth_range 1.0, not
+# FaceLift's 1.8: the mouse fits in +-0.9 units, and at 1.8 pixel gaussians escaped behind the scene (floaters).
+SMOKE_MODEL = {"image_size": 64, "patch_size": 4, "d": 128, "n_layers": 4, "n_heads": 4, "depth_range": 1.0}
 # The smoke recipe by where training starts (lr, max_steps None in profile_train_config): fine-tuning the shipped
 # model (weights/gslrm_demo.pt, SMOKE_MODEL's size) needs a lower rate and half the steps of training from scratch.
 SMOKE_FROM_SHIPPED = {"lr": 2e-4, "max_steps": 300}
