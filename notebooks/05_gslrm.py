@@ -42,7 +42,7 @@ out_dir = "../outputs/smoke"
 seed = 0
 data_source = "preprocessed"  # "preprocessed" (02: out_dir/data) or "synthetic" (04: out_dir/synthetic)
 image_size = 64               # views are resized to this square size (intrinsics scaled)
-model = {"image_size": 64, "patch_size": 4, "d": 128, "n_layers": 4, "n_heads": 4, "depth_range": 1.0}  # = the shipped model; {} means the FaceLift size
+model = {"image_size": 64, "patch_size": 4, "d": 128, "n_layers": 4, "n_heads": 4, "depth_range": 1.0}  # {} means the FaceLift size
 init_weights = "shipped"      # start from weights/gslrm_demo.pt (model must be its config); None: from scratch
 init_from = None              # FaceLift ckpt_*.pt to fine-tune from (full profile; needs init_weights None)
 finetune = "full"             # "full" | "freeze_transformer" | "lora"
