@@ -475,3 +475,26 @@ def test_recipe_params_reads_the_shipped_recipe_and_refuses_unknown_keys(tmp_pat
     bad.write_text("max_stepz: 3\n")
     with pytest.raises(KeyError, match=r"bad\.yaml: unknown TrainParams fields \['max_stepz'\]"):
         recipe_params(bad)
+
+
+def test_stop_at_step_keeps_the_schedule_of_max_steps_and_resumes_bitwise(dataset, tmp_path):
+    """stop_at_step stops with a checkpoint while the lr still follows max_steps; resuming it (any max_steps, as the
+    shipped diffusion run switched 5000 -> 4000 at step 1000) is what a run stopped there any other way gives."""
+    whole = train(tiny_params(dataset, tmp_path / "whole", max_steps=6, val_every=0, checkpoint_every=100,
+                              log_every=1))
+    stopped = train(tiny_params(dataset, tmp_path / "stopped", max_steps=6, stop_at_step=3, val_every=0,
+                                checkpoint_every=100, log_every=1))
+    assert [h["step"] for h in stopped.history] == [1, 2, 3]
+    assert read_checkpoint(stopped.last_checkpoint)["step"] == 3
+    assert [h["lr"] for h in stopped.history] == [h["lr"] for h in whole.history[:3]]  # max_steps 6's schedule
+    assert [h["loss"] for h in stopped.history] == [h["loss"] for h in whole.history[:3]]
+    again = train(tiny_params(dataset, tmp_path / "again", max_steps=6, stop_at_step=3, val_every=0,
+                              checkpoint_every=100, log_every=1))
+    a = train(tiny_params(dataset, tmp_path / "stopped", max_steps=5, val_every=0, checkpoint_every=100,
+                          log_every=1, resume="latest"))
+    b = train(tiny_params(dataset, tmp_path / "again", max_steps=5, val_every=0, checkpoint_every=100,
+                          log_every=1, resume="latest"))
+    assert [h["step"] for h in a.history] == [4, 5]
+    assert [h["loss"] for h in a.history] == [h["loss"] for h in b.history]  # deterministic from the stop
+    wa, wb = read_checkpoint(a.last_checkpoint)["model"], read_checkpoint(b.last_checkpoint)["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)

@@ -74,6 +74,7 @@ class TrainParams:
     mv_attention: str = "sparse"
     # optimisation
     max_steps: int = 200  # the defaults are the small model's CPU smoke recipe (~2 min)
+    stop_at_step: int | None = None  # stop here with a checkpoint; the lr schedule still spans max_steps
     batch_size: int = 2
     lr: float = 1e-3  # fine-tuning FaceLift: 5e-6 (2e-5 exploded)
     lr_schedule: str = "cosine"  # any diffusers get_scheduler name: constant_with_warmup, cosine, ...
@@ -605,8 +606,13 @@ def _train(params: TrainParams) -> TrainResult:
                 bar.set_postfix(loss=f"{loss_value:.4f}")
         if params.val_every and (step % params.val_every == 0 or step == params.max_steps):
             run_validation()
-        if step % params.checkpoint_every == 0 or step == params.max_steps:
+        stop_here = params.stop_at_step is not None and step >= params.stop_at_step
+        if step % params.checkpoint_every == 0 or step == params.max_steps or stop_here:
             save()
+        if stop_here:
+            note("mvdiffusion", f"stop_at_step={params.stop_at_step}: stopped with a checkpoint at step {step} of "
+                 f"max_steps {params.max_steps}; resume='latest' continues")
+            break
     bar.close()
     last = saved[-1] if saved else (list_checkpoints(run_dir)[-1] if list_checkpoints(run_dir) else None)
     return TrainResult(run_dir=run_dir, history=history, validations=validations, checkpoints=saved,
