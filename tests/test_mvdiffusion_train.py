@@ -490,6 +490,9 @@ def test_stop_at_step_keeps_the_schedule_of_max_steps_and_resumes_bitwise(datase
     assert [h["loss"] for h in stopped.history] == [h["loss"] for h in whole.history[:3]]
     again = train(tiny_params(dataset, tmp_path / "again", max_steps=6, stop_at_step=3, val_every=0,
                               checkpoint_every=100, log_every=1))
+    rerun = train(tiny_params(dataset, tmp_path / "again", max_steps=6, stop_at_step=3, val_every=0,
+                              checkpoint_every=100, log_every=1, resume="latest"))
+    assert rerun.history == [] and read_checkpoint(rerun.last_checkpoint)["step"] == 3  # already there: no step
     a = train(tiny_params(dataset, tmp_path / "stopped", max_steps=5, val_every=0, checkpoint_every=100,
                           log_every=1, resume="latest"))
     b = train(tiny_params(dataset, tmp_path / "again", max_steps=5, val_every=0, checkpoint_every=100,

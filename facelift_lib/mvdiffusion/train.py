@@ -554,7 +554,9 @@ def _train(params: TrainParams) -> TrainResult:
     t_start = time.perf_counter()
     bar = tqdm(total=params.max_steps, initial=step, desc="mvdiffusion train", disable=not (main and params.progress),
                mininterval=5.0)  # a notebook keeps every refresh of the bar
-    while step < params.max_steps:
+    # stop_at_step ends this session early (with a checkpoint); the lr schedule still spans max_steps
+    end = params.max_steps if params.stop_at_step is None else min(params.stop_at_step, params.max_steps)
+    while step < end:
         batch = next(batches)
         with accelerator.accumulate(model):
             views, reference = batch["views"], batch["reference"]
@@ -606,14 +608,12 @@ def _train(params: TrainParams) -> TrainResult:
                 bar.set_postfix(loss=f"{loss_value:.4f}")
         if params.val_every and (step % params.val_every == 0 or step == params.max_steps):
             run_validation()
-        stop_here = params.stop_at_step is not None and step >= params.stop_at_step
-        if step % params.checkpoint_every == 0 or step == params.max_steps or stop_here:
+        if step % params.checkpoint_every == 0 or step == end:
             save()
-        if stop_here:
-            note("mvdiffusion", f"stop_at_step={params.stop_at_step}: stopped with a checkpoint at step {step} of "
-                 f"max_steps {params.max_steps}; resume='latest' continues")
-            break
     bar.close()
+    if step < params.max_steps:
+        note("mvdiffusion", f"stop_at_step={params.stop_at_step}: stopped with a checkpoint at step {step} of "
+             f"max_steps {params.max_steps}; resume='latest' continues")
     last = saved[-1] if saved else (list_checkpoints(run_dir)[-1] if list_checkpoints(run_dir) else None)
     return TrainResult(run_dir=run_dir, history=history, validations=validations, checkpoints=saved,
                        last_checkpoint=last)
