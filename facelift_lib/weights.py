@@ -137,6 +137,7 @@ def _shippable(src: Path) -> tuple[dict[str, Any], str, int | None]:
     """(weights-only payload, kind, steps) of a training checkpoint of either trainer (read once)."""
     from .gslrm.model import read_checkpoint
     from .mvdiffusion.pipeline import CHECKPOINT_FORMAT, model_from_checkpoint
+    from .mvdiffusion.train import stable_scheduler_config
 
     ckpt = read_checkpoint(src)  # weights_only; an unreadable file or one without "model" is an error naming it
     if ckpt.get("format") == CHECKPOINT_FORMAT:
@@ -145,7 +146,8 @@ def _shippable(src: Path) -> tuple[dict[str, Any], str, int | None]:
                                       "is shipped (a fine-tuned FaceLift UNet needs its pipeline folder)")
         model = model_from_checkpoint(ckpt, use_ema=ckpt.get("ema") is not None, source=src)
         keep = ("format", "kind", "model_config", "camera_type", "noise_scheduler_config", "step", "params")
-        payload = {**{k: ckpt[k] for k in keep}, "model": model.state_dict(), "ema": None, "ema_applied": True}
+        payload = {**{k: ckpt[k] for k in keep}, "model": model.state_dict(), "ema": None, "ema_applied": True,
+                   "noise_scheduler_config": stable_scheduler_config(ckpt["noise_scheduler_config"])}
         return payload, "mvdiffusion", ckpt["step"]
     if "model_config" not in ckpt:
         raise ShippedWeightsError(f"{src} has no model_config: ship checkpoints written by facelift_lib.gslrm.train "

@@ -501,3 +501,14 @@ def test_stop_at_step_keeps_the_schedule_of_max_steps_and_resumes_bitwise(datase
     assert [h["loss"] for h in a.history] == [h["loss"] for h in b.history]  # deterministic from the stop
     wa, wb = read_checkpoint(a.last_checkpoint)["model"], read_checkpoint(b.last_checkpoint)["model"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_checkpoints_list_scheduler_defaults_in_a_stable_order(dataset, tmp_path):
+    # diffusers keeps `_use_default_values` in set order, which changes with each process's string hashing:
+    # two runs of one recipe wrote checkpoints (and shipped files) whose bytes differed there alone
+    from facelift_lib.mvdiffusion.train import stable_scheduler_config
+    assert stable_scheduler_config({"_use_default_values": ["b", "a"], "beta_end": 0.02}) == \
+        {"_use_default_values": ["a", "b"], "beta_end": 0.02}
+    ckpt = read_checkpoint(train(tiny_params(dataset, tmp_path / "run", max_steps=1, val_every=0)).last_checkpoint)
+    listed = ckpt["noise_scheduler_config"].get("_use_default_values", [])
+    assert listed == sorted(listed)

@@ -409,9 +409,19 @@ def _checkpoint_payload(model, ema, optimizer, lr_scheduler, noise_scheduler, st
         "camera_type": params.camera_type, "model": weights, "ema": ema.state_dict(),
         "view_embeddings": None if model.kind == "pixel" else model.view_embeddings.detach().cpu(),
         "optimizer": optimizer.state_dict(), "lr_scheduler": lr_scheduler.state_dict(),
-        "noise_scheduler_config": _plain(dict(noise_scheduler.config)), "step": step, "params": _plain(asdict(params)),
+        "noise_scheduler_config": stable_scheduler_config(noise_scheduler.config), "step": step,
+        "params": _plain(asdict(params)),
         "rng": rng_state(),
     }
+
+
+def stable_scheduler_config(config: Any) -> dict[str, Any]:
+    """A diffusers scheduler config as plain JSON types whose bytes do not vary between processes: diffusers
+    lists `_use_default_values` in set order (string hashing is randomised per process), so it is sorted."""
+    out = _plain(dict(config))
+    if isinstance(out.get("_use_default_values"), list):
+        out["_use_default_values"] = sorted(out["_use_default_values"])
+    return out
 
 
 def _plain(value: Any) -> Any:
