@@ -26,7 +26,7 @@ from facelift_lib.gslrm.train import load_trained_model
 from facelift_lib.gaussians import Gaussians
 from facelift_lib.images import on_white
 from facelift_lib.io import load_sample
-from facelift_lib.reconstruct import (_nearest, center_distances, reconstruct_from_views, rendered_views,
+from facelift_lib.reconstruct import (nearest_distances, center_distances, reconstruct_from_views, rendered_views,
                                      view_count_table, view_quality)
 from facelift_lib.standard_mice import MouseDataConfig, render_mice, sample_mouse_ground_truth
 from facelift_lib.training import list_checkpoints
@@ -53,7 +53,7 @@ def geometry_table(model: GSLRM, sample_dirs, far_mm: float, min_opacity: float 
         g = reconstruct_from_views(on_white(views.float()), cams, model).gaussians
         gt, units_per_mm = sample_mouse_ground_truth(d)
         dist = center_distances(g, gt.means, min_opacity)
-        far = _nearest(g.means.reshape(-1, 3).float(), gt.means.reshape(-1, 3).float()).view(g.opacities.shape) \
+        far = nearest_distances(g.means.reshape(-1, 3).float(), gt.means.reshape(-1, 3).float()).view(g.opacities.shape) \
             / units_per_mm > far_mm  # [1,N]
         without_far = Gaussians(means=g.means, quats=g.quats, scales=g.scales, colors=g.colors,
                                 opacities=g.opacities.masked_fill(far, 0.0))

@@ -115,7 +115,7 @@ def view_quality(pred: torch.Tensor, target: torch.Tensor) -> pd.DataFrame:
     return pd.DataFrame({"view": range(len(pred)), **{k: v.cpu().numpy() for k, v in m.items()}})
 
 
-def _nearest(a: torch.Tensor, b: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+def nearest_distances(a: torch.Tensor, b: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
     """[N] distance from each point of a [N,3] to its nearest point of b [M,3] (chunked: bounded memory;
     exact differences, not the matmul shortcut whose rounding reads ~1e-5 for coincident points)."""
     return torch.cat([torch.cdist(a[i:i + chunk], b, compute_mode="donot_use_mm_for_euclid_dist").min(dim=1).values for i in range(0, len(a), chunk)])
@@ -134,7 +134,7 @@ def center_distances(pred: Gaussians, gt_means: torch.Tensor, min_opacity: float
     t = gt_means.reshape(-1, 3).float().to(p.device)
     if len(p) == 0:
         return {"accuracy": float("inf"), "completeness": float("inf"), "chamfer": float("inf"), "n_pred": 0}
-    acc, comp = float(_nearest(p, t).mean()), float(_nearest(t, p).mean())
+    acc, comp = float(nearest_distances(p, t).mean()), float(nearest_distances(t, p).mean())
     return {"accuracy": acc, "completeness": comp, "chamfer": (acc + comp) / 2, "n_pred": int(len(p))}
 
 
