@@ -30,7 +30,6 @@ from facelift_lib.gslrm import GSLRM, GSLRMConfig
 from facelift_lib.gslrm.train import SMOKE_MODEL  # notebook 05's `model` default
 
 
-
 def _time(fn, repeats: int, sync=lambda: None) -> list[float]:
     return time_calls(fn, repeats, sync)
 

@@ -19,13 +19,9 @@ mkdir -p outputs/probes
 sed -e "s#^run_dir: .*#run_dir: $run#" -e "s#block_out_channels: \[24, 48, 96, 96\]#block_out_channels: [$WIDTHS]#" \
     -e "s#^max_steps: 4000 #max_steps: 5000 #" weights/recipes/mvdiffusion_demo.yaml > "$run.yaml"
 stop_ckpt=$(printf "%s/checkpoints/ckpt_%016d.pt" "$run" "$STOP")
-if [ ! -f "$stop_ckpt" ]; then
-  OMP_NUM_THREADS=1 .venv/bin/python -m facelift_lib.mvdiffusion.train --recipe "$run.yaml" &
-  pid=$!
-  while kill -0 $pid 2>/dev/null; do
-    if [ -f "$stop_ckpt" ]; then sleep 5; kill $pid; fi  # the checkpoint is written atomically (rename)
-    sleep 10
-  done
+if [ ! -f "$stop_ckpt" ]; then  # stop_at_step: a checkpoint at STOP, the lr schedule still that of max_steps 5000
+  { cat "$run.yaml"; echo "stop_at_step: $STOP"; } > "$run.phase1.yaml"
+  OMP_NUM_THREADS=1 .venv/bin/python -m facelift_lib.mvdiffusion.train --recipe "$run.phase1.yaml"
 fi
 ls "$stop_ckpt"
 if [ -n "${THEN:-}" ]; then  # resume (resume: latest) with the shorter schedule, as the shipped run did at step 1000

@@ -145,7 +145,7 @@ def _shippable(src: Path) -> tuple[dict[str, Any], str, int | None]:
             raise ShippedWeightsError(f"{src}: a {ckpt['kind']!r} diffusion checkpoint; only the small pixel model "
                                       "is shipped (a fine-tuned FaceLift UNet needs its pipeline folder)")
         model = model_from_checkpoint(ckpt, use_ema=ckpt.get("ema") is not None, source=src)
-        keep = ("format", "kind", "model_config", "camera_type", "noise_scheduler_config", "step", "params")
+        keep = ("format", "kind", "model_config", "camera_type", "step", "params")
         payload = {**{k: ckpt[k] for k in keep}, "model": model.state_dict(), "ema": None, "ema_applied": True,
                    "noise_scheduler_config": stable_scheduler_config(ckpt["noise_scheduler_config"])}
         return payload, "mvdiffusion", ckpt["step"]
