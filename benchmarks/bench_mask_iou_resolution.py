@@ -8,7 +8,7 @@ everything else is right: the ceiling a given boundary accuracy puts on Mask IoU
 (body + tail ~4.5 % of a 64² standard view).
 
 With --model (shipped GS-LRM, or a checkpoint / run folder), also where that model's silhouettes from the 6 true
-views of the 16 cached test mice (outputs/mice/64/test.txt) lose IoU: predicted/true area, the share of the
+views of the 16 cached test mice (outputs/mice/64/test_0-15.txt) lose IoU: predicted/true area, the share of the
 predicted foreground within 1 px of the true mask, and the share of the true foreground covered.
 """
 import argparse
@@ -21,7 +21,7 @@ from facelift_lib.cameras import standard_cameras
 ap = argparse.ArgumentParser()
 ap.add_argument("--n", type=int, default=4)
 ap.add_argument("--model", default=None)
-ap.add_argument("--test-list", default="outputs/mice/64/test.txt")
+ap.add_argument("--test-list", default="outputs/mice/64/test_0-15.txt")
 args = ap.parse_args()
 n = args.n
 for size in (64, 128, 256, 512):

@@ -4,7 +4,8 @@
         [--steps 20] [--guidance 2.0] [--eta 0.0]
 
 `shipped` is weights/mvdiffusion_demo.pt; `untrained` a freshly initialised model of the shipped (or first)
-config; anything else a checkpoint or run folder of `mvdiffusion.train`. Each mouse's true view 0 is the input;
+config; `copy-input` the baseline a model must beat: every view is the input view itself (a collapsed model
+scores about this); anything else a checkpoint or run folder of `mvdiffusion.train`. Each mouse's true view 0 is the input;
 all 6 generated views are compared with the true ones (masks: the true alpha; Mask IoU of the alphas at 0.5;
 white background). Mice are seeds start..start+n-1 of the test (or --split val) range (cached under --data).
 """
@@ -45,8 +46,8 @@ def main() -> None:
                     help="val: for choosing sampler settings; train: the training mice (fit vs generalisation)")
     ap.add_argument("--data", default="outputs/benchmarks/test_mice")
     args = ap.parse_args()
-    names = args.model or ["shipped", "untrained"]
-    first = load(names[0] if names[0] != "untrained" else "shipped", None)
+    names = args.model or ["shipped", "untrained", "copy-input"]
+    first = load(next((n for n in names if n not in ("untrained", "copy-input")), "shipped"), None)
     size = first.model.image_size
     mice = render_mice(Path(args.data) / str(size), args.split, args.n, MouseDataConfig(size=size), start=args.start,
                        progress=False)
@@ -55,8 +56,11 @@ def main() -> None:
 
     rows = {}
     for name in names:
-        pipe = first if name == names[0] and name != "untrained" else load(name, first)
-        gen = pipe(truth[:, 0], args.steps, args.guidance, seed=args.seed, progress=False, eta=args.eta)
+        if name == "copy-input":
+            gen = on_white(truth[:, :1]).expand_as(truth)
+        else:
+            pipe = load(name, first) if name == "untrained" else load_mvdiffusion(name, name)
+            gen = pipe(truth[:, 0], args.steps, args.guidance, seed=args.seed, progress=False, eta=args.eta)
         q = view_quality(gen, on_white(truth.flatten(0, 1)).view_as(truth))
         for metric in ("mask_iou", "psnr_masked"):
             rows[(name, metric)] = q[metric]

@@ -219,7 +219,9 @@ class PipelineEvaluation:
     per_sample: one row per sample and reconstruction (the same columns)
     per_view:   one row per sample, reconstruction and view (renders vs true views)
     generated:  one row per view: the diffusion's generated views vs the true views, means over samples
-    protocols:  {"pipeline", "true views", "generated views"} -> EvalProtocol
+    copy_input: the same for the baseline a generator must beat: every view is the input view itself (what a
+                model collapsed onto its input makes; view 0 scores perfectly)
+    protocols:  {"pipeline", "true views", "generated views", "copy input"} -> EvalProtocol
     examples:   sample name -> (true views [V,4,H,W] straight RGBA, ground truth gaussians, {name: Reconstruction})
     """
 
@@ -227,6 +229,7 @@ class PipelineEvaluation:
     per_sample: pd.DataFrame
     per_view: pd.DataFrame
     generated: pd.DataFrame
+    copy_input: pd.DataFrame
     protocols: dict
     examples: dict
 
@@ -246,7 +249,7 @@ def evaluate_pipeline(pipe: MVDiffusionPipeline, model: GSLRM, sample_dirs, grou
     from .io import load_sample
     from .protocol import EvalProtocol, protocol_table
 
-    rows, per_view, generated, examples, V = [], [], [], {}, None
+    rows, per_view, generated, copied, examples, V = [], [], [], [], {}, None
     for d in tqdm(list(sample_dirs), desc="reconstruct test mice", leave=False):
         d = Path(d)
         true_views, cams = load_sample(d, background=None)  # straight RGBA at the standard cameras
@@ -263,8 +266,9 @@ def evaluate_pipeline(pipe: MVDiffusionPipeline, model: GSLRM, sample_dirs, grou
             rows.append({"sample": d.name, "reconstruction": name, **summary})
             per_view.append(table.assign(sample=d.name, reconstruction=name))
         S = recs["pipeline"].cams.width
-        generated.append(view_quality(recs["pipeline"].views.cpu(), on_white(resize_rgba(true_views.float(), S)))
-                         .assign(sample=d.name))
+        true_s = on_white(resize_rgba(true_views.float(), S))  # [V,4,S,S]
+        generated.append(view_quality(recs["pipeline"].views.cpu(), true_s).assign(sample=d.name))
+        copied.append(view_quality(true_s[:1].expand_as(true_s), true_s).assign(sample=d.name))
         examples[d.name] = (true_views, gt, recs)
     if not rows:
         raise ValueError("evaluate_pipeline: no samples")
@@ -277,16 +281,19 @@ def evaluate_pipeline(pipe: MVDiffusionPipeline, model: GSLRM, sample_dirs, grou
         "true views": EvalProtocol(input_views=range(V), mask_source=mask_source, extra={"min_opacity": min_opacity},
                                    **common),
         "generated views": EvalProtocol(input_views=[0], mask_source=f"generated alpha vs {mask_source}", **common),
+        "copy input": EvalProtocol(input_views=[0], mask_source=f"the input view's alpha vs {mask_source}", **common),
     }
     per_sample = pd.DataFrame(rows)
     means = per_sample.drop(columns="sample").groupby("reconstruction").mean()
     summary = protocol_table({k: means.loc[k] for k in ("pipeline", "true views")},
                              {k: protocols[k] for k in ("pipeline", "true views")}, allow=["input_views"],
                              what="pipeline vs true views")
-    gen = pd.concat(generated, ignore_index=True).drop(columns="sample").groupby("view").mean()
+    def by_view(frames: list[pd.DataFrame]) -> pd.DataFrame:
+        return pd.concat(frames, ignore_index=True).drop(columns="sample").groupby("view").mean()
+
     return PipelineEvaluation(summary=summary, per_sample=per_sample,
-                              per_view=pd.concat(per_view, ignore_index=True), generated=gen, protocols=protocols,
-                              examples=examples)
+                              per_view=pd.concat(per_view, ignore_index=True), generated=by_view(generated),
+                              copy_input=by_view(copied), protocols=protocols, examples=examples)
 
 
 # Issue 14's targets for the shipped demo models on unseen test mice, by 06's recorded names (higher is better).

@@ -11,8 +11,10 @@ units with the rig's scale (`rig_mm_per_unit`: the virtual rig's camera distance
 `preprocess.preprocess_rig` normalises real frames), rendered (`render.render_gaussians`) at
 `cameras.standard_cameras(camera_type, size)`, straight RGBA, saved with `io.save_sample`.
 
-Cache: `out_dir/<split>/mouse_<seed:07d>/` plus `out_dir/<split>.txt`. A sample whose JSON records the same
-generator settings is kept (not re-rendered); one recorded with other settings is an error naming it.
+Cache: `out_dir/<split>/mouse_<seed:07d>/` plus a list file per range, `out_dir/<split>_<first>-<last>.txt`
+(e.g. `train_0-1199.txt`), so evaluating a few mice of a cache never rewrites the list a recipe trains on.
+A sample whose JSON records the same generator settings is kept (not re-rendered); one recorded with other
+settings is an error naming it.
 """
 from __future__ import annotations
 
@@ -81,6 +83,11 @@ def mouse_seeds(split: str, n: int, start: int = 0) -> list[int]:
     return [SPLIT_SEED_BASE[split] + start + i for i in range(n)]
 
 
+def mice_list_name(split: str, n: int, start: int = 0) -> str:
+    """The list file name of mice start..start+n-1 of a split: '<split>_<start>-<start+n-1>.txt'."""
+    return f"{split}_{start}-{start + n - 1}.txt"
+
+
 def split_of_seed(seed: int) -> str:
     """The split a mouse seed belongs to."""
     for split, base in SPLIT_SEED_BASE.items():
@@ -138,11 +145,14 @@ class MiceResult:
 
 def render_mice(out_dir: str | Path, split: str, n: int, cfg: MouseDataConfig = MouseDataConfig(), start: int = 0,
                 progress: bool = True) -> MiceResult:
-    """Mice start..start+n-1 of `split` -> out_dir/<split>/mouse_<seed>/ (cached) + out_dir/<split>.txt.
+    """Mice start..start+n-1 of `split` -> out_dir/<split>/mouse_<seed>/ (cached) + their list file,
+    out_dir/`mice_list_name(split, n, start)` (one per range: other ranges' lists are never rewritten).
 
     Samples already on disk with the same settings are kept; a folder holding another generator's sample
     (other size, gaussians, version ...) is an error naming it (use another out_dir, or delete the folder).
     """
+    if n < 1:
+        raise ValueError(f"render_mice({split!r}): n must be >= 1, got {n}")
     out_dir = Path(out_dir)
     settings = cfg.resolved()
     cams = standard_cameras(cfg.camera_type, cfg.size)
@@ -164,7 +174,7 @@ def render_mice(out_dir: str | Path, split: str, n: int, cfg: MouseDataConfig = 
                 "views_from": "procedural mouse (standard_mice.render_mice) rendered at the standard cameras"}
         dirs.append(save_sample(d, render_mouse(seed, cfg, cams), cams.replace(meta=meta)))
         rendered += 1
-    return MiceResult(list_file=write_list_file(out_dir / f"{split}.txt", dirs), dirs=dirs, rendered=rendered,
+    return MiceResult(list_file=write_list_file(out_dir / mice_list_name(split, n, start), dirs), dirs=dirs, rendered=rendered,
                       seconds=time.perf_counter() - t0)
 
 

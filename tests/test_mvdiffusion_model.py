@@ -211,3 +211,32 @@ def test_small_model_uses_reference_and_view_context():
         same_inputs = model(x[:, :1].expand(-1, 6, -1, -1, -1), torch.tensor([5]), model.condition(ref))
     assert not torch.allclose(a, b)  # the reference matters
     assert not torch.allclose(same_inputs[0, 0], same_inputs[0, 1])  # identical inputs, different views
+
+
+@pytest.mark.parametrize("rays,class_emb", [(False, False), (True, False), (False, True)])
+def test_view_rays_and_class_embedding_tell_the_views_apart_without_attention(rays, class_emb):
+    """With one cross-attention context for all views and per-view self-attention, only `view_rays` /
+    `view_class_embedding` can make identical inputs give different views (at every resolution)."""
+    torch.manual_seed(0)
+    cfg = PixelModelConfig(image_size=16, block_out_channels=(8, 16), view_embedding="learned", mv_attention="none",
+                           view_rays=rays, view_class_embedding=class_emb)
+    model = PixelMVDiffusion(cfg).eval()
+    with torch.no_grad():
+        model.view_embedding.table.copy_(model.view_embedding.table[:1].expand_as(model.view_embedding.table))
+        if class_emb:  # diffusers initialises it like any embedding; make the views' vectors clearly apart
+            model.unet.class_embedding.weight.normal_()
+        x = torch.randn(1, 1, 4, 16, 16).expand(-1, 6, -1, -1, -1)
+        out = model(x, torch.tensor([500]), model.condition(torch.rand(1, 4, 16, 16)))
+    differs = [not torch.allclose(out[0, 0], out[0, v], atol=1e-6) for v in range(1, 6)]
+    assert all(differs) == (rays or class_emb) and any(differs) == (rays or class_emb)
+
+
+def test_view_ray_maps_are_the_standard_cameras_rays_and_not_saved():
+    from facelift_lib.cameras import plucker_rays
+
+    cfg = PixelModelConfig(image_size=16, block_out_channels=(8, 16), view_rays=True)
+    model = PixelMVDiffusion(cfg)
+    want = plucker_rays(standard_cameras(cfg.camera_type, 16), "facelift", height=16, width=16)
+    assert torch.equal(model.view_ray_maps, want) and model.view_ray_maps.shape == (6, 6, 16, 16)
+    assert "view_ray_maps" not in model.state_dict()  # rebuilt from the cameras when loaded
+    assert model.unet.conv_in.in_channels == 2 * cfg.channels + 6

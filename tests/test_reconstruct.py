@@ -152,6 +152,14 @@ def test_evaluate_pipeline_scores_both_reconstructions_and_the_generated_views(m
     perfect = view_quality(on_white(resize_rgba(true_views, recs["pipeline"].cams.width)),
                            on_white(resize_rgba(true_views, recs["pipeline"].cams.width)))
     assert (perfect["mask_iou"] == 1).all()
+    # the copy-the-input baseline: view 0 is the input itself; the other views score what its silhouette shares
+    assert ev.copy_input.loc[0, "mask_iou"] == 1 and list(ev.copy_input.index) == list(range(6))
+    S = recs["pipeline"].cams.width
+    a = torch.stack([resize_rgba(ev.examples[n][0], S)[:, 3] > 0.5 for n in ev.examples])  # [B,V,S,S]
+    want = ((a[:, :1] & a).sum((2, 3)) / (a[:, :1] | a).sum((2, 3))).mean(0)
+    assert ev.copy_input["mask_iou"].to_numpy() == pytest.approx(want.numpy(), abs=1e-5)
+    assert ev.copy_input["mask_iou"].iloc[1:].max() < 1
+    assert ev.protocols["copy input"].mask_source.startswith("the input view's alpha")
     assert torch.isfinite(torch.tensor(ev.per_sample["chamfer_mm"].to_numpy(dtype=float))).all()
     with pytest.raises(ProtocolMismatch, match="mask_source"):  # the gate: generated vs render numbers differ
         assert_comparable(ev.protocols["generated views"], ev.protocols["pipeline"], allow=["extra"])

@@ -35,6 +35,12 @@ def test_render_mice_caches_and_refuses_other_settings(tmp_path):
     assert 0.005 < float(images[:, 3].mean()) < 0.5  # a mouse, not an empty or a full frame
     again = render_mice(tmp_path, "test", 3, CFG, progress=False)
     assert again.rendered == 1  # the first two came from the cache
+    assert again.list_file.name == "test_0-2.txt" and r.list_file.name == "test_0-1.txt"
+    assert len(read_list_file(again.list_file)) == 3
+    # evaluating a few of the cached mice (as the benchmarks do) leaves the bigger set's list as it was
+    few = render_mice(tmp_path, "test", 1, CFG, start=1, progress=False)
+    assert few.rendered == 0 and [p.name for p in read_list_file(few.list_file)] == ["mouse_2000001"]
+    assert len(read_list_file(tmp_path / "test_0-2.txt")) == 3
     with pytest.raises(ValueError, match="mouse_2000000.*other settings"):
         render_mice(tmp_path, "test", 1, MouseDataConfig(size=32, n_gaussians=700), progress=False)
 

@@ -233,6 +233,11 @@ class PixelModelConfig:
     view_embedding_tokens: int = 4
     view_embedding_path: str | None = None
     camera_type: str = "mouse_standard_6view"
+    # Which view a pixel belongs to, where the UNet computes at every resolution (the cross-attention context
+    # above reaches only the attention level): the view's ray map concatenated to its input, and/or a learned
+    # per-view vector added to the timestep embedding (so every ResNet block's bias knows the view).
+    view_rays: bool = False
+    view_class_embedding: bool = False
 
     @property
     def attention_resolution(self) -> int:
@@ -249,7 +254,8 @@ def build_small_unet(cfg: PixelModelConfig) -> nn.Module:
         raise ValueError(f"image_size {cfg.image_size} must be divisible by 2**{n - 1} for {n} UNet blocks")
     heads = [max(1, c // cfg.attention_head_dim) for c in cfg.block_out_channels]
     unet = UNet2DConditionModel(
-        sample_size=cfg.image_size, in_channels=2 * cfg.channels, out_channels=cfg.channels,
+        sample_size=cfg.image_size, in_channels=2 * cfg.channels + (6 if cfg.view_rays else 0),
+        out_channels=cfg.channels, num_class_embeds=cfg.num_views if cfg.view_class_embedding else None,
         down_block_types=("DownBlock2D",) * (n - 1) + ("CrossAttnDownBlock2D",),
         up_block_types=("CrossAttnUpBlock2D",) + ("UpBlock2D",) * (n - 1),
         block_out_channels=tuple(cfg.block_out_channels), layers_per_block=cfg.layers_per_block,
@@ -275,7 +281,9 @@ class PixelMVDiffusion(nn.Module):
 
     forward(x_t [B,V,C,S,S], t [B], cond) -> model output [B,V,C,S,S]; cond = {"reference": [B,C,S,S]}
     in model space (zeros = dropped, for classifier-free guidance). The reference image is concatenated
-    to every view's noisy input on channels; per-view embeddings are the cross-attention context.
+    to every view's noisy input on channels; per-view embeddings are the cross-attention context. With
+    `view_rays`, each view's ray map [6,S,S] (`plucker_rays`, FaceLift convention) is concatenated too; with
+    `view_class_embedding`, the view index is a class label added to the timestep embedding.
     """
 
     kind = "pixel"
@@ -290,6 +298,9 @@ class PixelMVDiffusion(nn.Module):
             raise ValueError(f"camera_type {cfg.camera_type!r} has {len(cams)} views, the model {cfg.num_views}")
         self.view_embedding = ViewEmbedding(cfg.view_embedding, cfg.num_views, cfg.cross_attention_dim,
                                             cfg.view_embedding_tokens, cams=cams, path=cfg.view_embedding_path)
+        if cfg.view_rays:  # a function of the fixed cameras: rebuilt, not saved
+            rays = plucker_rays(cams, "facelift", height=cfg.image_size, width=cfg.image_size)  # [V,6,S,S]
+            self.register_buffer("view_ray_maps", rays, persistent=False)
 
     def config_dict(self) -> dict[str, Any]:
         return asdict(self.cfg)
@@ -325,9 +336,13 @@ class PixelMVDiffusion(nn.Module):
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
         B, V = x_t.shape[:2]
         ref = cond["reference"][:, None].expand(-1, V, -1, -1, -1)
-        inp = torch.cat([x_t, ref], 2).flatten(0, 1)
+        parts = [x_t, ref]
+        if self.cfg.view_rays:
+            parts.append(self.view_ray_maps.to(x_t.dtype)[None].expand(B, -1, -1, -1, -1))
+        inp = torch.cat(parts, 2).flatten(0, 1)
         ctx = self.view_embedding().to(x_t.dtype)[None].expand(B, -1, -1, -1).flatten(0, 1)
-        out = self.unet(inp, t.repeat_interleave(V), encoder_hidden_states=ctx).sample
+        labels = torch.arange(V, device=x_t.device).repeat(B) if self.cfg.view_class_embedding else None
+        out = self.unet(inp, t.repeat_interleave(V), encoder_hidden_states=ctx, class_labels=labels).sample
         return out.view(B, V, *out.shape[1:])
 
     def trainable_parameters(self) -> list[nn.Parameter]:
