@@ -2,7 +2,7 @@
 # GS-LRM demo weights (issue 14): data, then training; resumable (re-run the same command).
 #   nohup nice -n 10 weights/recipes/gslrm_demo.sh > outputs/recipes/gslrm_demo.log 2>&1 &
 # Then, if it beats the current model on unseen test mice (benchmarks/eval_gslrm_views.py):
-#   facelift_lib.weights.ship("gslrm_demo", "outputs/recipes/gslrm_demo/run3", training_command=..., data=...)
+#   facelift_lib.weights.ship("gslrm_demo", "outputs/recipes/gslrm_demo/run4", training_command=..., data=...)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
