@@ -174,8 +174,8 @@ def render_mice(out_dir: str | Path, split: str, n: int, cfg: MouseDataConfig = 
                 "views_from": "procedural mouse (standard_mice.render_mice) rendered at the standard cameras"}
         dirs.append(save_sample(d, render_mouse(seed, cfg, cams), cams.replace(meta=meta)))
         rendered += 1
-    return MiceResult(list_file=write_list_file(out_dir / mice_list_name(split, n, start), dirs), dirs=dirs, rendered=rendered,
-                      seconds=time.perf_counter() - t0)
+    list_file = write_list_file(out_dir / mice_list_name(split, n, start), dirs)
+    return MiceResult(list_file=list_file, dirs=dirs, rendered=rendered, seconds=time.perf_counter() - t0)
 
 
 def sample_mouse_ground_truth(sample_dir: str | Path) -> tuple[Gaussians, float]:
