@@ -47,7 +47,8 @@ def main() -> None:
     ap.add_argument("--data", default="outputs/benchmarks/test_mice")
     args = ap.parse_args()
     names = args.model or ["shipped", "untrained", "copy-input"]
-    first = load(next((n for n in names if n not in ("untrained", "copy-input")), "shipped"), None)
+    first_name = next((n for n in names if n not in ("untrained", "copy-input")), "shipped")
+    first = load(first_name, None)
     size = first.model.image_size
     mice = render_mice(Path(args.data) / str(size), args.split, args.n, MouseDataConfig(size=size), start=args.start,
                        progress=False)
@@ -59,7 +60,7 @@ def main() -> None:
         if name == "copy-input":
             gen = on_white(truth[:, :1]).expand_as(truth)
         else:
-            pipe = load(name, first) if name == "untrained" else load_mvdiffusion(name, name)
+            pipe = first if name == first_name else load(name, first)
             gen = pipe(truth[:, 0], args.steps, args.guidance, seed=args.seed, progress=False, eta=args.eta)
         q = view_quality(gen, on_white(truth.flatten(0, 1)).view_as(truth))
         for metric in ("mask_iou", "psnr_masked"):
