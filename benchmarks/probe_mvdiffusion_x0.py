@@ -16,15 +16,16 @@ from pathlib import Path
 
 import torch
 
-from facelift_lib.images import on_white
 from facelift_lib.io import load_sample
+from facelift_lib.metrics import mask_iou
 from facelift_lib.standard_mice import MouseDataConfig, render_mice
 from facelift_lib.weights import load_mvdiffusion
 
 
-def iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Mask IoU per [..., H, W] of two boolean masks (mean over the batch dims but the last two)."""
-    return (a & b).sum((-2, -1)).float() / (a | b).sum((-2, -1)).clamp(min=1).float()
+def view_iou(pred_alpha: torch.Tensor, true_alpha: torch.Tensor) -> torch.Tensor:
+    """[V] Mask IoU (`metrics.mask_iou`, alpha > 0.5) per view of alphas [B,V,S,S], mean over the B mice."""
+    B, V = pred_alpha.shape[:2]
+    return mask_iou(pred_alpha.flatten(0, 1), true_alpha.flatten(0, 1)).view(B, V).nanmean(0)
 
 
 @torch.no_grad()
@@ -59,11 +60,11 @@ def main() -> None:
         size = pipe.model.image_size
         mice = render_mice(Path(args.data) / str(size), args.split, args.n, MouseDataConfig(size=size), progress=False)
         truth = torch.stack([load_sample(d, background=None)[0] for d in mice.dirs])  # [B,V,4,S,S]
-        true_a = pipe.model.encode_views(truth)[:, :, 3] > 0  # alpha > 0.5 in model space [-1, 1]
+        true_a = pipe.model.decode_views(pipe.model.encode_views(truth))[:, :, 3]  # [B,V,S,S] at the model's size
         for t in ts:
-            pred_a = one_step_x0(pipe, truth, t, args.seed)[:, :, 3] > 0
-            to_truth = iou(pred_a, true_a).mean(0)  # [V]
-            to_input = iou(pred_a, true_a[:, :1]).mean(0)
+            pred_a = pipe.model.decode_views(one_step_x0(pipe, truth, t, args.seed))[:, :, 3]
+            to_truth = view_iou(pred_a, true_a)  # [V]
+            to_input = view_iou(pred_a, true_a[:, :1].expand_as(true_a))
             rows.append((name, t, to_truth, to_input))
     print(f"one-step x̂0 at level t, {args.split} mice (n = {args.n}), input view 0, guidance 1, alpha > 0.5; "
           "views 1–5: mean Mask IoU vs their own true view | vs the input view")
