@@ -4,6 +4,7 @@ more models, and optionally the curve over a training run's checkpoints (k = 6, 
     .venv/bin/python benchmarks/eval_gslrm_views.py --model shipped --model <ckpt or run> [--n 16] [--start 0]
     .venv/bin/python benchmarks/eval_gslrm_views.py --curve outputs/recipes/gslrm_demo/run [--every 2] [--n 8]
     .venv/bin/python benchmarks/eval_gslrm_views.py --model shipped --geometry      # + the 3D mouse from 6 views
+    .venv/bin/python benchmarks/eval_gslrm_views.py --model shipped --cameras mouse_rig_6view  # the rig's directions
 
 `--geometry` adds, per model, the 3D mouse from the 6 true views against the true gaussian centres (mm):
 accuracy / completeness (`reconstruct.center_distances`, opacity >= 0.05), the opaque gaussians farther
@@ -11,7 +12,9 @@ than --far_mm from every true centre (floaters), and masked PSNR / Mask IoU at t
 those floaters (made transparent): what the floaters add to or take from the image scores.
 
 `shipped` is weights/gslrm_demo.pt; `untrained` a freshly initialised model of the shipped (or first) config.
-Test mice are seeds start..start+n-1 of the test range (cached under --data).
+Test mice are seeds start..start+n-1 of the test range (cached under --data/<size>, or --data/<size>_<cameras>
+for a camera set other than the standard one: `--cameras mouse_rig_6view` renders the same mice at the virtual
+rig's viewing directions, the cameras 05's preprocessed frames have).
 """
 from __future__ import annotations
 
@@ -77,14 +80,17 @@ def main() -> None:
     ap.add_argument("--data", default="outputs/mice")
     ap.add_argument("--geometry", action="store_true", help="also the 3D mouse from 6 views vs the truth (mm)")
     ap.add_argument("--far_mm", type=float, default=20.0, help="--geometry: a floater is this far from the truth")
+    ap.add_argument("--cameras", default=MouseDataConfig.camera_type, help="camera spec the test mice are rendered at")
     args = ap.parse_args()
     pd.set_option("display.width", 200)
     first = None
     for name in args.model:
         model = load(name, first)
         first = first or model
-        mice = render_mice(Path(args.data) / str(model.config.image_size), "test", args.n,
-                           MouseDataConfig(size=model.config.image_size), start=args.start, progress=False)
+        size = model.config.image_size
+        folder = str(size) if args.cameras == MouseDataConfig.camera_type else f"{size}_{args.cameras}"
+        mice = render_mice(Path(args.data) / folder, "test", args.n,
+                           MouseDataConfig(size=size, camera_type=args.cameras), start=args.start, progress=False)
         table, _, _ = view_count_table(model, mice.dirs, split="test")
         print(f"\n{name}: {table.attrs['protocol']}")
         print(table[COLUMNS + ["input_views"]].to_string(float_format=lambda x: f"{x:.2f}"))

@@ -277,17 +277,38 @@ def mouse_standard_6view() -> Cameras:
     return cams
 
 
+def mouse_rig_6view() -> Cameras:
+    """The virtual markerless_mouse_1 rig's 6 viewing directions as standard cameras: each rig camera's
+    direction seen from the rig's aim point, at distance 2.7 with FaceLift's intrinsics, Z-up roll. This is
+    what `preprocess` ("standard_camera") writes for a rig frame, up to the per-frame mouse centre and the
+    rig's ±4 % spread of distances; it lets procedural mice be rendered at the rig's irregular azimuths and
+    low elevations (-2°..15°, against the standard 20°) to measure a model on the cameras 05 trains on."""
+    from .synthetic_rig import RIG_TARGET_MM, markerless_mouse_rig  # the rig module imports this one
+
+    rig = markerless_mouse_rig()
+    d = rig.centers.double() - torch.tensor(RIG_TARGET_MM, dtype=torch.float64)  # [V,3]
+    az = torch.rad2deg(torch.atan2(d[:, 1], d[:, 0]))
+    el = torch.rad2deg(torch.atan2(d[:, 2], d[:, :2].norm(dim=-1)))
+    cams = orbit_cameras(az.tolist(), el.tolist(), fx=548.99)
+    cams.names = list(rig.names)
+    cams.meta = {"camera_type": "mouse_rig_6view", "camera_distance": FACELIFT_DISTANCE}
+    return cams
+
+
 # Specs a JSON can claim through "camera_type": what validate_sample checks against.
 CAMERA_SPECS: dict[str, dict[str, float]] = {
     "facelift_standard": dict(distance=FACELIFT_DISTANCE, fx=FACELIFT_FOCAL, fy=FACELIFT_FOCAL, cx=256.0, cy=256.0,
                               width=512, height=512, n_views=6),
     "mouse_standard_6view": dict(distance=FACELIFT_DISTANCE, fx=548.99, fy=548.99, cx=256.0, cy=256.0,
                                  width=512, height=512, n_views=6),
+    "mouse_rig_6view": dict(distance=FACELIFT_DISTANCE, fx=548.99, fy=548.99, cx=256.0, cy=256.0,
+                            width=512, height=512, n_views=6),
 }
 
 
 # --- rays ---------------------------------------------------------------------------------
-_STANDARD_BUILDERS = {"mouse_standard_6view": mouse_standard_6view, "facelift_standard": facelift_standard}
+_STANDARD_BUILDERS = {"mouse_standard_6view": mouse_standard_6view, "facelift_standard": facelift_standard,
+                      "mouse_rig_6view": mouse_rig_6view}
 
 
 def standard_cameras(camera_type: str, size: int | None = None) -> Cameras:

@@ -181,12 +181,13 @@ def view_count_table(model: GSLRM, sample_dirs, ks=range(1, 7), split: str = "te
     from .io import load_sample
     from .protocol import EvalProtocol, protocol_table
 
-    rows, names, V = [], [], None
+    rows, names, V, camera_types = [], [], None, set()
     for d in sample_dirs:
         views, cams = load_sample(d, background=None)
         if V is not None and len(cams) != V:
             raise ValueError(f"view_count_table: {d} has {len(cams)} views, earlier samples {V}")
         V = len(cams)
+        camera_types.add(cams.meta.get("camera_type"))
         names.append(Path(d).name)
         S = model.config.image_size
         target = on_white(resize_rgba(views.float(), S))
@@ -201,8 +202,14 @@ def view_count_table(model: GSLRM, sample_dirs, ks=range(1, 7), split: str = "te
     if not rows:
         raise ValueError("view_count_table: no samples")
     per_sample = pd.DataFrame(rows)
+    if len(camera_types) != 1:
+        raise ValueError(f"view_count_table: the samples were taken by different camera sets {sorted(map(str, camera_types))}")
+    # the same mice seen by other cameras are another measurement: name any camera set but the standard one
+    ctype = camera_types.pop()
+    extra = {} if ctype == "mouse_standard_6view" else {"cameras": str(ctype)}
     protocols = {k: EvalProtocol(split=split, samples=names, input_views=spread_views(V, k), scored_views=range(V),
-                                 mask_source=mask_source, background="white", resolution=model.config.image_size)
+                                 mask_source=mask_source, background="white", resolution=model.config.image_size,
+                                 extra=extra)
                  for k in ks}
     means = per_sample.drop(columns="sample").groupby("k").mean()
     table = protocol_table({k: means.loc[k] for k in ks}, protocols, allow=["input_views"], what="view-count table")

@@ -171,7 +171,7 @@ def render_mice(out_dir: str | Path, split: str, n: int, cfg: MouseDataConfig = 
         pose, _ = random_mouse(seed, cfg)
         meta = {**cams.meta, "standard_mouse": {**settings, "seed": seed}, "split": split,
                 "pose": dataclasses.asdict(pose), "reference_view": 0,
-                "views_from": "procedural mouse (standard_mice.render_mice) rendered at the standard cameras"}
+                "views_from": f"procedural mouse (standard_mice.render_mice) rendered at {cfg.camera_type}"}
         dirs.append(save_sample(d, render_mouse(seed, cfg, cams), cams.replace(meta=meta)))
         rendered += 1
     list_file = write_list_file(out_dir / mice_list_name(split, n, start), dirs)
@@ -202,10 +202,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("out_dir")
     ap.add_argument("--size", type=int, default=MouseDataConfig.size)
     ap.add_argument("--n-gaussians", type=int, default=MouseDataConfig.n_gaussians)
+    ap.add_argument("--camera-type", default=MouseDataConfig.camera_type,
+                    help="a cameras.standard_cameras spec, e.g. mouse_rig_6view (the rig's directions)")
     for split in SPLIT_SEED_BASE:
         ap.add_argument(f"--{split}", type=int, default=0, help=f"number of {split} mice")
     args = ap.parse_args(argv)
-    cfg = MouseDataConfig(size=args.size, n_gaussians=args.n_gaussians)
+    cfg = MouseDataConfig(size=args.size, n_gaussians=args.n_gaussians, camera_type=args.camera_type)
     for split in SPLIT_SEED_BASE:
         n = getattr(args, split)
         if n:

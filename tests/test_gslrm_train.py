@@ -277,6 +277,24 @@ def test_config_loading(tmp_path):
         load_train_config(tmp_path / "nope.yaml")
 
 
+def test_train_list_may_name_several_list_files(toy_list, tmp_path):
+    """A recipe trains on the samples of several list files (e.g. one camera set each), in order."""
+    from facelift_lib.io import read_list_file, write_list_file
+    from facelift_lib.gslrm.train import training_samples
+
+    dirs = read_list_file(toy_list)
+    other = write_list_file(tmp_path / "other.txt", dirs[:1])
+    assert training_samples(toy_list) == toy_list                       # one file: the dataset names it
+    assert training_samples([toy_list, str(other)]) == dirs + dirs[:1]
+    flat = tmp_path / "train.yaml"
+    flat.write_text(json.dumps({"train_list": [toy_list, str(other)], "max_steps": 5}))
+    assert load_train_config(flat).train_list == [toy_list, str(other)]
+    result = train(tiny_config([toy_list, str(other)], tmp_path / "run", max_steps=2, ckpt_every=2))
+    assert result.steps == 2
+    with pytest.raises(FileNotFoundError, match="nope.txt"):
+        training_samples([toy_list, str(tmp_path / "nope.txt")])
+
+
 @pytest.mark.parametrize("profile", ["smoke", "full"])
 def test_cli_and_notebook_build_the_same_config(profile, monkeypatch):
     """One route from a profile to a GS-LRM run: the torchrun CLI (`load_train_config(params/<profile>.yaml)`) and

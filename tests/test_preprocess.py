@@ -784,3 +784,24 @@ def test_grades_differ_between_methods_on_the_strong_rig(real_lens_rig, tmp_path
     assert summary["pixel_based"]["com_offset_px"] < 3.0
     agreement = [s["camera_agreement"] for s in summary.values()]
     assert max(agreement) < GRADE_LIMITS["A"].camera_agreement and max(agreement) - min(agreement) < 0.03
+
+
+def test_mouse_rig_6view_cameras_are_the_preprocessed_rig_directions(synthetic_rig, tmp_path):
+    """The camera spec procedural mice are rendered at to measure models on the rig's cameras
+    (`cameras.mouse_rig_6view`) looks along the directions `standard_camera` preprocessing writes for the
+    synthetic rig's frames, within the mouse's walk about the rig's aim point (measured 1.7-6.1° here; the
+    standard cameras are > 30° away), at the same distance and intrinsics."""
+    from facelift_lib.cameras import CAMERA_SPECS, standard_cameras
+
+    def angles_deg(a, b):  # between camera directions seen from the origin, per view
+        cos = (torch.nn.functional.normalize(a.centers, dim=-1) * torch.nn.functional.normalize(b.centers, dim=-1)).sum(-1)
+        return torch.rad2deg(torch.arccos(cos.clamp(max=1.0)))
+
+    spec = standard_cameras("mouse_rig_6view", 128)
+    out = preprocess_rig(synthetic_rig, tmp_path / "pre", size=128, frames=[0])[0]
+    _, cams = load_sample(out)
+    assert angles_deg(cams, spec).max() < 8.0
+    assert angles_deg(cams, standard_cameras("mouse_standard_6view", 128)).max() > 30.0
+    np.testing.assert_allclose(cams.fx.numpy(), spec.fx.numpy(), rtol=1e-4)  # 548.9938 (FaceLift float32) vs 548.99
+    np.testing.assert_allclose(spec.centers.norm(dim=-1).numpy(), 2.7, atol=1e-9)
+    assert CAMERA_SPECS["mouse_rig_6view"]["fx"] == pytest.approx(float(spec.fx[0]) * 512 / 128)

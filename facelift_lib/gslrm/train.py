@@ -40,7 +40,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import torch
 import torch.distributed as dist
@@ -48,7 +48,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
-from ..io import check_number_fields
+from ..io import check_number_fields, read_list_file
 from ..locks import FolderLock, die_with_parent, launched_worker
 from ..gaussians import rotation_z
 from ..metrics import make_lpips, render_views, ssim_map
@@ -64,6 +64,13 @@ FINETUNE_MODES = ("full", "freeze_transformer", "lora")
 LORA_TARGETS = r"transformer_layers\.\d+\.(attn\.to_qkv|attn\.fc|mlp\.mlp\.0|mlp\.mlp\.2)"
 
 
+def training_samples(train_list: str | Sequence[str]) -> str | list[Path]:
+    """One list file as it is (the dataset names it), or the samples of several list files, in order."""
+    if isinstance(train_list, (str, Path)):
+        return str(train_list)
+    return [d for f in train_list for d in read_list_file(f)]
+
+
 @dataclass
 class TrainConfig:
     """Every knob of a GS-LRM run, in one place (YAML/dict keys are these field names).
@@ -73,7 +80,8 @@ class TrainConfig:
     background_gaussian_fraction=1.0 (render everything, as FaceLift does).
     """
 
-    train_list: str = "outputs/smoke/data/train.txt"  # paths relative to the working directory (repo root)
+    train_list: str | list[str] = "outputs/smoke/data/train.txt"  # one list file or several (their samples
+                                      # concatenated); paths relative to the working directory (repo root)
     run_dir: str = "outputs/smoke/gslrm/run"
     # data
     image_size: int = 64              # square side the views are resized to (intrinsics scaled)
@@ -577,7 +585,8 @@ def _train(cfg: TrainConfig, ddp: Dist, device: torch.device, run_dir: Path,
     if ddp.world > 1:
         dist.barrier()
 
-    dataset = ViewsDataset(cfg.train_list, cfg.image_size, cfg.num_views, cfg.background, validate=cfg.validate_data)
+    dataset = ViewsDataset(training_samples(cfg.train_list), cfg.image_size, cfg.num_views, cfg.background,
+                           validate=cfg.validate_data)
     background = dataset.background
     model = apply_finetune_mode(build_model(cfg), cfg).to(device)
     optimizer = make_optimizer(model, cfg)
