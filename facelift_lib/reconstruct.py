@@ -203,7 +203,8 @@ def view_count_table(model: GSLRM, sample_dirs, ks=range(1, 7), split: str = "te
         raise ValueError("view_count_table: no samples")
     per_sample = pd.DataFrame(rows)
     if len(camera_types) != 1:
-        raise ValueError(f"view_count_table: the samples were taken by different camera sets {sorted(map(str, camera_types))}")
+        raise ValueError("view_count_table: the samples were taken by different camera sets "
+                         f"{sorted(map(str, camera_types))}")
     # the same mice seen by other cameras are another measurement: name any camera set but the standard one
     ctype = camera_types.pop()
     extra = {} if ctype == "mouse_standard_6view" else {"cameras": str(ctype)}

@@ -794,7 +794,8 @@ def test_mouse_rig_6view_cameras_are_the_preprocessed_rig_directions(synthetic_r
     from facelift_lib.cameras import CAMERA_SPECS, standard_cameras
 
     def angles_deg(a, b):  # between camera directions seen from the origin, per view
-        cos = (torch.nn.functional.normalize(a.centers, dim=-1) * torch.nn.functional.normalize(b.centers, dim=-1)).sum(-1)
+        unit = torch.nn.functional.normalize
+        cos = (unit(a.centers, dim=-1) * unit(b.centers, dim=-1)).sum(-1)
         return torch.rad2deg(torch.arccos(cos.clamp(max=1.0)))
 
     spec = standard_cameras("mouse_rig_6view", 128)
