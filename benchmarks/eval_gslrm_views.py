@@ -88,9 +88,8 @@ def main() -> None:
         model = load(name, first)
         first = first or model
         size = model.config.image_size
-        folder = str(size) if args.cameras == MouseDataConfig.camera_type else f"{size}_{args.cameras}"
-        mice = render_mice(Path(args.data) / folder, "test", args.n,
-                           MouseDataConfig(size=size, camera_type=args.cameras), start=args.start, progress=False)
+        cfg = MouseDataConfig(size=size, camera_type=args.cameras)
+        mice = render_mice(Path(args.data) / cfg.cache_folder, "test", args.n, cfg, start=args.start, progress=False)
         table, _, _ = view_count_table(model, mice.dirs, split="test")
         print(f"\n{name}: {table.attrs['protocol']}")
         print(table[COLUMNS + ["input_views"]].to_string(float_format=lambda x: f"{x:.2f}"))

@@ -50,8 +50,8 @@ def main() -> None:
     first_name = next((n for n in names if n not in ("untrained", "copy-input")), "shipped")
     first = load(first_name, None)
     size = first.model.image_size
-    mice = render_mice(Path(args.data) / str(size), args.split, args.n, MouseDataConfig(size=size), start=args.start,
-                       progress=False)
+    cfg = MouseDataConfig(size=size)
+    mice = render_mice(Path(args.data) / cfg.cache_folder, args.split, args.n, cfg, start=args.start, progress=False)
     truth = torch.stack([load_sample(d, background=None)[0] for d in mice.dirs])  # [B,6,4,S,S] straight RGBA
     from facelift_lib.images import on_white
 

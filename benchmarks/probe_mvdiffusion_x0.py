@@ -58,7 +58,8 @@ def main() -> None:
         pipe = load_mvdiffusion(name, name)
         pipe.model.eval()
         size = pipe.model.image_size
-        mice = render_mice(Path(args.data) / str(size), args.split, args.n, MouseDataConfig(size=size), progress=False)
+        cfg = MouseDataConfig(size=size)
+        mice = render_mice(Path(args.data) / cfg.cache_folder, args.split, args.n, cfg, progress=False)
         truth = torch.stack([load_sample(d, background=None)[0] for d in mice.dirs])  # [B,V,4,S,S]
         true_a = pipe.model.decode_views(pipe.model.encode_views(truth))[:, :, 3]  # [B,V,S,S] at the model's size
         for t in ts:

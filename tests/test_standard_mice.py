@@ -45,6 +45,20 @@ def test_render_mice_caches_and_refuses_other_settings(tmp_path):
         render_mice(tmp_path, "test", 1, MouseDataConfig(size=32, n_gaussians=700), progress=False)
 
 
+def test_cache_folder_keeps_camera_sets_apart_and_names_the_recipes_folders():
+    from pathlib import Path
+
+    import yaml
+
+    assert MouseDataConfig(size=64).cache_folder == "64"
+    rig = MouseDataConfig(size=64, camera_type="mouse_rig_6view")
+    assert rig.cache_folder == "64_mouse_rig_6view"
+    # the GS-LRM recipe's phase 2 reads both camera sets from the folders the benchmarks evaluate
+    recipe = Path(__file__).resolve().parents[1] / "weights" / "recipes" / "gslrm_demo.rig.yaml"
+    folders = [Path(p).parent.name for p in yaml.safe_load(recipe.read_text())["train_list"]]
+    assert folders == [MouseDataConfig(size=64).cache_folder, rig.cache_folder]
+
+
 def test_ground_truth_projects_inside_the_mask(tmp_path):
     r = render_mice(tmp_path, "val", 1, CFG, progress=False)
     g, units_per_mm = sample_mouse_ground_truth(r.dirs[0])

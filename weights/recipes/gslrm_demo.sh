@@ -10,6 +10,7 @@ cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # one core each: the diffusion recipe trains beside it
 "$PY" -m facelift_lib.standard_mice outputs/mice/64 --size 64 --train 1200 --val 16 --test 16
+# folders: MouseDataConfig.cache_folder (<size>, or <size>_<camera_type> for a non-standard camera set)
 "$PY" -m facelift_lib.standard_mice outputs/mice/64_mouse_rig_6view --size 64 --camera-type mouse_rig_6view \
     --train 1200 --val 16 --test 16
 "$PY" -m facelift_lib.gslrm.train weights/recipes/gslrm_demo.yaml
