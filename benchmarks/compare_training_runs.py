@@ -45,10 +45,10 @@ def first_differing_step(a: list[dict], b: list[dict], ignore: tuple[str, ...] =
 
 def window_mean_losses(records: list[dict], window: int) -> dict[int, float]:
     """{first step of the window: mean loss} over consecutive windows of `window` steps."""
-    sums: dict[int, list[float]] = {}
+    losses: dict[int, list[float]] = {}
     for r in records:
-        sums.setdefault((r["step"] - 1) // window * window + 1, []).append(r["loss"])
-    return {k: sum(v) / len(v) for k, v in sums.items()}
+        losses.setdefault((r["step"] - 1) // window * window + 1, []).append(r["loss"])
+    return {k: sum(v) / len(v) for k, v in losses.items()}
 
 
 def model_tensor_difference(path_a: str | Path, path_b: str | Path) -> tuple[bool, float]:

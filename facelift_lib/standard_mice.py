@@ -60,8 +60,8 @@ class MouseDataConfig:
     def cache_folder(self) -> str:
         """Sub-folder of a mice cache root these mice live in: `<size>` at the standard cameras, `<size>_<camera_type>`
         at any other set (`outputs/mice/64`, `outputs/mice/64_mouse_rig_6view`), so two camera sets never share one."""
-        default = MouseDataConfig.__dataclass_fields__["camera_type"].default
-        return str(self.size) if self.camera_type == default else f"{self.size}_{self.camera_type}"
+        standard = MouseDataConfig.camera_type  # the field's default (a dataclass keeps it on the class)
+        return str(self.size) if self.camera_type == standard else f"{self.size}_{self.camera_type}"
 
     def resolved(self) -> dict:
         d = dataclasses.asdict(self)
