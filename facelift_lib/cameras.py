@@ -269,6 +269,9 @@ def facelift_standard() -> Cameras:
     return cams
 
 
+MOUSE_STANDARD_CAMERAS = "mouse_standard_6view"  # the camera set the demo data, models and tables assume
+
+
 def mouse_standard_6view() -> Cameras:
     """Our 6-view mouse spec: distance 2.7, elevation 20°, azimuths 0,60,...,300, FaceLift intrinsics at 512²."""
     cams = orbit_cameras([0.0, 60.0, 120.0, 180.0, 240.0, 300.0], 20.0, fx=548.99)

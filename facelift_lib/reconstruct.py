@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .cameras import Cameras, standard_cameras
+from .cameras import MOUSE_STANDARD_CAMERAS, Cameras, standard_cameras
 from .gaussians import Gaussians
 from .gslrm.model import GSLRM
 from .images import on_white, resize_images, resize_rgba
@@ -207,7 +207,7 @@ def view_count_table(model: GSLRM, sample_dirs, ks=range(1, 7), split: str = "te
                          f"{sorted(map(str, camera_types))}")
     # the same mice seen by other cameras are another measurement: name any camera set but the standard one
     ctype = camera_types.pop()
-    extra = {} if ctype == "mouse_standard_6view" else {"cameras": str(ctype)}
+    extra = {} if ctype == MOUSE_STANDARD_CAMERAS else {"cameras": str(ctype)}
     protocols = {k: EvalProtocol(split=split, samples=names, input_views=spread_views(V, k), scored_views=range(V),
                                  mask_source=mask_source, background="white", resolution=model.config.image_size,
                                  extra=extra)

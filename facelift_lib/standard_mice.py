@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .cameras import Cameras, standard_cameras
+from .cameras import MOUSE_STANDARD_CAMERAS, Cameras, standard_cameras
 from .gaussians import Gaussians
 from .images import straight_alpha
 from .io import save_sample, write_list_file
@@ -49,7 +49,7 @@ class MouseDataConfig:
     """
 
     size: int = 64
-    camera_type: str = "mouse_standard_6view"
+    camera_type: str = MOUSE_STANDARD_CAMERAS
     n_gaussians: int = 4000
     scale_range: tuple[float, float] = (0.85, 1.15)
     max_frame: int = 80
@@ -60,8 +60,7 @@ class MouseDataConfig:
     def cache_folder(self) -> str:
         """Sub-folder of a mice cache root these mice live in: `<size>` at the standard cameras, `<size>_<camera_type>`
         at any other set (`outputs/mice/64`, `outputs/mice/64_mouse_rig_6view`), so two camera sets never share one."""
-        standard = MouseDataConfig.camera_type  # the field's default (a dataclass keeps it on the class)
-        return str(self.size) if self.camera_type == standard else f"{self.size}_{self.camera_type}"
+        return str(self.size) if self.camera_type == MOUSE_STANDARD_CAMERAS else f"{self.size}_{self.camera_type}"
 
     def resolved(self) -> dict:
         d = dataclasses.asdict(self)
