@@ -5,6 +5,7 @@ more models, and optionally the curve over a training run's checkpoints (k = 6, 
     .venv/bin/python benchmarks/eval_gslrm_views.py --curve outputs/recipes/gslrm_demo/run [--every 2] [--n 8]
     .venv/bin/python benchmarks/eval_gslrm_views.py --model shipped --geometry      # + the 3D mouse from 6 views
     .venv/bin/python benchmarks/eval_gslrm_views.py --model shipped --cameras mouse_rig_6view  # the rig's directions
+    .venv/bin/python benchmarks/eval_gslrm_views.py --model shipped --split train  # mice it trained on (the gap)
 
 `--geometry` adds, per model, the 3D mouse from the 6 true views against the true gaussian centres (mm):
 accuracy / completeness (`reconstruct.center_distances`, opacity >= 0.05), the opaque gaussians farther
@@ -12,7 +13,7 @@ than --far_mm from every true centre (floaters), and masked PSNR / Mask IoU at t
 those floaters (made transparent): what the floaters add to or take from the image scores.
 
 `shipped` is weights/gslrm_demo.pt; `untrained` a freshly initialised model of the shipped (or first) config.
-Test mice are seeds start..start+n-1 of the test range (cached under --data/<size>, or --data/<size>_<cameras>
+Test mice (or --split val / train) are seeds start..start+n-1 of that split's range (cached under --data/<size>, or --data/<size>_<cameras>
 for a camera set other than the standard one: `--cameras mouse_rig_6view` renders the same mice at the virtual
 rig's viewing directions, the cameras 05's preprocessed frames have).
 """
@@ -75,6 +76,8 @@ def main() -> None:
     ap.add_argument("--model", action="append", default=[])
     ap.add_argument("--curve", default=None, help="a run folder: k = 6 on validation mice for every checkpoint")
     ap.add_argument("--every", type=int, default=1, help="--curve: every Nth checkpoint (the last always)")
+    ap.add_argument("--split", default="test", choices=["test", "val", "train"],
+                    help="whose mice (train: the first --n training mice, to measure the generalisation gap)")
     ap.add_argument("--n", type=int, default=16)
     ap.add_argument("--start", type=int, default=0)
     ap.add_argument("--data", default="outputs/mice")
@@ -89,8 +92,9 @@ def main() -> None:
         first = first or model
         size = model.config.image_size
         cfg = MouseDataConfig(size=size, camera_type=args.cameras)
-        mice = render_mice(Path(args.data) / cfg.cache_folder, "test", args.n, cfg, start=args.start, progress=False)
-        table, _, _ = view_count_table(model, mice.dirs, split="test")
+        mice = render_mice(Path(args.data) / cfg.cache_folder, args.split, args.n, cfg, start=args.start,
+                           progress=False)
+        table, _, _ = view_count_table(model, mice.dirs, split=args.split)
         print(f"\n{name}: {table.attrs['protocol']}")
         print(table[COLUMNS + ["input_views"]].to_string(float_format=lambda x: f"{x:.2f}"))
         if args.geometry:

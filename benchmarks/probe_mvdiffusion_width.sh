@@ -7,16 +7,21 @@
 #       --model outputs/recipes/mvdiffusion_demo/run3/checkpoints/ckpt_0000000000001000.pt \
 #       --model outputs/probes/mvdiffusion_width_16-32-64-64/checkpoints/ckpt_0000000000001000.pt
 # THEN=1 then resumes to the recipe's max_steps (its whole schedule at this width).
+# POWER=2 also sets timestep_power (training timesteps favour the noisy end; TrainParams.timestep_power):
+#   WIDTHS="24, 48, 96, 96" POWER=2 benchmarks/probe_mvdiffusion_width.sh    # the recipe's width, power 2
+#   WIDTHS="24, 48, 96, 96" benchmarks/probe_mvdiffusion_width.sh            # ... and its baseline on this machine
 # (Run 1's probe, in BENCHMARKS, ran run 1's two-phase schedule: max_steps 5000 to step 1000, then 4000.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WIDTHS=${WIDTHS:-16, 32, 64, 64}
 STOP=${STOP:-1000}
-tag=$(echo "$WIDTHS" | tr -d ' ' | tr ',' '-')
+POWER=${POWER:-1}
+tag=$(echo "$WIDTHS" | tr -d ' ' | tr ',' '-')$([ "$POWER" = 1 ] || echo "_tpow$POWER")
 run=outputs/probes/mvdiffusion_width_$tag
 mkdir -p outputs/probes
 sed -e "s#^run_dir: .*#run_dir: $run#" -e "s#block_out_channels: \[24, 48, 96, 96\]#block_out_channels: [$WIDTHS]#" \
     weights/recipes/mvdiffusion_demo.yaml > "$run.yaml"
+[ "$POWER" = 1 ] || echo "timestep_power: $POWER" >> "$run.yaml"
 stop_ckpt=$(printf "%s/checkpoints/ckpt_%016d.pt" "$run" "$STOP")
 if [ ! -f "$stop_ckpt" ]; then
   { cat "$run.yaml"; echo "stop_at_step: $STOP"; } > "$run.phase1.yaml"

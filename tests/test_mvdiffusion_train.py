@@ -17,6 +17,7 @@ from facelift_lib.mvdiffusion.model import to_model_pixels
 from facelift_lib.mvdiffusion.pipeline import model_from_checkpoint, read_checkpoint, write_tiny_facelift_pipeline
 from facelift_lib.mvdiffusion.train import (FACELIFT_FINETUNE, SHIPPED_FINETUNE, MultiViewDataset, TrainParams,
                                             build_model, identity_mapping_score, min_snr_weights, params_from_yaml,
+                                            sample_timesteps,
                                             profile_train_params, read_steps_and_validations, train)
 from facelift_lib.training import list_checkpoints
 from facelift_lib.weights import ship
@@ -68,6 +69,31 @@ def test_min_snr_weights_follow_the_formula():
     w_eps = min_snr_weights(ac, t, 5.0, "epsilon")
     torch.testing.assert_close(w_eps, torch.minimum(snr, torch.tensor(5.0)) / snr)
     assert torch.equal(min_snr_weights(ac, t, None, "v_prediction"), torch.ones(3))
+
+
+def test_sample_timesteps_power_one_is_the_uniform_draw_and_two_favours_noise():
+    T = 1000
+    uniform = sample_timesteps(64, T, 1.0, torch.Generator().manual_seed(3))
+    assert torch.equal(uniform, torch.randint(0, T, (64,), generator=torch.Generator().manual_seed(3)))  # runs stay bitwise
+    t = sample_timesteps(200_000, T, 2.0, torch.Generator().manual_seed(0)).double()
+    assert 0 <= t.min() and t.max() <= T - 1
+    # density ~ t: mean 2T/3, P(t >= 0.9 T) = 1 - 0.81, P(t < 0.1 T) = 0.01 (uniform: T/2, 0.1, 0.1)
+    assert abs(t.mean().item() / T - 2 / 3) < 0.005
+    assert abs((t >= 900).double().mean().item() - 0.19) < 0.005
+    assert abs((t < 100).double().mean().item() - 0.01) < 0.002
+    with pytest.raises(ValueError, match="timestep_power"):
+        sample_timesteps(4, T, 0.0)
+
+
+def test_timestep_power_reaches_the_training_loss(dataset, tmp_path, monkeypatch):
+    real, powers = mvtrain.sample_timesteps, []
+
+    def recording(batch, T, power=1.0, generator=None):
+        powers.append(power)
+        return real(batch, T, power, generator)
+    monkeypatch.setattr(mvtrain, "sample_timesteps", recording)
+    train(tiny_params(dataset, tmp_path / "run", max_steps=2, val_every=0, timestep_power=2.0))
+    assert powers == [2.0, 2.0]
 
 
 def test_identity_score_flags_copying_and_not_turning():
