@@ -2,7 +2,7 @@
 # Where is the GS-LRM demo model's limit: capacity or data? Train run 3's recipe (weights/recipes/gslrm_demo.yaml,
 # the 5000-step schedule that run 4 doubled) with one thing changed, on one thread, then score it against run 3 on
 # the 16 test mice (run 3 = `git show 1c90b2a:weights/gslrm_demo.pt`, trained with exactly this schedule):
-#   D=256 LAYERS=8 HEADS=8 benchmarks/probe_gslrm_limits.sh   # capacity: a wider, deeper transformer
+#   D=192 LAYERS=6 HEADS=6 benchmarks/probe_gslrm_limits.sh   # capacity: 3.2x the parameters (BENCHMARKS)
 #   MICE=300 benchmarks/probe_gslrm_limits.sh                   # data: a quarter of the training mice
 #   .venv/bin/python benchmarks/eval_gslrm_views.py --model <run 3's file> --model outputs/probes/gslrm_<tag> \
 #       --n 16 --geometry

@@ -93,7 +93,7 @@ class TrainParams:
     # that it collapsed onto its input (BENCHMARKS, "Multi-view diffusion": Mask IoU 0.30 vs 0.45 at step 1000).
     min_snr_gamma: float | None = None
     # 1: timesteps uniform over [0, T). p > 1 draws t = floor(T u^(1/p)), density ~ t^(p-1): more training where the
-    # views' shapes are decided (2: twice the uniform density at pure noise; BENCHMARKS "timestep power" probe)
+    # views' shapes are decided (2: twice the uniform density at pure noise; BENCHMARKS, the `timestep_power` probe)
     timestep_power: float = 1.0
     cond_drop_prob: float = 0.1  # pixel: P(reference dropped); facelift: P of each of FaceLift's 3 drop cases
     random_background: bool = False  # composite training images on a random white/black/grey background
