@@ -14,8 +14,8 @@ those floaters (made transparent): what the floaters add to or take from the ima
 
 `shipped` is weights/gslrm_demo.pt; `untrained` a freshly initialised model of the shipped (or first) config.
 Test mice (or --split val / train) are seeds start..start+n-1 of that split's range (cached under --data/<size>,
-or --data/<size>_<cameras> for a camera set other than the standard one: `--cameras mouse_rig_6view` renders the same mice at the virtual
-rig's viewing directions, the cameras 05's preprocessed frames have).
+or --data/<size>_<cameras> for a camera set other than the standard one: `--cameras mouse_rig_6view` renders the
+same mice at the virtual rig's viewing directions, the cameras 05's preprocessed frames have).
 """
 from __future__ import annotations
 
