@@ -17,8 +17,7 @@ from facelift_lib.mvdiffusion.model import to_model_pixels
 from facelift_lib.mvdiffusion.pipeline import model_from_checkpoint, read_checkpoint, write_tiny_facelift_pipeline
 from facelift_lib.mvdiffusion.train import (FACELIFT_FINETUNE, SHIPPED_FINETUNE, MultiViewDataset, TrainParams,
                                             build_model, identity_mapping_score, min_snr_weights, params_from_yaml,
-                                            sample_timesteps,
-                                            profile_train_params, read_steps_and_validations, train)
+                                            profile_train_params, read_steps_and_validations, sample_timesteps, train)
 from facelift_lib.training import list_checkpoints
 from facelift_lib.weights import ship
 
