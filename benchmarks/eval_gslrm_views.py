@@ -6,6 +6,7 @@ more models, and optionally the curve over a training run's checkpoints (k = 6, 
     .venv/bin/python benchmarks/eval_gslrm_views.py --model shipped --geometry      # + the 3D mouse from 6 views
     .venv/bin/python benchmarks/eval_gslrm_views.py --model shipped --cameras mouse_rig_6view  # the rig's directions
     .venv/bin/python benchmarks/eval_gslrm_views.py --model shipped --split train  # mice it trained on (the gap)
+    .venv/bin/python benchmarks/eval_gslrm_views.py --model shipped --model <128² run> --score-size 128  # one resolution
 
 `--geometry` adds, per model, the 3D mouse from the 6 true views against the true gaussian centres (mm):
 accuracy / completeness (`reconstruct.center_distances`, opacity >= 0.05), the opaque gaussians farther
@@ -16,6 +17,10 @@ those floaters (made transparent): what the floaters add to or take from the ima
 Test mice (or --split val / train) are seeds start..start+n-1 of that split's range (cached under --data/<size>,
 or --data/<size>_<cameras> for a camera set other than the standard one: `--cameras mouse_rig_6view` renders the
 same mice at the virtual rig's viewing directions, the cameras 05's preprocessed frames have).
+`--score-size S` scores renders at S² against the true views at S² (the gaussians are resolution-free), so models
+trained at different resolutions land under one protocol; without it each model is scored at its own size. The
+mice come from the cache at the larger of S and the model's size, so a model only ever reads views downsampled to
+its size, never upsampled.
 """
 from __future__ import annotations
 
@@ -84,17 +89,19 @@ def main() -> None:
     ap.add_argument("--geometry", action="store_true", help="also the 3D mouse from 6 views vs the truth (mm)")
     ap.add_argument("--far_mm", type=float, default=20.0, help="--geometry: a floater is this far from the truth")
     ap.add_argument("--cameras", default=MouseDataConfig.camera_type, help="camera spec the test mice are rendered at")
+    ap.add_argument("--score-size", type=int, default=None,
+                    help="score every model at this resolution (default: each model's own)")
     args = ap.parse_args()
     pd.set_option("display.width", 200)
     first = None
     for name in args.model:
         model = load(name, first)
         first = first or model
-        size = model.config.image_size
-        cfg = MouseDataConfig(size=size, camera_type=args.cameras)
+        size = args.score_size or model.config.image_size
+        cfg = MouseDataConfig(size=max(size, model.config.image_size), camera_type=args.cameras)
         mice = render_mice(Path(args.data) / cfg.cache_folder, args.split, args.n, cfg, start=args.start,
                            progress=False)
-        table, _, _ = view_count_table(model, mice.dirs, split=args.split)
+        table, _, _ = view_count_table(model, mice.dirs, split=args.split, score_size=size)
         print(f"\n{name}: {table.attrs['protocol']}")
         print(table[COLUMNS + ["input_views"]].to_string(float_format=lambda x: f"{x:.2f}"))
         if args.geometry:

@@ -169,19 +169,21 @@ def spread_views(num_views: int, k: int) -> list[int]:
 
 @torch.no_grad()
 def view_count_table(model: GSLRM, sample_dirs, ks=range(1, 7), split: str = "test",
-                     mask_source: str = "true views' alpha (ground-truth renders)"):
+                     mask_source: str = "true views' alpha (ground-truth renders)", score_size: int | None = None):
     """GS-LRM from k true views of each sample (`spread_views`), scored at all of the sample's views.
 
     sample_dirs: standard-view samples (straight RGBA + cameras, e.g. `standard_mice.render_mice`). For each
-    sample and k, the k views (on white) go through `reconstruct_from_views`; renders at every camera at the
-    model's size are compared with the true views (`view_quality`). Returns (table indexed by k: means over
-    samples of the labelled metrics on all views, plus `heldout_psnr_masked` / `heldout_mask_iou` on the views
-    not read (NaN at k = V), through `protocol.protocol_table` (rows differ only in input_views); the per-sample
-    rows; {k: EvalProtocol})."""
+    sample and k, the k views (on white) go through `reconstruct_from_views`; renders at every camera at
+    `score_size` (None: the model's image size) are compared with the true views resized to it (`view_quality`).
+    The gaussians are resolution-free, so models that read different sizes can be scored at one resolution.
+    Returns (table indexed by k: means over samples of the labelled metrics on all views, plus
+    `heldout_psnr_masked` / `heldout_mask_iou` on the views not read (NaN at k = V), through
+    `protocol.protocol_table` (rows differ only in input_views); the per-sample rows; {k: EvalProtocol})."""
     from .io import load_sample
     from .protocol import EvalProtocol, protocol_table
 
     rows, names, V, camera_types = [], [], None, set()
+    S = score_size or model.config.image_size
     for d in sample_dirs:
         views, cams = load_sample(d, background=None)
         if V is not None and len(cams) != V:
@@ -189,7 +191,6 @@ def view_count_table(model: GSLRM, sample_dirs, ks=range(1, 7), split: str = "te
         V = len(cams)
         camera_types.add(cams.meta.get("camera_type"))
         names.append(Path(d).name)
-        S = model.config.image_size
         target = on_white(resize_rgba(views.float(), S))
         for k in ks:
             inp = spread_views(V, k)
@@ -209,7 +210,7 @@ def view_count_table(model: GSLRM, sample_dirs, ks=range(1, 7), split: str = "te
     ctype = camera_types.pop()
     extra = {} if ctype == MOUSE_STANDARD_CAMERAS else {"cameras": str(ctype)}
     protocols = {k: EvalProtocol(split=split, samples=names, input_views=spread_views(V, k), scored_views=range(V),
-                                 mask_source=mask_source, background="white", resolution=model.config.image_size,
+                                 mask_source=mask_source, background="white", resolution=S,
                                  extra=extra)
                  for k in ks}
     means = per_sample.drop(columns="sample").groupby("k").mean()

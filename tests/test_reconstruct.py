@@ -129,6 +129,24 @@ def test_view_count_table_scores_all_views_with_one_protocol_per_k(tmp_path):
     assert not torch.isnan(torch.tensor(float(table.loc[1, "heldout_psnr_masked"])))
 
 
+def test_view_count_table_scores_at_a_resolution_other_than_the_models(tmp_path):
+    """A 16² model scored at the samples' 32²: its gaussians rendered at 32², the protocol says 32, and the
+    gate refuses to set that number beside the same model scored at its own 16²."""
+    from facelift_lib.protocol import ProtocolMismatch, assert_comparable
+    from facelift_lib.reconstruct import view_count_table
+    from facelift_lib.standard_mice import MouseDataConfig, render_mice
+
+    mice = render_mice(tmp_path, "test", 1, MouseDataConfig(size=32, n_gaussians=500), progress=False)
+    torch.manual_seed(0)
+    model = GSLRM(GSLRMConfig(image_size=16, patch_size=4, d=32, n_layers=1, n_heads=2)).eval()
+    own, _, own_protocols = view_count_table(model, mice.dirs, ks=[6])
+    at32, _, protocols32 = view_count_table(model, mice.dirs, ks=[6], score_size=32)
+    assert own_protocols[6].resolution == 16 and protocols32[6].resolution == 32
+    assert float(own.loc[6, "psnr_masked"]) != float(at32.loc[6, "psnr_masked"])
+    with pytest.raises(ProtocolMismatch, match="resolution"):
+        assert_comparable(own_protocols[6], protocols32[6])
+
+
 def test_view_count_table_names_a_camera_set_other_than_the_standard_one(tmp_path):
     """The same mice seen by the rig's cameras are another measurement: the gate refuses to compare them."""
     from facelift_lib.protocol import ProtocolMismatch, assert_comparable
