@@ -281,6 +281,31 @@ class GSLRM(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
+@torch.no_grad()
+def double_resolution(model: GSLRM) -> GSLRM:
+    """A GS-LRM for views of twice the side, computing what `model` computes: a warm start at 2x resolution.
+
+    Same tokens: the patch grows to 2p, so a 2S² view gives the S² model's token count. The patch embedder reads
+    each 2x2 block of input pixels as the mean of its parent pixel (its weights split over the four), so a view
+    whose 2x2 means are the S² view (RGB, and its rays up to their sub-pixel offsets) gives the S² tokens. The
+    decoder gives each of a parent's four pixels the parent's gaussian, on the child's own ray, and the scales
+    are halved (`scale_bias`, `scale_max_log` - log 2): four gaussians half the size tile the parent's footprint,
+    so the renders match the S² model's (a test checks). Transformer and global tokens are copied unchanged."""
+    c = model.config
+    cfg = GSLRMConfig(**{**c.to_dict(), "image_size": 2 * c.image_size, "patch_size": 2 * c.patch_size,
+                         "scale_bias": c.scale_bias - math.log(2), "scale_max_log": c.scale_max_log - math.log(2)})
+    big = GSLRM(cfg)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    p, C = c.patch_size, c.in_channels
+    child_of = torch.arange(2 * p) // 2  # child row/col in the 2p patch -> parent row/col in the p patch
+    emb = state["patch_embedder.1.weight"].reshape(-1, p, p, C)               # [d, ph, pw, C]
+    state["patch_embedder.1.weight"] = (emb[:, child_of][:, :, child_of] / 4).reshape(emb.shape[0], -1)
+    dec = state["pixel_gaussian_decoder.1.weight"].reshape(p, p, RAW_CHANNELS, -1)  # [ph, pw, 14, d]
+    state["pixel_gaussian_decoder.1.weight"] = dec[child_of][:, child_of].reshape(-1, dec.shape[-1])
+    big.load_state_dict(state, strict=True)
+    return big.to(next(model.parameters()).device).train(model.training)
+
+
 def facelift_order_index(num_views: int, height: int, width: int, patch_size: int, num_global: int) -> Tensor:
     """Index [N] that puts our gaussian order into FaceLift's: `g[:, facelift_order_index(...)]`.
 
