@@ -462,3 +462,30 @@ def test_random_yaw_turns_the_cameras_with_the_world_so_pixels_stay():
     centres = torch.linalg.inv(w2c @ T)[:, :3, 3]
     torch.testing.assert_close(centres, cams.centers.float() @ R.T, atol=1e-5, rtol=0)  # the cameras turned by R
     assert not torch.allclose(centres, cams.centers.float(), atol=1e-2)
+
+
+def test_init_from_refuses_other_activation_constants_and_doubles_resolution(toy_list, tmp_path):
+    """init_from's model_config must be the recipe's model (the shapes alone would load a model with other
+    depth or scale constants silently); init_double_resolution starts from `double_resolution` of it."""
+    import math
+
+    from facelift_lib.gslrm.model import double_resolution
+
+    torch.manual_seed(3)
+    half = GSLRM(GSLRMConfig(image_size=8, patch_size=2, d=32, n_layers=1, n_heads=2, depth_range=1.0))
+    path = tmp_path / "half.pt"
+    torch.save({"model": half.state_dict(), "model_config": half.config.to_dict()}, path)
+    doubled = dict(TINY_MODEL, depth_range=1.0, scale_bias=-2.3 - math.log(2), scale_max_log=-1.2 - math.log(2))
+    model = build_model(tiny_config(toy_list, tmp_path / "a", model=doubled, init_from=str(path),
+                                    init_double_resolution=True))
+    for k, v in double_resolution(half).state_dict().items():
+        torch.testing.assert_close(model.state_dict()[k], v)
+    with pytest.raises(ValueError, match="scale_bias"):  # the recipe forgot the halved scales
+        build_model(tiny_config(toy_list, tmp_path / "b", model=dict(TINY_MODEL, depth_range=1.0),
+                                init_from=str(path), init_double_resolution=True))
+    same = tmp_path / "same.pt"
+    torch.save({"model": model.state_dict(), "model_config": model.config.to_dict()}, same)
+    with pytest.raises(ValueError, match="depth_range"):  # same shapes, another depth range
+        build_model(tiny_config(toy_list, tmp_path / "c", model=dict(doubled, depth_range=1.8), init_from=str(same)))
+    with pytest.raises(ValueError, match="init_from is None"):
+        tiny_config(toy_list, tmp_path / "d", init_double_resolution=True)

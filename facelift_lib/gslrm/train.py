@@ -57,7 +57,7 @@ from ..training import (append_log, check_resume, checkpoint_file, clear_run, is
                         read_profile_section, resolve_resume, rewind_log, rng_state,
                         save_checkpoint, set_rng_state, skip_reason, write_config)
 from .data import ViewsDataset, collate
-from .model import (GSLRM, CheckpointError, GSLRMConfig, check_state_dict, model_from_checkpoint,
+from .model import (GSLRM, CheckpointError, GSLRMConfig, check_state_dict, double_resolution, model_from_checkpoint,
                     model_state_from_checkpoint, read_checkpoint)
 
 FINETUNE_MODES = ("full", "freeze_transformer", "lora")
@@ -100,6 +100,7 @@ class TrainConfig:
     # model
     model: dict = field(default_factory=lambda: dict(image_size=64, d=128, n_layers=4, n_heads=4))
     init_from: str | None = None      # FaceLift ckpt_*.pt or shipped weights; weights only, training state fresh
+    init_double_resolution: bool = False  # init_from's model at twice its resolution (`model.double_resolution`)
     finetune: str = "full"            # full | freeze_transformer | lora
     lora_rank: int = 16
     lora_alpha: float = 16.0
@@ -149,6 +150,8 @@ class TrainConfig:
             raise ValueError(f"TrainConfig: finetune={self.finetune!r} adapts pretrained weights, but init_from is None "
                              "(the transformer would stay at its random init); give init_from a FaceLift ckpt_*.pt, "
                              "or train from scratch with finetune='full'")
+        if self.init_double_resolution and self.init_from is None:
+            raise ValueError("TrainConfig: init_double_resolution doubles init_from's model, but init_from is None")
         if self.lpips_weight > 0 and self.lpips_weights is None:
             raise ValueError("TrainConfig: lpips_weight > 0 needs lpips_weights, a LOCAL folder with the LPIPS "
                              "backbone weights (nothing can be downloaded here); set lpips_weight=0 otherwise")
@@ -360,10 +363,32 @@ def build_model(cfg: TrainConfig) -> GSLRM:
     if cfg.init_from:
         ckpt = read_checkpoint(cfg.init_from)
         state = model_state_from_checkpoint(ckpt, cfg.init_from)
+        if cfg.init_double_resolution:
+            if "model_config" not in ckpt:
+                raise CheckpointError(f"{cfg.init_from} has no model_config: init_double_resolution needs one of "
+                                      "our checkpoints or shipped weights")
+            doubled = double_resolution(model_from_checkpoint(ckpt, GSLRMConfig(**ckpt["model_config"]), cfg.init_from))
+            state, ckpt = doubled.state_dict(), {"model_config": doubled.config.to_dict()}
+        if "model_config" in ckpt:  # same shapes but other activation constants would load silently wrong
+            check_same_model_config(GSLRMConfig(**ckpt["model_config"]), model.config, cfg.init_from,
+                                    cfg.init_double_resolution)
         check_state_dict(model, state, cfg.init_from)
         model.load_state_dict(state, strict=True)
-        note("gslrm", f"initialised from {cfg.init_from} (training state reset to step 0)")
+        note("gslrm", f"initialised from {cfg.init_from}{' at twice its resolution' * cfg.init_double_resolution} "
+                      "(training state reset to step 0)")
     return model
+
+
+def check_same_model_config(source: GSLRMConfig, model: GSLRMConfig, path: str, doubled: bool = False) -> None:
+    """init_from's model_config must be the recipe's `model` (up to settings that do not change what it
+    computes): a ValueError naming each field and the value to write."""
+    ignore = {"gradient_checkpointing", "init_std"}
+    diff = {k: v for k, v in source.to_dict().items() if k not in ignore and getattr(model, k) != v}
+    if diff:
+        what = "twice its resolution" if doubled else "it"
+        raise ValueError(f"TrainConfig: init_from {path} at {what} has model settings the recipe's `model` "
+                         f"differs from; write them in `model`: {diff} (the recipe has "
+                         f"{ {k: getattr(model, k) for k in diff} })")
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
