@@ -362,13 +362,14 @@ def build_model(cfg: TrainConfig) -> GSLRM:
     model = GSLRM(cfg.model_config())
     if cfg.init_from:
         ckpt = read_checkpoint(cfg.init_from)
-        state = model_state_from_checkpoint(ckpt, cfg.init_from)
         if cfg.init_double_resolution:
             if "model_config" not in ckpt:
                 raise CheckpointError(f"{cfg.init_from} has no model_config: init_double_resolution needs one of "
                                       "our checkpoints or shipped weights")
             doubled = double_resolution(model_from_checkpoint(ckpt, GSLRMConfig(**ckpt["model_config"]), cfg.init_from))
             state, ckpt = doubled.state_dict(), {"model_config": doubled.config.to_dict()}
+        else:
+            state = model_state_from_checkpoint(ckpt, cfg.init_from)
         if "model_config" in ckpt:  # same shapes but other activation constants would load silently wrong
             check_same_model_config(GSLRMConfig(**ckpt["model_config"]), model.config, cfg.init_from,
                                     cfg.init_double_resolution)
