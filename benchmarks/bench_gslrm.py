@@ -1,10 +1,10 @@
 """GS-LRM timings.
 
 CPU (always):
-  - training step of the notebook-05 smoke model (64², patch 4, d 128, 4 layers; 2 rendered views, 10 %
-    of the background gaussians) on a toy mouse dataset (data.write_toy_dataset, 64², mouse ~5 % of the
-    pixels like the smoke data); the first steps render a dense, half-transparent cloud and are slower
-    than later ones, so both phases are reported;
+  - training step of the notebook-05 smoke model (gslrm.train.SMOKE_MODEL: 128², patch 8, d 128, 4 layers;
+    2 rendered views, 10 % of the background gaussians) on a toy mouse dataset (data.write_toy_dataset at the
+    model's size, mouse ~5 % of the pixels like the smoke data); the first steps render a dense,
+    half-transparent cloud and are slower than later ones, so both phases are reported;
   - forward pass on 6 views at 128² (1,536 tokens) of a mid-size model (d 512, 12 layers, 8 heads, patch 8)
     and of the FaceLift-size model (random weights; peak RSS of the process reported).
 CUDA (only when a GPU is present): the FaceLift-size model (random weights) forward on 6 views at 512²
@@ -39,15 +39,16 @@ def bench_train_step(steps: int) -> None:
     from facelift_lib.gslrm.train import TrainConfig, train
 
     with tempfile.TemporaryDirectory() as tmp:
-        lst, _ = write_toy_dataset(Path(tmp) / "toy", n_samples=4, size=64, seed=0, mm_per_unit=117.0)
-        cfg = TrainConfig(train_list=str(lst), run_dir=str(Path(tmp) / "run"), image_size=64, model=SMOKE_MODEL,
+        size = SMOKE_MODEL["image_size"]
+        lst, _ = write_toy_dataset(Path(tmp) / "toy", n_samples=4, size=size, seed=0, mm_per_unit=117.0)
+        cfg = TrainConfig(train_list=str(lst), run_dir=str(Path(tmp) / "run"), image_size=size, model=SMOKE_MODEL,
                           max_steps=steps, warmup_steps=10, lr=1e-3, views_per_step=2,
                           background_gaussian_fraction=0.1, ckpt_every=10**9, progress=False, validate_data=False)
         result = train(cfg)
     t = [r["step_time"] for r in result.log]
     early, late = t[:10], t[len(t) // 2:]
     n_params = GSLRM(GSLRMConfig(**SMOKE_MODEL)).num_parameters() / 1e6
-    print(f"smoke model ({n_params:.2f} M params, 5 input views at 64², torch threads {torch.get_num_threads()}):")
+    print(f"smoke model ({n_params:.2f} M params, 5 input views at {size}², torch threads {torch.get_num_threads()}):")
     print(f"  train step, steps 1-10 : median {statistics.median(early):.3f} s (min {min(early):.3f})")
     print(f"  train step, steps {len(t) - len(late) + 1}-{len(t)}: median {statistics.median(late):.3f} s "
           f"(min {min(late):.3f})  <- after the background has turned transparent")

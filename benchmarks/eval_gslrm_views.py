@@ -13,7 +13,9 @@ accuracy / completeness (`reconstruct.center_distances`, opacity >= 0.05), the o
 than --far_mm from every true centre (floaters), and masked PSNR / Mask IoU at the 6 views with and without
 those floaters (made transparent): what the floaters add to or take from the image scores.
 
-`shipped` is weights/gslrm_demo.pt; `untrained` a freshly initialised model of the shipped (or first) config.
+`shipped` is the demo's GS-LRM (weights.DEFAULT_SHIPPED: weights/gslrm_demo_128.pt since 2026-12-03; before, and in
+BENCHMARKS' older commands, weights/gslrm_demo.pt); any other manifest name loads that shipped file (`gslrm_demo`);
+`untrained` a freshly initialised model of the shipped (or first) config.
 Test mice (or --split val / train) are seeds start..start+n-1 of that split's range (cached under --data/<size>,
 or --data/<size>_<cameras> for a camera set other than the standard one: `--cameras mouse_rig_6view` renders the
 same mice at the virtual rig's viewing directions, the cameras 05's preprocessed frames have).
@@ -39,14 +41,14 @@ from facelift_lib.reconstruct import (nearest_distances, center_distances, recon
                                      view_count_table, view_quality)
 from facelift_lib.standard_mice import MouseDataConfig, render_mice, sample_mouse_ground_truth
 from facelift_lib.training import list_checkpoints
-from facelift_lib.weights import load_shipped
+from facelift_lib.weights import DEFAULT_SHIPPED, load_shipped, read_manifest
 
 COLUMNS = ["psnr_masked", "mask_iou", "ssim_masked", "psnr_full", "heldout_psnr_masked", "heldout_mask_iou"]
 
 
 def load(name: str, like: GSLRM | None) -> GSLRM:
-    if name == "shipped":
-        return load_shipped("gslrm_demo")
+    if name == "shipped" or name in read_manifest():
+        return load_shipped(DEFAULT_SHIPPED["gslrm"] if name == "shipped" else name)
     if name == "untrained":
         torch.manual_seed(0)
         return GSLRM(like.config).eval()

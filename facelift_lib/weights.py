@@ -1,7 +1,7 @@
 """Trained weights shipped with the workbook: `weights/<name>.pt` described by `weights/manifest.json`.
 
     from facelift_lib.weights import load_shipped
-    model = load_shipped("gslrm_demo")          # GSLRM, eval mode, sha256-checked
+    model = load_shipped("gslrm_demo_128")      # GSLRM, eval mode, sha256-checked
     pipe = load_shipped_pipeline("mvdiffusion_demo")  # multi-view diffusion, sha256-checked
 
 A manifest entry records what a researcher needs to trust and reproduce the file: the file name, its sha256
@@ -23,6 +23,9 @@ import torch
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 MANIFEST = "manifest.json"
+# What a notebook's "shipped" means for each kind of model. The demo's GS-LRM is the 128² one; gslrm_demo (64²) is
+# the model it was doubled from (its recipe's init_from), kept so that the recipe chain can be re-run.
+DEFAULT_SHIPPED = {"gslrm": "gslrm_demo_128", "mvdiffusion": "mvdiffusion_demo"}
 
 
 class ShippedWeightsError(RuntimeError):
@@ -69,7 +72,7 @@ def verify_shipped(name: str, weights_dir: str | Path | None = None) -> tuple[Pa
     return path, entry
 
 
-def load_shipped(name: str = "gslrm_demo", weights_dir: str | Path | None = None):
+def load_shipped(name: str = DEFAULT_SHIPPED["gslrm"], weights_dir: str | Path | None = None):
     """The shipped GS-LRM `name` (sha256-verified), in eval mode on CPU."""
     from .gslrm.model import GSLRMConfig, model_from_checkpoint, read_checkpoint
 
@@ -78,7 +81,7 @@ def load_shipped(name: str = "gslrm_demo", weights_dir: str | Path | None = None
     return model_from_checkpoint(ckpt, GSLRMConfig(**ckpt["model_config"]), str(path)).eval()
 
 
-def load_shipped_pipeline(name: str = "mvdiffusion_demo", weights_dir: str | Path | None = None,
+def load_shipped_pipeline(name: str = DEFAULT_SHIPPED["mvdiffusion"], weights_dir: str | Path | None = None,
                           device: str = "cpu"):
     """The shipped multi-view diffusion model `name` (sha256-verified) as an `MVDiffusionPipeline`."""
     from .mvdiffusion.pipeline import load_checkpoint_pipeline
@@ -90,10 +93,6 @@ def shipped_path(name: str, kind: str, weights_dir: str | Path | None = None) ->
     """Path of shipped weights `name` of `kind` ("gslrm" | "mvdiffusion") after the sha256 check: what a
     notebook's training starts from (`init_from`)."""
     return shipped_start(name, kind, weights_dir)[0]
-
-
-# What a notebook's `init_weights = "shipped"` means for each kind of model.
-DEFAULT_SHIPPED = {"gslrm": "gslrm_demo", "mvdiffusion": "mvdiffusion_demo"}
 
 
 def shipped_start(choice: str, kind: str, weights_dir: str | Path | None = None) -> tuple[Path, dict[str, Any]]:
@@ -157,7 +156,7 @@ def _shippable(src: Path) -> tuple[dict[str, Any], str, int | None]:
     return payload, "gslrm", ckpt.get("fwdbwd_pass_step")
 
 
-def load_mvdiffusion(choice: str | Path, run_dir: str | Path, shipped_name: str = "mvdiffusion_demo",
+def load_mvdiffusion(choice: str | Path, run_dir: str | Path, shipped_name: str = DEFAULT_SHIPPED["mvdiffusion"],
                      device: str = "cpu"):
     """A notebook's diffusion pipeline: "shipped" (weights/<shipped_name>.pt, sha256-checked), "run" (the newest
     checkpoint of `run_dir`, notebook 03's run) or a path (a checkpoint or a run folder)."""
@@ -170,7 +169,7 @@ def load_mvdiffusion(choice: str | Path, run_dir: str | Path, shipped_name: str 
                                     device=device)
 
 
-def load_gslrm(choice: str | Path, run_dir: str | Path, shipped_name: str = "gslrm_demo"):
+def load_gslrm(choice: str | Path, run_dir: str | Path, shipped_name: str = DEFAULT_SHIPPED["gslrm"]):
     """A notebook's GS-LRM: "shipped" (weights/<shipped_name>.pt, sha256-checked), "run" (the newest checkpoint
     of `run_dir`, notebook 05's run) or a path (a ckpt_*.pt or a run folder). Errors name what is missing."""
     from .gslrm.train import load_trained_model

@@ -48,7 +48,7 @@
 out_dir = "../outputs/smoke"
 seed = 0                      # diffusion sampling seed
 diffusion_weights = "shipped"  # "shipped" (weights/mvdiffusion_demo.pt), "run" (newest checkpoint of 03's run) or a path
-gslrm_weights = "shipped"     # "shipped" (weights/gslrm_demo.pt), "run" (newest checkpoint of 05's run) or a path
+gslrm_weights = "shipped"     # "shipped" (weights/gslrm_demo_128.pt), "run" (newest checkpoint of 05's run) or a path
 test_seed = 0                 # unseen test mice: seeds test_seed .. test_seed+n_test_mice-1 of the test range
 n_test_mice = 8               # mice of the view-count table (GS-LRM from k true views)
 n_pipeline_mice = 4           # the first of them, also reconstructed from one image (each a full DDIM run)
@@ -80,7 +80,8 @@ device = "cuda" if torch.cuda.is_available() else "cpu"
 pipe = load_mvdiffusion(diffusion_weights, out / "mvdiffusion" / "run", device=device)
 gslrm = load_gslrm(gslrm_weights, out / "gslrm" / "run").to(device)
 size = max(gslrm.config.image_size, pipe.model.image_size)
-mice = render_mice(out / "test_mice", "test", n_test_mice, MouseDataConfig(size=size), start=test_seed, progress=False)
+mice_cfg = MouseDataConfig(size=size)  # cached per size (<out_dir>/test_mice/<size>): another model size renders anew
+mice = render_mice(out / "test_mice" / mice_cfg.cache_folder, "test", n_test_mice, mice_cfg, start=test_seed, progress=False)
 print(f"diffusion ({diffusion_weights}): {type(pipe.model).__name__} at {pipe.model.image_size}², cameras "
       f"{pipe.camera_type}; GS-LRM ({gslrm_weights}): {gslrm.config.image_size}², d {gslrm.config.d}, "
       f"{gslrm.config.n_layers} layers; {len(mice.dirs)} test mice at {size}² ({mice.rendered} rendered now)")

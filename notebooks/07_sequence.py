@@ -40,9 +40,9 @@
 #   processes (`workers`) with identical files.
 #
 # Smoke profile: a 48-frame synthetic sequence with another trajectory seed than 00's rig, so GS-LRM (trained
-# in 05 on 00's first frames, cameras 0-4 in, camera 5 held out) sees none of these frames; the smoke
-# GS-LRM is minutes of CPU training at 64², so the numbers below are the measuring chain at work, not the
-# model's ceiling.
+# in 05 on 00's first frames, cameras 0-4 in, camera 5 held out) sees none of these frames. The smoke GS-LRM is
+# the shipped 128² demo model (1200 procedural mice) after 05's few minutes of CPU fine-tuning: a small model,
+# so the numbers below are the measuring chain at work, not the method's ceiling.
 
 # %% tags=["parameters"]
 out_dir = "../outputs/smoke"
@@ -124,7 +124,7 @@ if res.summary["frames_skipped"]:
 # from cameras 0-4 in training; the other held-out cameras are input sets it has not seen. On the synthetic rig
 # the *true* gaussians go through the same chain in GS-LRM's place (`true_*` columns): the ceiling of this
 # protocol at this resolution (the mouse covers ~3 % of a standard-camera view, and the renderer's 0.3 px²
-# anti-aliasing blur thickens its thin parts at 64²).
+# anti-aliasing blur thickens its thin parts at GS-LRM's size, 128² in the smoke profile).
 
 # %%
 agg = {"frames": ("heldout_mask_iou", "size")}

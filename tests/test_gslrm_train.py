@@ -13,7 +13,7 @@ from facelift_lib.gslrm.train import (SMOKE_FROM_SCRATCH, SMOKE_FROM_SHIPPED, Tr
                                       load_train_config, load_trained_model, profile_train_config, train,
                                       training_subset)
 from facelift_lib.training import checkpoint_path, list_checkpoints, read_log, skip_reason
-from facelift_lib.weights import ShippedWeightsError, ship, shipped_path
+from facelift_lib.weights import DEFAULT_SHIPPED, ShippedWeightsError, ship, shipped_path
 
 TINY_MODEL = dict(image_size=16, patch_size=4, d=32, n_layers=1, n_heads=2)
 
@@ -326,16 +326,17 @@ def test_cli_and_notebook_build_the_same_config(profile, monkeypatch):
     assert cli_cfg.to_dict() == notebook_cfg.to_dict()
     if profile == "smoke":  # the issue's example: the CLI trained patch 8 / lr 4e-4 / 500 steps, 05 patch 4 / 1e-3 / 600
         # both fine-tune the shipped model (issue 14) with the recipe for that start
-        assert (cli_cfg.model["patch_size"], cli_cfg.lr, cli_cfg.max_steps) == (4, SMOKE_FROM_SHIPPED["lr"],
+        assert (cli_cfg.model["patch_size"], cli_cfg.lr, cli_cfg.max_steps) == (8, SMOKE_FROM_SHIPPED["lr"],
                                                                                  SMOKE_FROM_SHIPPED["max_steps"])
-        assert cli_cfg.init_from == str(shipped_path("gslrm_demo", "gslrm"))
+        assert cli_cfg.image_size == cli_cfg.model["image_size"] == 128
+        assert cli_cfg.init_from == str(shipped_path(DEFAULT_SHIPPED["gslrm"], "gslrm"))
     else:
         assert cli_cfg.model == {} and cli_cfg.ckpt_every == 1000 and cli_cfg.init_from is None
 
 
 @pytest.fixture
 def shipped_tiny(tmp_path, monkeypatch) -> tuple[Path, GSLRM]:
-    """The tiny model shipped as gslrm_demo into tmp_path/weights, which stands in for the repository's weights/
+    """The tiny model shipped as the demo GS-LRM (DEFAULT_SHIPPED) into tmp_path/weights, which stands in for the repository's weights/
     (what init_weights="shipped" reads)."""
     from facelift_lib import weights
 
@@ -346,7 +347,7 @@ def shipped_tiny(tmp_path, monkeypatch) -> tuple[Path, GSLRM]:
     torch.save({"model": model.state_dict(), "model_config": GSLRMConfig(**TINY_MODEL).to_dict(),
                 "fwdbwd_pass_step": 3}, run / "checkpoints" / f"ckpt_{3:016d}.pt")
     (tmp_path / "weights").mkdir()
-    path = ship("gslrm_demo", run, weights_dir=tmp_path / "weights", training_command="tests")
+    path = ship(DEFAULT_SHIPPED["gslrm"], run, weights_dir=tmp_path / "weights", training_command="tests")
     monkeypatch.setattr(weights, "WEIGHTS_DIR", tmp_path / "weights")
     return path, model
 
@@ -370,14 +371,14 @@ def test_profile_starts_from_the_shipped_weights_with_their_recipe(shipped_tiny,
 
 def test_profile_refuses_another_model_or_two_starts(shipped_tiny, tmp_path):
     path, _ = shipped_tiny
-    with pytest.raises(ValueError, match=r"not the model of the shipped weights .*gslrm_demo\.pt.*'d': \(64, 32\)"):
+    with pytest.raises(ValueError, match=r"not the model of the shipped weights .*gslrm_demo_128\.pt.*'d': \(64, 32\)"):
         profile_train_config(tmp_path / "out", model={**TINY_MODEL, "d": 64})
     with pytest.raises(ValueError, match=r"init_weights='shipped' and init_from='/models/ckpt\.pt'"):
         profile_train_config(tmp_path / "out", model=TINY_MODEL, init_from="/models/ckpt.pt")
     facelift = profile_train_config(tmp_path / "out", model={}, init_weights=None, init_from="/models/ckpt.pt")
     assert facelift.init_from == "/models/ckpt.pt"  # the full profile's start
     path.unlink()
-    with pytest.raises(ShippedWeightsError, match=r"gslrm_demo\.pt not found"):
+    with pytest.raises(ShippedWeightsError, match=r"gslrm_demo_128\.pt not found"):
         profile_train_config(tmp_path / "out", model=TINY_MODEL)
 
 

@@ -111,16 +111,14 @@ def _shipped(name: str) -> str | None:
     return name if path.is_file() and name in json.loads(path.read_text()) else None
 
 
-def _shipped_gslrm() -> str | None:
-    return _shipped("gslrm_demo")
-
-
-@pytest.mark.skipif(_shipped_gslrm() is None, reason="no GS-LRM weights shipped in weights/manifest.json")
-def test_shipped_gslrm_beats_untrained_on_unseen_test_mice(tmp_path):
+@pytest.mark.parametrize("name", ["gslrm_demo_128", "gslrm_demo"])  # the demo's model and the 64² one it came from
+def test_shipped_gslrm_beats_untrained_on_unseen_test_mice(name, tmp_path):
     from facelift_lib.reconstruct import view_count_table
     from facelift_lib.standard_mice import MouseDataConfig, render_mice
 
-    trained = load_shipped("gslrm_demo")
+    if _shipped(name) is None:
+        pytest.skip(f"no GS-LRM {name} shipped in weights/manifest.json")
+    trained = load_shipped(name)
     torch.manual_seed(0)
     untrained = GSLRM(trained.config).eval()
     # test-range mice (never trained on: the split seed ranges are disjoint) other than BENCHMARKS' first 16
@@ -130,6 +128,23 @@ def test_shipped_gslrm_beats_untrained_on_unseen_test_mice(tmp_path):
               for name, m in (("trained", trained), ("untrained", untrained))}
     assert scores["trained"]["psnr_masked"] > scores["untrained"]["psnr_masked"] + 3.0
     assert scores["trained"]["mask_iou"] > scores["untrained"]["mask_iou"] + 0.2
+
+
+def test_the_demo_gslrm_is_the_smoke_model_and_its_recipe_starts_from_the_64_model():
+    """Notebook 05's default model (gslrm.train.SMOKE_MODEL) is the shipped demo GS-LRM's config, and the demo's
+    recipe starts from the other shipped file (so the chain can be re-run from the repository alone)."""
+    import yaml
+
+    from facelift_lib.gslrm.train import SMOKE_MODEL
+    from facelift_lib.weights import DEFAULT_SHIPPED
+
+    manifest = json.loads((WEIGHTS_DIR / MANIFEST).read_text())
+    demo = manifest[DEFAULT_SHIPPED["gslrm"]]
+    assert GSLRMConfig(**SMOKE_MODEL) == GSLRMConfig(**demo["model_config"])
+    recipe = yaml.safe_load((WEIGHTS_DIR / "recipes" / f"{DEFAULT_SHIPPED['gslrm']}.yaml").read_text())
+    assert GSLRMConfig(**recipe["model"]) == GSLRMConfig(**demo["model_config"])
+    parent = recipe["init_from"].removeprefix("weights/")
+    assert recipe["init_double_resolution"] and parent in {e["file"] for e in manifest.values()}
 
 
 @pytest.mark.skipif(_shipped("mvdiffusion_demo") is None, reason="no diffusion weights shipped in weights/manifest.json")

@@ -23,7 +23,7 @@ What it does, and why (the mouse domain broke FaceLift's defaults):
   "optimizer", "lr_scheduler", "fwdbwd_pass_step", "param_update_step"}; "model" always holds plain
   FaceLift-named weights, LoRA merged in) plus "rng", "train_config", "model_config" and, for LoRA,
   "lora_adapter"; `resume` None / "latest" / a path and `overwrite` as `training.resolve_resume` says;
-  `init_from` starts from a FaceLift checkpoint or shipped weights (weights/gslrm_demo.pt, notebook 05's
+  `init_from` starts from a FaceLift checkpoint or shipped weights (weights/gslrm_demo_128.pt, notebook 05's
   default through `profile_train_config(init_weights="shipped")`) with fresh training state;
 - a JSON-lines log `run_dir/log.jsonl` (one line per step: loss terms, grad norm, skipped, lr,
   step time), `run_dir/config.json`, and a tqdm bar; what a user must see is printed (`training.note`).
@@ -179,16 +179,21 @@ def dataset_lists(out_dir: str | Path, data_source: str = "preprocessed") -> dic
 
 
 NOTEBOOK_SECTION = "05_gslrm"
-# 0.8 M parameters; = the shipped demo model's config (weights/recipes/gslrm_demo.yaml). depth_range 1.0, not
-# FaceLift's 1.8: the mouse fits in +-0.9 units, and at 1.8 pixel gaussians escaped behind the scene (floaters).
-SMOKE_MODEL = {"image_size": 64, "patch_size": 4, "d": 128, "n_layers": 4, "n_heads": 4, "depth_range": 1.0}
+# 0.8 M parameters; = the shipped demo model's config (weights/recipes/gslrm_demo_128.yaml): 128², patch 8, so a
+# view is 16² tokens as at 64² with patch 4. depth_range 1.0, not FaceLift's 1.8: the mouse fits in +-0.9 units,
+# and at 1.8 pixel gaussians escaped behind the scene (floaters). The scale constants are the 64² model's
+# (-2.3, -1.2) minus log 2: a 128² pixel is half as wide (gslrm.model.double_resolution).
+SMOKE_MODEL = {"image_size": 128, "patch_size": 8, "d": 128, "n_layers": 4, "n_heads": 4, "depth_range": 1.0,
+               "scale_bias": -2.3 - math.log(2), "scale_max_log": -1.2 - math.log(2)}
 # The smoke recipe by where training starts (lr, max_steps None in profile_train_config): fine-tuning the shipped
-# model (weights/gslrm_demo.pt, SMOKE_MODEL's size) needs a lower rate and half the steps of training from scratch.
-SMOKE_FROM_SHIPPED = {"lr": 2e-4, "max_steps": 300}
+# model (weights/gslrm_demo_128.pt, SMOKE_MODEL) on 05's 6 smoke frames takes a low rate and half the steps of
+# training from scratch. On 07's unseen sequence (benchmarks/probe_gslrm_finetune_lr.py) lr 2e-4 wrecked the 128²
+# model (Mask IoU 0.66 -> 0.47, heading error 4 -> 84 deg) and 1e-4 still cost 33 deg; 5e-5 costs little.
+SMOKE_FROM_SHIPPED = {"lr": 5e-5, "max_steps": 300}
 SMOKE_FROM_SCRATCH = {"lr": 1e-3, "max_steps": 600}
 
 
-def profile_train_config(out_dir: str | Path, seed: int = 0, data_source: str = "preprocessed", image_size: int = 64,
+def profile_train_config(out_dir: str | Path, seed: int = 0, data_source: str = "preprocessed", image_size: int = 128,
                          model: dict | None = None, init_weights: str | None = "shipped", init_from: str | None = None,
                          finetune: str = "full", max_steps: int | None = None, warmup_steps: int = 30,
                          lr: float | None = None, batch_size: int = 1, views_per_step: int | None = 2,
@@ -203,7 +208,7 @@ def profile_train_config(out_dir: str | Path, seed: int = 0, data_source: str = 
     that both routes agree for params/smoke.yaml and params/full.yaml). model SMOKE_MODEL when None ({} is
     the FaceLift size); ckpt_every None = every max_steps // 4 steps.
 
-    Where training starts: `init_weights` "shipped" (weights/gslrm_demo.pt, sha256-checked; or a manifest entry
+    Where training starts: `init_weights` "shipped" (weights/gslrm_demo_128.pt, sha256-checked; or a manifest entry
     name), whose model_config `model` must equal; or `init_from` a FaceLift checkpoint (then
     init_weights must be None); or neither (from scratch). lr / max_steps None take the smoke recipe of that
     start: SMOKE_FROM_SHIPPED with init_weights, else SMOKE_FROM_SCRATCH.
