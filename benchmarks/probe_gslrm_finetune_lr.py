@@ -54,8 +54,8 @@ def main() -> None:
         t0 = time.time()
         result = train(cfg)
         print(f"lr {lr:g}: {args.steps} steps in {time.time() - t0:.0f} s -> {result.checkpoint}")
-        rows[f"{DEFAULT_SHIPPED['gslrm']} + 05 fine-tune, lr {lr:g}, {args.steps} steps"] = sequence_scores(result.checkpoint, out,
-                                                                               probe / f"seq_lr{lr:g}")
+        name = f"{DEFAULT_SHIPPED['gslrm']} + 05 fine-tune, lr {lr:g}, {args.steps} steps"
+        rows[name] = sequence_scores(result.checkpoint, out, probe / f"seq_lr{lr:g}")
     table = pd.DataFrame(rows).T[COLUMNS]
     print(f"07's smoke sequence ({out / 'sequence' / 'rig'}), 48 frames, held-out camera t mod 6, 128²:")
     print(table.round(2).to_string())

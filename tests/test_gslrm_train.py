@@ -336,8 +336,8 @@ def test_cli_and_notebook_build_the_same_config(profile, monkeypatch):
 
 @pytest.fixture
 def shipped_tiny(tmp_path, monkeypatch) -> tuple[Path, GSLRM]:
-    """The tiny model shipped as the demo GS-LRM (DEFAULT_SHIPPED) into tmp_path/weights, which stands in for the repository's weights/
-    (what init_weights="shipped" reads)."""
+    """The tiny model shipped as the demo GS-LRM (DEFAULT_SHIPPED) into tmp_path/weights, which stands in for the
+    repository's weights/ (what init_weights="shipped" reads)."""
     from facelift_lib import weights
 
     torch.manual_seed(2)

@@ -188,7 +188,7 @@ SMOKE_MODEL = {"image_size": 128, "patch_size": 8, "d": 128, "n_layers": 4, "n_h
 # The smoke recipe by where training starts (lr, max_steps None in profile_train_config): fine-tuning the shipped
 # model (weights/gslrm_demo_128.pt, SMOKE_MODEL) on 05's 6 smoke frames takes a low rate and half the steps of
 # training from scratch. On 07's unseen sequence (benchmarks/probe_gslrm_finetune_lr.py) lr 2e-4 wrecked the 128²
-# model (Mask IoU 0.66 -> 0.47, heading error 4 -> 84 deg) and 1e-4 still cost 33 deg; 5e-5 costs little.
+# model (Mask IoU 0.66 -> 0.48, heading error 4 -> 83 deg) and 1e-4 still cost 32 deg; 5e-5 costs little.
 SMOKE_FROM_SHIPPED = {"lr": 5e-5, "max_steps": 300}
 SMOKE_FROM_SCRATCH = {"lr": 1e-3, "max_steps": 600}
 
