@@ -537,3 +537,17 @@ def test_checkpoints_list_scheduler_defaults_in_a_stable_order(dataset, tmp_path
     ckpt = read_checkpoint(train(tiny_params(dataset, tmp_path / "run", max_steps=1, val_every=0)).last_checkpoint)
     listed = ckpt["noise_scheduler_config"].get("_use_default_values", [])
     assert listed == sorted(listed)
+
+
+def test_a_resumed_run_is_the_uninterrupted_run(dataset, tmp_path):
+    """Stopped at step 3 and resumed to 5, a run sees the batches (and random references) of the run that never
+    stopped: the data order goes on from where it was (`fast_forward`), so losses and weights are bitwise the same.
+    (The shipped diffusion run 4 stopped at 1000 before this, and its re-run parted from it at step 1010.)"""
+    kw = dict(max_steps=5, batch_size=1, random_reference=True, val_every=0, checkpoint_every=100, log_every=1)
+    whole = train(tiny_params(dataset, tmp_path / "whole", **kw))
+    train(tiny_params(dataset, tmp_path / "split", stop_at_step=3, **kw))
+    resumed = train(tiny_params(dataset, tmp_path / "split", resume="latest", **kw))
+    assert [h["step"] for h in resumed.history] == [4, 5]
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in whole.history[3:]]
+    wa, wb = read_checkpoint(whole.last_checkpoint)["model"], read_checkpoint(resumed.last_checkpoint)["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)

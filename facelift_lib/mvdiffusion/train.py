@@ -166,6 +166,7 @@ class MultiViewDataset(Dataset):
         self.gen = torch.Generator().manual_seed(seed)
         self._cache: dict[int, torch.Tensor] = {}
         self.cache = cache
+        self.placeholders_left = 0  # `fast_forward`: items to hand out without loading them
 
     def __len__(self) -> int:
         return len(self.dirs)
@@ -188,16 +189,31 @@ class MultiViewDataset(Dataset):
         return images
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        views = self.views(i)
         r = self.reference_view_idx
         if self.random_reference:
             r = int(torch.randint(self.num_views, (1,), generator=self.gen))
+        if self.placeholders_left > 0:
+            self.placeholders_left -= 1
+            return {"views": torch.zeros(0), "reference": torch.zeros(0), "ref_idx": r}
+        views = self.views(i)
         return {"views": views, "reference": views[r], "ref_idx": r}
 
 
 def _infinite(loader: DataLoader) -> Iterator[dict[str, Any]]:
     while True:
         yield from loader
+
+
+def fast_forward(batches: Iterator[dict[str, Any]], dataset: MultiViewDataset, n_batches: int, batch_size: int,
+                 in_process: bool) -> None:
+    """Draw the first n_batches of `batches`, so that a resumed run's data order goes on where the stopped run's
+    was (the loader's shuffle generator and the dataset's draw exactly what they drew). in_process (num_workers 0):
+    the dataset hands out placeholders instead of loading those items; with workers each item is loaded."""
+    if in_process:
+        dataset.placeholders_left = n_batches * batch_size
+    for _ in range(n_batches):
+        next(batches)
+    dataset.placeholders_left = 0
 
 
 # --- conditioning as FaceLift trains it -----------------------------------------------------------------------
@@ -578,6 +594,9 @@ def _train(params: TrainParams) -> TrainResult:
         accelerator.wait_for_everyone()
 
     batches = _infinite(loader)
+    if step:  # resumed: the batches the stopped run drew (one per micro-step) are drawn again, unread
+        fast_forward(batches, train_set, step * params.gradient_accumulation_steps, params.batch_size,
+                     in_process=params.num_workers == 0)
     since_log: list[float] = []
     raw.train()
     t_start = time.perf_counter()
