@@ -209,8 +209,8 @@ def fast_forward(batches: Iterator[dict[str, Any]], dataset: MultiViewDataset, n
     """Draw the first n_batches of `batches`, so that a resumed run's data order goes on where the stopped run's
     was (the loader's shuffle generator and the dataset's draw exactly what they drew). in_process (num_workers 0):
     the dataset hands out placeholders instead of loading those items; with workers each item is loaded."""
-    if in_process:
-        dataset.placeholders_left = n_batches * batch_size
+    if in_process:  # every batch is full (drop_last), or the whole dataset when it is smaller than a batch
+        dataset.placeholders_left = n_batches * min(batch_size, len(dataset))
     for _ in range(n_batches):
         next(batches)
     dataset.placeholders_left = 0
