@@ -240,3 +240,40 @@ def test_view_ray_maps_are_the_standard_cameras_rays_and_not_saved():
     assert torch.equal(model.view_ray_maps, want) and model.view_ray_maps.shape == (6, 6, 16, 16)
     assert "view_ray_maps" not in model.state_dict()  # rebuilt from the cameras when loaded
     assert model.unet.conv_in.in_channels == 2 * cfg.channels + 6
+
+
+def test_a_framed_model_generates_the_central_crop_of_its_frame():
+    """frame_size: views in and out are frame² (what every caller sees); the UNet works on their central
+    image_size² crop, its rays are the frame's rays cropped, and decoding puts background around the crop."""
+    from facelift_lib.cameras import plucker_rays
+    from facelift_lib.images import resize_rgba
+    from facelift_lib.mvdiffusion.model import from_model_pixels, to_model_pixels
+
+    cfg = PixelModelConfig(image_size=16, frame_size=24, block_out_channels=(8, 16), view_rays=True)
+    model = PixelMVDiffusion(cfg)
+    assert model.image_size == 24 and model.unet.config.sample_size == 16
+    frame_rays = plucker_rays(standard_cameras(cfg.camera_type, 24), "facelift", height=24, width=24)
+    assert torch.allclose(model.view_ray_maps, frame_rays[..., 4:20, 4:20], atol=1e-6)
+
+    images = torch.rand(1, 6, 4, 48, 48)
+    x0 = model.encode_views(images)
+    want = to_model_pixels(resize_rgba(images.flatten(0, 1), 24)[..., 4:20, 4:20]).view(1, 6, 4, 16, 16)
+    assert torch.equal(x0, want)
+    out = model.decode_views(x0)
+    assert out.shape == (1, 6, 4, 24, 24)
+    assert torch.equal(out[..., 4:20, 4:20], from_model_pixels(x0))
+    border = out.clone()
+    border[..., 4:20, 4:20] = float("nan")
+    rgb, alpha = border[:, :, :3], border[:, :, 3]
+    assert (rgb[~rgb.isnan()] == 1).all() and (alpha[~alpha.isnan()] == 0).all()
+    assert (~rgb.isnan()).sum() == 1 * 6 * 3 * (24 * 24 - 16 * 16)
+
+    from diffusers import DDIMScheduler
+
+    from facelift_lib.mvdiffusion.pipeline import sample_views
+    sched = DDIMScheduler(num_train_timesteps=1000, prediction_type="v_prediction")
+    gen = sample_views(model.eval(), sched, images[:, 0], num_inference_steps=2, guidance_scale=2.0, progress=False)
+    assert gen.shape == (1, 6, 4, 24, 24) and (gen[:, :, 3, :4] == 0).all()
+
+    with pytest.raises(ValueError, match="even number"):
+        PixelMVDiffusion(PixelModelConfig(image_size=16, frame_size=23, block_out_channels=(8, 16)))

@@ -238,10 +238,35 @@ class PixelModelConfig:
     # per-view vector added to the timestep embedding (so every ResNet block's bias knows the view).
     view_rays: bool = False
     view_class_embedding: bool = False
+    # The views' side: the UNet (image_size²) generates their central crop, the rest is background. The mouse
+    # is centred in every standard view and covers ~4 % of it, so a 64² UNet in a 96² frame puts 2.25x the
+    # pixels on the mouse at the same cost; the crop's edge cuts ~0.5 % of its alpha (tail tips, BENCHMARKS).
+    # None: the whole frame (frame_size = image_size).
+    frame_size: int | None = None
 
     @property
     def attention_resolution(self) -> int:
         return self.image_size // 2 ** (len(self.block_out_channels) - 1)
+
+    @property
+    def frame(self) -> int:
+        """Side of the views the model reads and returns (frame_size, or image_size when None)."""
+        return self.frame_size or self.image_size
+
+    @property
+    def crop_offset(self) -> int:
+        """Pixels of the frame left of (and above) the UNet's central crop."""
+        return (self.frame - self.image_size) // 2
+
+
+def crop_cameras(cfg: PixelModelConfig) -> Cameras:
+    """The standard cameras of the UNet's pixels: `camera_type` at the frame size, cropped to its centre."""
+    if cfg.frame < cfg.image_size or (cfg.frame - cfg.image_size) % 2:
+        raise ValueError(f"PixelModelConfig: frame_size {cfg.frame_size} must be image_size {cfg.image_size} plus an "
+                         "even number of pixels (the UNet generates the frame's central crop)")
+    cams = standard_cameras(cfg.camera_type, cfg.frame)
+    o = cfg.crop_offset
+    return cams if o == 0 else cams.crop_resize(o, o, cfg.image_size, cfg.image_size, cfg.image_size, cfg.image_size)
 
 
 def build_small_unet(cfg: PixelModelConfig) -> nn.Module:
@@ -293,7 +318,7 @@ class PixelMVDiffusion(nn.Module):
         self.cfg = cfg
         self.num_views = cfg.num_views
         self.unet = build_small_unet(cfg)
-        cams = standard_cameras(cfg.camera_type, cfg.image_size)
+        cams = crop_cameras(cfg)
         if len(cams) != cfg.num_views:
             raise ValueError(f"camera_type {cfg.camera_type!r} has {len(cams)} views, the model {cfg.num_views}")
         self.view_embedding = ViewEmbedding(cfg.view_embedding, cfg.num_views, cfg.cross_attention_dim,
@@ -307,17 +332,27 @@ class PixelMVDiffusion(nn.Module):
 
     @property
     def image_size(self) -> int:
-        return self.cfg.image_size
+        """Side of the views read and returned (the frame; the UNet works on its central cfg.image_size²)."""
+        return self.cfg.frame
 
     def encode_views(self, images: torch.Tensor) -> torch.Tensor:
-        """RGBA [B,V,4,H,W] in [0,1] -> x0 [B,V,4,S,S] in model space."""
+        """RGBA [B,V,4,H,W] in [0,1] -> x0 [B,V,4,S,S] in model space: resized to the frame, central S² crop."""
         B, V = images.shape[:2]
-        x = resize_rgba(images.flatten(0, 1).float(), self.image_size)  # straight RGBA: premultiplied resize
-        return to_model_pixels(x).view(B, V, -1, self.image_size, self.image_size)
+        x = resize_rgba(images.flatten(0, 1).float(), self.cfg.frame)  # straight RGBA: premultiplied resize
+        o, S = self.cfg.crop_offset, self.cfg.image_size
+        return to_model_pixels(x[..., o:o + S, o:o + S]).view(B, V, -1, S, S)
 
     def decode_views(self, x0: torch.Tensor) -> torch.Tensor:
-        """x0 [B,V,4,S,S] -> RGBA [B,V,4,S,S] in [0,1]."""
-        return from_model_pixels(x0)
+        """x0 [B,V,4,S,S] -> RGBA [B,V,4,F,F] in [0,1], F the frame: the crop in its centre, background around
+        (white RGB, alpha 0; the model space's own background)."""
+        x = from_model_pixels(x0)
+        o = self.cfg.crop_offset
+        if o == 0:
+            return x
+        frame = torch.ones(*x.shape[:-2], self.cfg.frame, self.cfg.frame, dtype=x.dtype, device=x.device)
+        frame[..., 3, :, :] = 0
+        frame[..., o:o + x.shape[-2], o:o + x.shape[-1]] = x
+        return frame
 
     def condition(self, reference: torch.Tensor, drop_reference: torch.Tensor | None = None,
                   drop_clip: torch.Tensor | None = None, generator: torch.Generator | None = None,

@@ -6,5 +6,5 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # one core each: the GS-LRM recipe trains beside it
-"$PY" -m facelift_lib.standard_mice outputs/mice/64 --size 64 --train 1200 --val 16 --test 16
+"$PY" -m facelift_lib.standard_mice outputs/mice/128 --size 128 --train 1200 --val 16 --test 16
 "$PY" -m facelift_lib.mvdiffusion.train --recipe weights/recipes/mvdiffusion_demo.yaml
