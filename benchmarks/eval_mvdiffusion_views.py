@@ -50,37 +50,41 @@ def main() -> None:
                     help="val: for choosing sampler settings; train: the training mice (fit vs generalisation)")
     ap.add_argument("--data", default="outputs/benchmarks/test_mice")
     ap.add_argument("--size", type=int, default=None, help="render / input size (default: the first model's)")
-    ap.add_argument("--score-size", type=int, default=None, help="scoring size (default: --size)")
+    ap.add_argument("--score-size", type=int, action="append", default=[],
+                    help="scoring size (default: --size); repeat for one table per size from the same samples")
     args = ap.parse_args()
     names = args.model or ["shipped", "untrained", "copy-input"]
     first_name = next((n for n in names if n not in ("untrained", "copy-input")), "shipped")
     first = load(first_name, None)
     size = args.size or first.model.image_size
-    score = args.score_size or size
+    scores = args.score_size or [size]
     cfg = MouseDataConfig(size=size)
     mice = render_mice(Path(args.data) / cfg.cache_folder, args.split, args.n, cfg, start=args.start, progress=False)
     truth = torch.stack([load_sample(d, background=None)[0] for d in mice.dirs])  # [B,6,4,S,S] straight RGBA
     B, V = truth.shape[:2]
-    target = on_white(resize_rgba(truth.flatten(0, 1), score)).view(B, V, 4, score, score)
-
-    rows = {}
+    generated = {}
     for name in names:
         if name == "copy-input":
-            gen = target[:, :1].expand_as(target)
+            generated[name] = on_white(truth[:, :1]).expand_as(truth)
         else:
             pipe = first if name == first_name else load(name, first)
-            gen = pipe(truth[:, 0], args.steps, args.guidance, seed=args.seed, progress=False, eta=args.eta)
+            generated[name] = pipe(truth[:, 0], args.steps, args.guidance, seed=args.seed, progress=False, eta=args.eta)
+
+    for score in scores:
+        target = on_white(resize_rgba(truth.flatten(0, 1), score)).view(B, V, 4, score, score)
+        rows = {}
+        for name, gen in generated.items():
             gen = resize_images(gen.flatten(0, 1), score).view(B, V, 4, score, score)  # on white: a linear resize
-        q = view_quality(gen, target)
-        for metric in ("mask_iou", "psnr_masked"):
-            rows[(name, metric)] = q[metric]
-    table = pd.DataFrame(rows).T
-    table.columns = [f"view {v}" for v in table.columns]
-    table["mean"], table["min"] = table.mean(axis=1), table.min(axis=1)
-    print(f"generated vs true views: {args.split} mice {mice.dirs[0].name}.. (n = {len(mice.dirs)}), input view 0, "
-          f"{args.steps} DDIM steps, guidance {args.guidance}, eta {args.eta}, input {size}², scored at {score}², white bg, "
-          "masks: true alpha")
-    print(table.round(3).to_string())
+            q = view_quality(gen, target)
+            for metric in ("mask_iou", "psnr_masked"):
+                rows[(name, metric)] = q[metric]
+        table = pd.DataFrame(rows).T
+        table.columns = [f"view {v}" for v in table.columns]
+        table["mean"], table["min"] = table.mean(axis=1), table.min(axis=1)
+        print(f"generated vs true views: {args.split} mice {mice.dirs[0].name}.. (n = {len(mice.dirs)}), input view 0, "
+              f"{args.steps} DDIM steps, guidance {args.guidance}, eta {args.eta}, input {size}², scored at {score}², "
+              "white bg, masks: true alpha")
+        print(table.round(3).to_string())
 
 
 if __name__ == "__main__":

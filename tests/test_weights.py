@@ -163,7 +163,7 @@ def test_shipped_diffusion_makes_a_mouse_where_an_untrained_one_makes_noise(tmp_
     torch.manual_seed(0)
     untrained = MVDiffusionPipeline(model=PixelMVDiffusion(cfg).eval(), scheduler=trained.scheduler,
                                     camera_type=trained.camera_type)
-    mice = render_mice(tmp_path, "test", 2, MouseDataConfig(size=cfg.image_size), start=100, progress=False)
+    mice = render_mice(tmp_path, "test", 2, MouseDataConfig(size=trained.model.image_size), start=100, progress=False)
     truth = torch.stack([load_sample(d, background=None)[0] for d in mice.dirs])
     target = on_white(truth.flatten(0, 1)).view_as(truth)
     iou = {name: torch.tensor(view_quality(p(truth[:, 0], 10, 2.0, seed=0, progress=False, eta=0.0), target)["mask_iou"])
