@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from facelift_lib.cameras import Cameras, pixel_rays
 from facelift_lib.io import load_sample, read_list_file
+from facelift_lib.metrics import mask_iou
 
 
 def plane_warp_grid(cams: Cameras, height: float) -> torch.Tensor:
@@ -29,11 +30,6 @@ def plane_warp_grid(cams: Cameras, height: float) -> torch.Tensor:
     grid = (uv[0] / S * 2 - 1).reshape(len(cams), S, S, 2)
     grid[(s <= 0) | (z[0].reshape(len(cams), S, S) <= 0)] = 2.0
     return grid.float()
-
-
-def mask_iou(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a > 0.5, b > 0.5
-    return float((a & b).sum() / (a | b).sum().clamp(min=1))
 
 
 def main() -> None:
@@ -51,7 +47,7 @@ def main() -> None:
             preds[f"plane z = {h:+.2f}"] = F.grid_sample(alpha[:1].expand_as(alpha), plane_warp_grid(cams, h),
                                                          padding_mode="border", align_corners=False)
         for name, p in preds.items():
-            scores.setdefault(name, []).append([mask_iou(p[v], alpha[v]) for v in range(len(cams))])
+            scores.setdefault(name, []).append(mask_iou(p, alpha).tolist())
     print(f"silhouette predicted from true view 0, {args.n} test mice ({args.data}): Mask IoU per view")
     print("| prediction | " + " | ".join(f"view {v}" for v in range(6)) + " | views 1–5 mean |")
     print("|---|" + "---|" * 7)
