@@ -4,9 +4,10 @@
         [--window 1000] [--weights weights/gslrm_demo.pt <re-run checkpoint or folder>]
 
 A run is its folder (its log.jsonl) or a log file. Prints the first logged step whose records differ (every
-field but step_time), the largest relative difference of the loss over the first 10 and 100 common steps, the
+field but the wall clocks step_time and elapsed_s), the largest relative difference of the loss over the first 10 and 100 common steps, the
 mean loss per window of steps for both runs, and with --weights whether every model tensor of the two files
-(training checkpoints or shipped weights, either trainer) is equal, else the largest absolute difference.
+(training checkpoints or shipped weights, either trainer) is equal, else the largest absolute difference; a
+diffusion training checkpoint is read as it ships, its EMA weights (`model_weights`).
 Quality on unseen mice is the eval scripts' job (eval_gslrm_views.py, eval_mvdiffusion_views.py).
 """
 from __future__ import annotations
@@ -19,9 +20,10 @@ from typing import Any
 import torch
 
 from facelift_lib.gslrm.model import read_checkpoint
+from facelift_lib.mvdiffusion.pipeline import CHECKPOINT_FORMAT, model_from_checkpoint
 from facelift_lib.training import LOG_NAME, checkpoint_file
 
-IGNORED = ("step_time",)  # wall clock: differs between any two runs
+IGNORED = ("step_time", "elapsed_s")  # wall clocks (GS-LRM's, diffusion's): differ between any two runs
 
 
 def training_records(run: str | Path) -> list[dict[str, Any]]:
@@ -51,9 +53,19 @@ def window_mean_losses(records: list[dict], window: int) -> dict[int, float]:
     return {k: sum(v) / len(v) for k, v in losses.items()}
 
 
+def model_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The weights a checkpoint, run folder or shipped file holds as shipped: a diffusion training checkpoint's
+    EMA weights (what `weights.ship` writes), else its "model"."""
+    src = checkpoint_file(path)
+    ckpt = read_checkpoint(src)
+    if ckpt.get("format") == CHECKPOINT_FORMAT and ckpt.get("ema") is not None:
+        return model_from_checkpoint(ckpt, use_ema=True, source=src).state_dict()
+    return ckpt["model"]
+
+
 def model_tensor_difference(path_a: str | Path, path_b: str | Path) -> tuple[bool, float]:
     """(every model tensor bitwise equal, largest absolute difference) of two checkpoints or shipped files."""
-    ma, mb = (read_checkpoint(checkpoint_file(p))["model"] for p in (path_a, path_b))
+    ma, mb = (model_weights(p) for p in (path_a, path_b))
     if ma.keys() != mb.keys():
         raise ValueError(f"{path_a} and {path_b} hold different models: keys {sorted(ma.keys() ^ mb.keys())[:5]}")
     equal = all(torch.equal(ma[k], mb[k]) for k in ma)

@@ -45,3 +45,25 @@ def test_compare_training_runs_tells_bitwise_from_close(tmp_path):
     torch.save({"model": {**model, "b": torch.tensor([0.0, 0.25, 0.0])}}, tmp_path / "z.pt")
     assert "all bitwise equal" in compare(a, a, "--weights", tmp_path / "x.pt", tmp_path / "y.pt")
     assert "differ, largest |A-B| 0.25" in compare(a, a, "--weights", tmp_path / "x.pt", tmp_path / "z.pt")
+
+
+def test_a_diffusion_run_compares_with_its_shipped_file_as_shipped(tiny_mv_checkpoint, tmp_path):
+    """A diffusion run folder against the file `weights.ship` made of it: its EMA weights are what was shipped, so
+    they compare bitwise; its live weights do not; and its log's wall clock (elapsed_s) is not a difference."""
+    from facelift_lib.gslrm.model import read_checkpoint
+    from facelift_lib.weights import ship
+
+    ckpt = tiny_mv_checkpoint[0]
+    run = ckpt.parent.parent
+    shipped = ship("mv", run, weights_dir=tmp_path / "weights", training_command="tests")
+    out = compare(run, run, "--weights", run, shipped)
+    assert "all bitwise equal" in out and "all equal but step_time, elapsed_s" in out
+    live = tmp_path / "live.pt"
+    torch.save({"model": read_checkpoint(ckpt)["model"]}, live)
+    assert "differ, largest" in compare(run, run, "--weights", live, shipped)
+
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert any("elapsed_s" in r for r in records)
+    moved = tmp_path / "moved.jsonl"  # the same run, timed on another machine
+    moved.write_text("".join(json.dumps({**r, "elapsed_s": 1e6} if "elapsed_s" in r else r) + "\n" for r in records))
+    assert "all equal but" in compare(run, moved)
