@@ -219,7 +219,7 @@ class ViewEmbedding(nn.Module):
 # --- the small pixel-space model --------------------------------------------------------------------------
 @dataclass
 class PixelModelConfig:
-    """Small pixel-space multi-view model for CPU. Attention only at image_size / 2**(len(blocks)-1)."""
+    """Small pixel-space multi-view model for CPU. Attention at the `attention_levels` lowest resolutions."""
 
     image_size: int = 64
     channels: int = 4  # RGBA: RGB composited on white + alpha, so generated views carry their masks
@@ -243,10 +243,15 @@ class PixelModelConfig:
     # pixels on the mouse at the same cost; the crop's edge cuts ~0.5 % of its alpha (tail tips, BENCHMARKS).
     # None: the whole frame (frame_size = image_size).
     frame_size: int | None = None
+    # How many of the UNet's lowest levels carry (multi-view) attention: 1 = only the lowest (8² for 64² and
+    # four blocks), 2 adds the next (16²), where a ~30 px mouse is ~8 tokens long instead of ~4, so the views
+    # exchange its shape at twice the detail. The mid block always attends.
+    attention_levels: int = 1
 
     @property
     def attention_resolution(self) -> int:
-        return self.image_size // 2 ** (len(self.block_out_channels) - 1)
+        """Side of the finest level with attention."""
+        return self.image_size // 2 ** (len(self.block_out_channels) - self.attention_levels)
 
     @property
     def frame(self) -> int:
@@ -271,18 +276,21 @@ def crop_cameras(cfg: PixelModelConfig) -> Cameras:
 
 def build_small_unet(cfg: PixelModelConfig) -> nn.Module:
     """Stock `UNet2DConditionModel`: ResNet-only blocks at the high resolutions, cross/self-attention only at
-    the lowest (a dense 6-view attention at 64² does not finish in minutes on CPU; 8²–16² does)."""
+    the `attention_levels` lowest (a dense 6-view attention at 64² does not finish in minutes on CPU; 8²–16² does)."""
     from diffusers import UNet2DConditionModel
 
     n = len(cfg.block_out_channels)
     if cfg.image_size % 2 ** (n - 1):
         raise ValueError(f"image_size {cfg.image_size} must be divisible by 2**{n - 1} for {n} UNet blocks")
+    a = cfg.attention_levels
+    if not 1 <= a <= n:
+        raise ValueError(f"PixelModelConfig: attention_levels {a} must be 1..{n} (the UNet has {n} levels)")
     heads = [max(1, c // cfg.attention_head_dim) for c in cfg.block_out_channels]
     unet = UNet2DConditionModel(
         sample_size=cfg.image_size, in_channels=2 * cfg.channels + (6 if cfg.view_rays else 0),
         out_channels=cfg.channels, num_class_embeds=cfg.num_views if cfg.view_class_embedding else None,
-        down_block_types=("DownBlock2D",) * (n - 1) + ("CrossAttnDownBlock2D",),
-        up_block_types=("CrossAttnUpBlock2D",) + ("UpBlock2D",) * (n - 1),
+        down_block_types=("DownBlock2D",) * (n - a) + ("CrossAttnDownBlock2D",) * a,
+        up_block_types=("CrossAttnUpBlock2D",) * a + ("UpBlock2D",) * (n - a),
         block_out_channels=tuple(cfg.block_out_channels), layers_per_block=cfg.layers_per_block,
         # diffusers' `attention_head_dim` is the number of heads (its documented naming issue #2011)
         cross_attention_dim=cfg.cross_attention_dim, attention_head_dim=tuple(heads),
