@@ -1,7 +1,8 @@
 """Multi-view diffusion timings.
 
 CPU (always): the smoke model's training step time and DDIM sampling time (20 and 50 steps, CFG) per
-6-view sample. CUDA (only when a GPU is present): the FaceLift-size UNet (random weights, fp16) sampling
+6-view sample; with --attention-levels, the demo recipe's model (widths 24-48-96-96, 96² frame) per training
+step at batch 2 with multi-view attention at the 1, 2, ... lowest UNet levels (8², 16², ...). CUDA (only when a GPU is present): the FaceLift-size UNet (random weights, fp16) sampling
 at 512² (64² latents), 50 steps with classifier-free guidance, sparse vs dense multi-view attention; UNet
 only (VAE/CLIP run once per sample and are the same for both).
 
@@ -23,11 +24,50 @@ def _time(fn, repeats: int, sync=lambda: None) -> tuple[float, float]:
     return statistics.median(times), min(times)
 
 
+def _train_step_time(model, batch: int, repeats: int) -> tuple[float, float]:
+    """(median, best) seconds of one AdamW training step of `model` on random views [batch,6,4,F,F]."""
+    from diffusers import DDPMScheduler
+
+    from facelift_lib.mvdiffusion.train import diffusion_loss
+
+    sched = DDPMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction", clip_sample=True)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    views = torch.rand(batch, 6, 4, model.image_size, model.image_size)
+
+    def step():
+        x0 = model.encode_views(views)
+        loss = diffusion_loss(model, sched, x0, model.condition(views[:, 0]), 5.0)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad()
+
+    return _time(step, repeats)
+
+
+def bench_attention_levels(levels: list[int], repeats: int) -> None:
+    """The demo recipe's model (weights/recipes/mvdiffusion_demo.yaml but attention_levels), batch 2."""
+    from facelift_lib.mvdiffusion import PixelModelConfig, PixelMVDiffusion
+
+    base = None
+    print(f"demo recipe's model (widths 24-48-96-96, 64² UNet in a 96² frame), train step at batch 2, "
+          f"torch threads {torch.get_num_threads()}")
+    for a in levels:
+        torch.manual_seed(0)
+        cfg = PixelModelConfig(image_size=64, block_out_channels=(24, 48, 96, 96), view_rays=True,
+                               view_class_embedding=True, frame_size=96, attention_levels=a)
+        model = PixelMVDiffusion(cfg)
+        n_params = sum(p.numel() for p in model.parameters()) / 1e6
+        med, best = _train_step_time(model, 2, repeats)
+        base = base or med
+        print(f"  attention_levels {a} (attention down to {cfg.attention_resolution}²), {n_params:.2f} M params: "
+              f"{med:.3f} s (min {best:.3f}) = {med / base:.2f}x the first row")
+
+
 def bench_cpu(repeats: int) -> None:
     from diffusers import DDIMScheduler, DDPMScheduler
 
     from facelift_lib.mvdiffusion import PixelModelConfig, PixelMVDiffusion, sample_views
-    from facelift_lib.mvdiffusion.train import diffusion_loss
 
     torch.manual_seed(0)
     cfg = PixelModelConfig()
@@ -36,22 +76,11 @@ def bench_cpu(repeats: int) -> None:
     print(f"smoke model: {cfg.image_size}² RGBA, blocks {cfg.block_out_channels}, attention at "
           f"{cfg.attention_resolution}² ({cfg.mv_attention}), {n_params:.2f} M params, "
           f"torch threads {torch.get_num_threads()}")
-    sched = DDPMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction", clip_sample=True)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     for batch in (1, 2):
-        views = torch.rand(batch, 6, 4, cfg.image_size, cfg.image_size)
-
-        def step():
-            x0 = model.encode_views(views)
-            loss = diffusion_loss(model, sched, x0, model.condition(views[:, 0]), 5.0)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            opt.zero_grad()
-
-        med, best = _time(step, repeats)
+        med, best = _train_step_time(model, batch, repeats)
         print(f"  train step, batch {batch}: {med:.3f} s (min {best:.3f}) = {med / batch:.3f} s per 6-view sample")
     model.eval()
+    sched = DDPMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction", clip_sample=True)
     ddim = DDIMScheduler.from_config(sched.config, timestep_spacing="trailing")
     ref = torch.rand(1, 4, cfg.image_size, cfg.image_size)
     for steps in (20, 50):
@@ -96,9 +125,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--attention-levels", type=int, nargs="+", default=None, metavar="A",
+                    help="time the demo recipe's model with attention at these numbers of levels instead")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.attention_levels:
+        bench_attention_levels(args.attention_levels, args.repeats)
+        return
     bench_cpu(args.repeats)
     if torch.cuda.is_available():
         bench_cuda(max(1, args.repeats // 2))

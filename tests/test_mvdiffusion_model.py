@@ -182,21 +182,37 @@ def test_view_embedding_from_facelift_file(reference_dir):
 
 
 # --- the small model -------------------------------------------------------------------------------------
+def _self_attention_tokens(model: PixelMVDiffusion, size: int = 32) -> set[int]:
+    """Tokens per view seen by every self-attention (attn1) of one forward pass on [1,6,4,size,size]."""
+    seen = []
+    hooks = [m.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].shape[1]))
+             for n, m in model.unet.named_modules() if n.endswith("attn1")]
+    x = torch.randn(1, 6, 4, size, size)
+    with torch.no_grad():
+        out = model(x, torch.tensor([5]), model.condition(torch.rand(1, 4, size, size)))
+    for h in hooks:
+        h.remove()
+    assert out.shape == x.shape
+    return set(seen)
+
+
 def test_small_model_attention_only_at_lowest_resolution():
     cfg = PixelModelConfig(image_size=32, block_out_channels=(16, 32, 32), view_embedding="learned")
     model = PixelMVDiffusion(cfg)
     assert cfg.attention_resolution == 8
-    seen = []
-    hooks = [m.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].shape[1]))
-             for n, m in model.unet.named_modules() if n.endswith("attn1")]
-    x = torch.randn(1, 6, 4, 32, 32)
-    cond = model.condition(torch.rand(1, 4, 32, 32))
-    with torch.no_grad():
-        out = model(x, torch.tensor([5]), cond)
-    for h in hooks:
-        h.remove()
-    assert out.shape == x.shape
-    assert seen and set(seen) == {8 * 8}  # tokens per view at every self-attention
+    assert _self_attention_tokens(model) == {8 * 8}
+
+
+def test_attention_levels_put_multiview_attention_at_the_next_resolution_too():
+    cfg = PixelModelConfig(image_size=32, block_out_channels=(16, 32, 32), view_embedding="learned",
+                           attention_levels=2)
+    model = PixelMVDiffusion(cfg)
+    assert cfg.attention_resolution == 16
+    assert _self_attention_tokens(model) == {16 * 16, 8 * 8}  # the 16² level too; the mid block at 8² still
+    assert multiview_attention_mode(model.unet) == (6, "sparse")  # every attn1, the new level's included
+    with pytest.raises(ValueError, match="attention_levels 4 must be 1..3"):
+        PixelMVDiffusion(PixelModelConfig(image_size=32, block_out_channels=(16, 32, 32),
+                                          view_embedding="learned", attention_levels=4))
 
 
 def test_small_model_uses_reference_and_view_context():
