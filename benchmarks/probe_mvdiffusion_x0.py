@@ -3,11 +3,12 @@ clean views, x̂0 = E[x0 | x_t, reference])? At high t this is the model's mean 
 a model that knows the geometry draws each view's own mouse; one collapsed onto its input draws the input.
 
     .venv/bin/python benchmarks/probe_mvdiffusion_x0.py --model shipped --model outputs/recipes/mvdiffusion_demo/run2 \
-        [--split val --n 8 --t 999 --t 800 --t 500 --t 200]
+        [--split val --n 8 --t 999 --t 800 --t 500 --t 200] [--size 128]
 
 Per checkpoint and t: Mask IoU of x̂0's alpha (> 0.5) vs each true view's alpha, mean over views 1–5 (the views
 not given), and vs the input view's alpha (how much each predicted view is a copy of the input). Same noise for
-every model (seeded). Guidance 1 (the conditional prediction alone). Mice cached under --data.
+every model (seeded). Guidance 1 (the conditional prediction alone). Mice cached under --data, rendered at --size
+(default: each model's view size; 128 is what the 96²-frame models trained on, resized), scored at the model's size.
 """
 from __future__ import annotations
 
@@ -51,14 +52,14 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data", default="outputs/mice")
+    ap.add_argument("--size", type=int, default=None, help="render the mice at this size (default: the model's)")
     args = ap.parse_args()
     ts = args.t or [999, 800, 500, 200]
     rows = []
     for name in args.model or ["shipped"]:
         pipe = load_mvdiffusion(name, name)
         pipe.model.eval()
-        size = pipe.model.image_size
-        cfg = MouseDataConfig(size=size)
+        cfg = MouseDataConfig(size=args.size or pipe.model.image_size)
         mice = render_mice(Path(args.data) / cfg.cache_folder, args.split, args.n, cfg, progress=False)
         truth = torch.stack([load_sample(d, background=None)[0] for d in mice.dirs])  # [B,V,4,S,S]
         true_a = pipe.model.decode_views(pipe.model.encode_views(truth))[:, :, 3]  # [B,V,S,S] at the model's size
