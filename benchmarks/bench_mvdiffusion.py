@@ -1,12 +1,13 @@
 """Multi-view diffusion timings.
 
 CPU (always): the smoke model's training step time and DDIM sampling time (20 and 50 steps, CFG) per
-6-view sample; with --attention-levels, the demo recipe's model (widths 24-48-96-96, 96² frame) per training
-step at batch 2 with multi-view attention at the 1, 2, ... lowest UNet levels (8², 16², ...). CUDA (only when a GPU is present): the FaceLift-size UNet (random weights, fp16) sampling
-at 512² (64² latents), 50 steps with classifier-free guidance, sparse vs dense multi-view attention; UNet
-only (VAE/CLIP run once per sample and are the same for both).
+6-view sample; with --attention-levels instead, the demo recipe's model (widths 24-48-96-96, 96² frame) per
+training step at batch 2 with multi-view attention at the 1, 2, ... lowest UNet levels (8², 16², ...).
+CUDA (only when a GPU is present): the FaceLift-size UNet (random weights, fp16) sampling at 512² (64² latents),
+50 steps with classifier-free guidance, sparse vs dense multi-view attention; UNet only (VAE/CLIP run once per
+sample and are the same for both).
 
-    .venv/bin/python benchmarks/bench_mvdiffusion.py [--threads N] [--repeats R]
+    .venv/bin/python benchmarks/bench_mvdiffusion.py [--threads N] [--repeats R] [--attention-levels 1 2 3]
 """
 from __future__ import annotations
 

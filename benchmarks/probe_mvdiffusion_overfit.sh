@@ -15,9 +15,10 @@ run=outputs/probes/mvdiffusion_overfit_${N}mice_attn$ATTN
 mkdir -p outputs/probes
 .venv/bin/python -m facelift_lib.standard_mice outputs/mice/128 --size 128 --train "$N" --val 16 --test 16
 sed -e "s#^run_dir: .*#run_dir: $run#" -e "s#^train_list: .*#train_list: outputs/mice/128/train_0-$((N - 1)).txt#" \
-    -e "s#attention_levels: [0-9]#attention_levels: $ATTN#" -e "s#^max_steps: .*#max_steps: $STEPS#" \
+    -e "s#frame_size: 96}#frame_size: 96, attention_levels: $ATTN}#" -e "s#^max_steps: .*#max_steps: $STEPS#" \
     -e "s#^warmup_steps: .*#warmup_steps: 50#" -e "s#^val_every: .*#val_every: 0#" \
     -e "s#^checkpoint_every: .*#checkpoint_every: $STEPS#" weights/recipes/mvdiffusion_demo.yaml > "$run.yaml"
+grep -q "attention_levels: $ATTN}" "$run.yaml" || { echo "$run.yaml: could not set attention_levels (recipe changed?)" >&2; exit 1; }
 OMP_NUM_THREADS=1 .venv/bin/python -m facelift_lib.mvdiffusion.train --recipe "$run.yaml"
 OMP_NUM_THREADS=1 .venv/bin/python benchmarks/probe_mvdiffusion_x0.py --model "$run" --t 999 --n "$N" --size 128 --split train
 OMP_NUM_THREADS=1 .venv/bin/python benchmarks/probe_mvdiffusion_x0.py --model "$run" --t 999 --n 8 --size 128 --split val
