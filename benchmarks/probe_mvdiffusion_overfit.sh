@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 N=${N:-8}
 STEPS=${STEPS:-600}
 ATTN=${ATTN:-1}
-run=outputs/probes/mvdiffusion_overfit_${N}mice_attn$ATTN
+run=outputs/probes/mvdiffusion_overfit_${N}mice_attn${ATTN}_steps$STEPS
 mkdir -p outputs/probes
 .venv/bin/python -m facelift_lib.standard_mice outputs/mice/128 --size 128 --train "$N" --val 16 --test 16
 sed -e "s#^run_dir: .*#run_dir: $run#" -e "s#^train_list: .*#train_list: outputs/mice/128/train_0-$((N - 1)).txt#" \
