@@ -47,16 +47,22 @@ def _train_step_time(model, batch: int, repeats: int) -> tuple[float, float]:
 
 
 def bench_attention_levels(levels: list[int], repeats: int) -> None:
-    """The demo recipe's model (weights/recipes/mvdiffusion_demo.yaml but attention_levels), batch 2."""
+    """The demo recipe's model (weights/recipes/mvdiffusion_demo.yaml's pixel_model but attention_levels), batch 2."""
+    from pathlib import Path
+
+    import yaml
+
     from facelift_lib.mvdiffusion import PixelModelConfig, PixelMVDiffusion
 
+    recipe = Path(__file__).resolve().parents[1] / "weights" / "recipes" / "mvdiffusion_demo.yaml"
+    pixel_model = yaml.safe_load(recipe.read_text())["pixel_model"]
+    pixel_model["block_out_channels"] = tuple(pixel_model["block_out_channels"])
     base = None
-    print(f"demo recipe's model (widths 24-48-96-96, 64² UNet in a 96² frame), train step at batch 2, "
+    print(f"demo recipe's model ({recipe.name}: {pixel_model}), train step at batch 2, "
           f"torch threads {torch.get_num_threads()}")
     for a in levels:
         torch.manual_seed(0)
-        cfg = PixelModelConfig(image_size=64, block_out_channels=(24, 48, 96, 96), view_rays=True,
-                               view_class_embedding=True, frame_size=96, attention_levels=a)
+        cfg = PixelModelConfig(**{**pixel_model, "attention_levels": a})
         model = PixelMVDiffusion(cfg)
         n_params = sum(p.numel() for p in model.parameters()) / 1e6
         med, best = _train_step_time(model, 2, repeats)
