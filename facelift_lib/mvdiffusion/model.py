@@ -22,6 +22,7 @@ from torch import nn
 
 from ..cameras import Cameras, plucker_rays, standard_cameras
 from ..images import on_white, resize_rgba
+from .view_prior import alpha_to_bank, nearest_views
 
 MV_MODES = ("sparse", "dense", "none")
 
@@ -247,6 +248,13 @@ class PixelModelConfig:
     # four blocks), 2 adds the next (16²), where a ~30 px mouse is ~8 tokens long instead of ~4, so the views
     # exchange its shape at twice the detail. The mid block always attends.
     attention_levels: int = 1
+    # The retrieval prior (`view_prior`): each view gets, pixel-aligned, the mean alpha of that view over the
+    # `view_prior_k` training mice whose input view looks most alike, from a bank of `view_prior_mice` mice at
+    # `view_prior_size`² saved in the state dict (the trainer fills it from the first view_prior_mice training
+    # mice). 0: no prior.
+    view_prior_mice: int = 0
+    view_prior_size: int = 32
+    view_prior_k: int = 8
 
     @property
     def attention_resolution(self) -> int:
@@ -287,7 +295,8 @@ def build_small_unet(cfg: PixelModelConfig) -> nn.Module:
         raise ValueError(f"PixelModelConfig: attention_levels {a} must be 1..{n} (the UNet has {n} levels)")
     heads = [max(1, c // cfg.attention_head_dim) for c in cfg.block_out_channels]
     unet = UNet2DConditionModel(
-        sample_size=cfg.image_size, in_channels=2 * cfg.channels + (6 if cfg.view_rays else 0),
+        sample_size=cfg.image_size,
+        in_channels=2 * cfg.channels + (6 if cfg.view_rays else 0) + (1 if cfg.view_prior_mice else 0),
         out_channels=cfg.channels, num_class_embeds=cfg.num_views if cfg.view_class_embedding else None,
         down_block_types=("DownBlock2D",) * (n - a) + ("CrossAttnDownBlock2D",) * a,
         up_block_types=("CrossAttnUpBlock2D",) * a + ("UpBlock2D",) * (n - a),
@@ -316,7 +325,9 @@ class PixelMVDiffusion(nn.Module):
     in model space (zeros = dropped, for classifier-free guidance). The reference image is concatenated
     to every view's noisy input on channels; per-view embeddings are the cross-attention context. With
     `view_rays`, each view's ray map [6,S,S] (`plucker_rays`, FaceLift convention) is concatenated too; with
-    `view_class_embedding`, the view index is a class label added to the timestep embedding.
+    `view_class_embedding`, the view index is a class label added to the timestep embedding. With
+    `view_prior_mice`, cond also holds "view_prior" [B,V,1,S,S]: each view's retrieved alpha (`view_prior`),
+    concatenated to that view's input (zeros when the reference is dropped).
     """
 
     kind = "pixel"
@@ -334,6 +345,29 @@ class PixelMVDiffusion(nn.Module):
         if cfg.view_rays:  # a function of the fixed cameras: rebuilt, not saved
             rays = plucker_rays(cams, "facelift", height=cfg.image_size, width=cfg.image_size)  # [V,6,S,S]
             self.register_buffer("view_ray_maps", rays, persistent=False)
+        if cfg.view_prior_mice:  # filled by `set_view_prior_bank` (training) or the state dict (loading)
+            s = cfg.view_prior_size
+            self.register_buffer("view_prior_bank", torch.zeros(cfg.view_prior_mice, cfg.num_views, s, s,
+                                                                dtype=torch.uint8))
+
+    def set_view_prior_bank(self, views: torch.Tensor) -> None:
+        """views RGBA [M,V,4,H,W] in [0,1] (M = cfg.view_prior_mice training mice) -> the retrieval bank, in the
+        UNet's crop as the model reads views."""
+        M = self.cfg.view_prior_mice
+        if views.shape[0] != M:
+            raise ValueError(f"view prior: the bank holds view_prior_mice = {M} mice, got {views.shape[0]}")
+        alpha = torch.cat([(self.encode_views(views[i:i + 64])[:, :, 3] + 1) / 2 for i in range(0, M, 64)])
+        self.view_prior_bank.copy_(alpha_to_bank(alpha, self.cfg.view_prior_size))
+
+    def view_prior(self, reference_x0: torch.Tensor) -> torch.Tensor:
+        """reference_x0 [B,C,S,S] (model space) -> [B,V,1,S,S] each view's retrieved mean alpha, in model space."""
+        if not bool(self.view_prior_bank[:, 0].any()):
+            raise ValueError("view prior: the bank is empty (all zero): train with a train_list (the trainer "
+                             "fills it) or load a checkpoint that holds one")
+        prior = nearest_views(self.view_prior_bank, (reference_x0[:, 3] + 1) / 2, self.cfg.view_prior_k)
+        S = reference_x0.shape[-1]
+        prior = F.interpolate(prior, size=(S, S), mode="bilinear", align_corners=False)  # [B,V,S,S]
+        return (prior * 2 - 1)[:, :, None]
 
     def config_dict(self) -> dict[str, Any]:
         return asdict(self.cfg)
@@ -368,13 +402,17 @@ class PixelMVDiffusion(nn.Module):
         """reference RGBA [B,4,H,W] in [0,1]; drop_reference [B] bool zeroes it (the null condition of CFG).
         The pixel model has no CLIP embedding and draws no noise: drop_clip, generator, noise are unused."""
         ref = self.encode_views(reference[:, None])[:, 0]
+        cond = {"reference": ref}
+        if self.cfg.view_prior_mice:
+            cond["view_prior"] = self.view_prior(ref)
         if drop_reference is not None:
-            ref = ref * (~drop_reference).to(ref.dtype)[:, None, None, None]
-        return {"reference": ref}
+            keep = (~drop_reference).to(ref.dtype)
+            cond = {k: v * keep.view(-1, *[1] * (v.dim() - 1)) for k, v in cond.items()}
+        return cond
 
     def null_condition(self, cond: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The dropped-reference condition (as in training's condition dropout)."""
-        return {"reference": torch.zeros_like(cond["reference"])}
+        """The dropped-reference condition (as in training's condition dropout): every entry zero."""
+        return {k: torch.zeros_like(v) for k, v in cond.items()}
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
         B, V = x_t.shape[:2]
@@ -382,6 +420,8 @@ class PixelMVDiffusion(nn.Module):
         parts = [x_t, ref]
         if self.cfg.view_rays:
             parts.append(self.view_ray_maps.to(x_t.dtype)[None].expand(B, -1, -1, -1, -1))
+        if self.cfg.view_prior_mice:
+            parts.append(cond["view_prior"].to(x_t.dtype))
         inp = torch.cat(parts, 2).flatten(0, 1)
         ctx = self.view_embedding().to(x_t.dtype)[None].expand(B, -1, -1, -1).flatten(0, 1)
         labels = torch.arange(V, device=x_t.device).repeat(B) if self.cfg.view_class_embedding else None

@@ -199,6 +199,18 @@ class MultiViewDataset(Dataset):
         return {"views": views, "reference": views[r], "ref_idx": r}
 
 
+def fill_view_prior_bank(model: PixelMVDiffusion, train_set: MultiViewDataset) -> None:
+    """The retrieval prior's bank (`view_prior`) from the first `view_prior_mice` training mice, in list order."""
+    M = model.cfg.view_prior_mice
+    if len(train_set) < M:
+        raise ValueError(f"{train_set.list_file}: {len(train_set)} training mice, but pixel_model.view_prior_mice is "
+                         f"{M}: list at least that many, or set view_prior_mice to at most {len(train_set)}")
+    views = torch.stack([train_set.views(i) for i in tqdm(range(M), desc="view prior bank", leave=False,
+                                                           mininterval=5.0)])
+    with torch.no_grad():
+        model.set_view_prior_bank(views)
+
+
 def _infinite(loader: DataLoader) -> Iterator[dict[str, Any]]:
     while True:
         yield from loader
@@ -523,6 +535,8 @@ def _train(params: TrainParams) -> TrainResult:
                                  params.random_reference, seed=params.seed, cache=model.kind == "pixel")
     val_set = (MultiViewDataset(params.val_list, params.num_views, model.image_size, params.reference_view_idx,
                                 False, cache=False) if params.val_list else None)
+    if model.kind == "pixel" and model.cfg.view_prior_mice and not params.init_from:
+        fill_view_prior_bank(model, train_set)  # a resumed run's checkpoint holds the same bank
     loader = DataLoader(train_set, batch_size=params.batch_size, shuffle=True,
                         drop_last=len(train_set) >= params.batch_size, num_workers=params.num_workers,
                         generator=torch.Generator().manual_seed(params.seed))
