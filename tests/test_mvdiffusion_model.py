@@ -293,3 +293,63 @@ def test_a_framed_model_generates_the_central_crop_of_its_frame():
 
     with pytest.raises(ValueError, match="even number"):
         PixelMVDiffusion(PixelModelConfig(image_size=16, frame_size=23, block_out_channels=(8, 16)))
+
+
+def _bar_mice(widths: list[int], size: int = 8) -> torch.Tensor:
+    """[M,V,4,S,S] RGBA mice whose view 0 is a horizontal bar `width` px long (the retrieval key) and whose view v
+    is a v px high block at the left (so each mouse's views are its own, and view v tells v apart)."""
+    mice = torch.zeros(len(widths), V, 4, size, size)
+    for m, w in enumerate(widths):
+        mice[m, 0, :, 3:5, :w] = 1
+        for v in range(1, V):
+            mice[m, v, :, :v, : m + 1] = 1
+    return mice
+
+
+def test_view_prior_retrieves_the_nearest_training_mice_and_never_the_query_itself():
+    from facelift_lib.mvdiffusion.view_prior import alpha_to_bank, nearest_views
+
+    mice = _bar_mice([2, 4, 5, 8])
+    bank = alpha_to_bank(mice[:, :, 3], 8)  # [4,V,8,8]
+    own = mice[1, 0, 3]  # mouse 1's own key: it is skipped, mouse 2 (bar 5 vs 4) is the nearest other
+    assert torch.equal(nearest_views(bank, own[None], 1)[0], mice[2, :, 3])
+    near = own.clone()
+    near[5, 0] = 1  # not mouse 1's key any more (an unseen mouse): mouse 1 is now the nearest
+    assert torch.equal(nearest_views(bank, near[None], 1)[0], mice[1, :, 3])
+    two = nearest_views(bank, near[None], 2)[0]  # the mean of the 2 nearest: mice 1 and 2
+    assert torch.allclose(two, (mice[1, :, 3] + mice[2, :, 3]) / 2, atol=1 / 255)
+    with pytest.raises(ValueError, match="k = 4 must be 1..3"):
+        nearest_views(bank, own[None], 4)
+
+
+def test_view_prior_reaches_every_view_pixel_aligned_and_is_saved_with_the_model():
+    torch.manual_seed(0)
+    cfg = PixelModelConfig(image_size=8, block_out_channels=(8, 16), view_embedding="camera", view_prior_mice=4,
+                           view_prior_size=8, view_prior_k=1)
+    model = PixelMVDiffusion(cfg).eval()
+    assert model.unet.conv_in.in_channels == 2 * cfg.channels + 1
+    mice = _bar_mice([2, 4, 5, 8])
+    ref = mice[1, 0].clone()
+    ref[3, 5, 0] = 1  # an unseen mouse next to mouse 1
+    with pytest.raises(ValueError, match="bank is empty"):
+        model.condition(ref[None])
+    with pytest.raises(ValueError, match="holds view_prior_mice = 4 mice, got 3"):
+        model.set_view_prior_bank(mice[:3])
+    model.set_view_prior_bank(mice)
+    cond = model.condition(ref[None])
+    assert cond["view_prior"].shape == (1, V, 1, 8, 8)
+    assert torch.equal(cond["view_prior"][0, :, 0], mice[1, :, 3] * 2 - 1)  # mouse 1's views, each its own
+    dropped = model.condition(ref[None], drop_reference=torch.tensor([True]))
+    assert all((v == 0).all() for v in dropped.values()) and set(dropped) == {"reference", "view_prior"}
+    assert all((v == 0).all() for v in model.null_condition(cond).values())
+
+    x = torch.randn(1, V, 4, 8, 8)
+    with torch.no_grad():
+        out = model(x, torch.tensor([900]), cond)
+        other = model(x, torch.tensor([900]), {**cond, "view_prior": -cond["view_prior"]})
+    assert not torch.allclose(out, other)  # the model reads the prior
+
+    loaded = PixelMVDiffusion(cfg).eval()
+    loaded.load_state_dict(model.state_dict())  # the bank travels in the state dict (so in shipped files)
+    assert torch.equal(loaded.view_prior_bank, model.view_prior_bank)
+    assert torch.equal(loaded.condition(ref[None])["view_prior"], cond["view_prior"])

@@ -551,3 +551,16 @@ def test_a_resumed_run_is_the_uninterrupted_run(dataset, tmp_path):
     assert [h["loss"] for h in resumed.history] == [h["loss"] for h in whole.history[3:]]
     wa, wb = read_checkpoint(whole.last_checkpoint)["model"], read_checkpoint(resumed.last_checkpoint)["model"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_training_fills_the_view_prior_bank_from_its_training_mice(dataset, tmp_path):
+    from facelift_lib.mvdiffusion.view_prior import alpha_to_bank
+
+    prior = {**TINY, "view_prior_mice": 2, "view_prior_size": 8, "view_prior_k": 1}
+    result = train(tiny_params(dataset, tmp_path / "run", pixel_model=prior, max_steps=2, val_every=2))
+    model = model_from_checkpoint(read_checkpoint(result.last_checkpoint))
+    views = MultiViewDataset(dataset / "train.txt", 6, SIZE)
+    alpha = (model.encode_views(torch.stack([views.views(0), views.views(1)]))[:, :, 3] + 1) / 2
+    assert torch.equal(model.view_prior_bank, alpha_to_bank(alpha, 8)) and model.view_prior_bank.any()
+    with pytest.raises(ValueError, match=r"train.txt: 2 training mice, but pixel_model.view_prior_mice is 3"):
+        train(tiny_params(dataset, tmp_path / "run3", pixel_model={**prior, "view_prior_mice": 3}))
