@@ -1,13 +1,14 @@
 """Multi-view diffusion timings.
 
 CPU (always): the smoke model's training step time and DDIM sampling time (20 and 50 steps, CFG) per
-6-view sample; with --attention-levels instead, the demo recipe's model (widths 24-48-96-96, 96² frame) per
-training step at batch 2 with multi-view attention at the 1, 2, ... lowest UNet levels (8², 16², ...).
+6-view sample; with --attention-levels instead, run 5's demo model (widths 24-48-96-96, 96² frame) per
+training step at batch 2 with multi-view attention at the 1, 2, ... lowest UNet levels (8², 16², ...); with
+--view-prior, run 5's model against the shipped run 7 (the same with the retrieval prior), per training step.
 CUDA (only when a GPU is present): the FaceLift-size UNet (random weights, fp16) sampling at 512² (64² latents),
 50 steps with classifier-free guidance, sparse vs dense multi-view attention; UNet only (VAE/CLIP run once per
 sample and are the same for both).
 
-    .venv/bin/python benchmarks/bench_mvdiffusion.py [--threads N] [--repeats R] [--attention-levels 1 2 3]
+    .venv/bin/python benchmarks/bench_mvdiffusion.py [--threads N] [--repeats R] [--attention-levels 1 2 3 | --view-prior]
 """
 from __future__ import annotations
 
@@ -46,28 +47,34 @@ def _train_step_time(model, batch: int, repeats: int) -> tuple[float, float]:
     return _time(step, repeats)
 
 
-def bench_attention_levels(levels: list[int], repeats: int) -> None:
-    """The demo recipe's model (weights/recipes/mvdiffusion_demo.yaml's pixel_model but attention_levels), batch 2."""
+def _recipe_pixel_model(name: str) -> dict:
+    """pixel_model of weights/recipes/<name>.yaml."""
     from pathlib import Path
 
     import yaml
 
+    recipe = Path(__file__).resolve().parents[1] / "weights" / "recipes" / f"{name}.yaml"
+    pixel_model = yaml.safe_load(recipe.read_text())["pixel_model"]
+    return {**pixel_model, "block_out_channels": tuple(pixel_model["block_out_channels"])}
+
+
+def bench_demo_variants(rows: list[tuple[str, dict]], repeats: int) -> None:
+    """Train step at batch 2 of each (label, pixel_model) row; the first row is the base of the ratios. A view
+    prior's bank is filled with random alphas (the lookup costs what the shipped bank's does)."""
     from facelift_lib.mvdiffusion import PixelModelConfig, PixelMVDiffusion
 
-    recipe = Path(__file__).resolve().parents[1] / "weights" / "recipes" / "mvdiffusion_demo.yaml"
-    pixel_model = yaml.safe_load(recipe.read_text())["pixel_model"]
-    pixel_model["block_out_channels"] = tuple(pixel_model["block_out_channels"])
     base = None
-    print(f"demo recipe's model ({recipe.name}: {pixel_model}), train step at batch 2, "
-          f"torch threads {torch.get_num_threads()}")
-    for a in levels:
+    print(f"demo models, train step at batch 2, torch threads {torch.get_num_threads()}")
+    for label, pixel_model in rows:
         torch.manual_seed(0)
-        cfg = PixelModelConfig(**{**pixel_model, "attention_levels": a})
+        cfg = PixelModelConfig(**pixel_model)
         model = PixelMVDiffusion(cfg)
+        if cfg.view_prior_mice:
+            model.view_prior_bank.copy_(torch.randint(0, 256, model.view_prior_bank.shape, dtype=torch.uint8))
         n_params = sum(p.numel() for p in model.parameters()) / 1e6
         med, best = _train_step_time(model, 2, repeats)
         base = base or med
-        print(f"  attention_levels {a} (attention down to {cfg.attention_resolution}²), {n_params:.2f} M params: "
+        print(f"  {label} (attention down to {cfg.attention_resolution}²), {n_params:.2f} M params: "
               f"{med:.3f} s (min {best:.3f}) = {med / base:.2f}x the first row")
 
 
@@ -133,12 +140,21 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--attention-levels", type=int, nargs="+", default=None, metavar="A",
-                    help="time the demo recipe's model with attention at these numbers of levels instead")
+                    help="time run 5's model with attention at these numbers of levels instead")
+    ap.add_argument("--view-prior", action="store_true",
+                    help="time run 5's model against the shipped one (run 5 + the retrieval prior) instead")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.view_prior:
+        bench_demo_variants([("run 5 (mvdiffusion_demo.run5.yaml)", _recipe_pixel_model("mvdiffusion_demo.run5")),
+                             ("run 7 = run 5 + view prior (mvdiffusion_demo.yaml)",
+                              _recipe_pixel_model("mvdiffusion_demo"))], args.repeats)
+        return
     if args.attention_levels:
-        bench_attention_levels(args.attention_levels, args.repeats)
+        run5 = _recipe_pixel_model("mvdiffusion_demo.run5")
+        bench_demo_variants([(f"attention_levels {a}", {**run5, "attention_levels": a}) for a in args.attention_levels],
+                            args.repeats)
         return
     bench_cpu(args.repeats)
     if torch.cuda.is_available():

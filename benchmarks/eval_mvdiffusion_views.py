@@ -32,8 +32,10 @@ from facelift_lib.weights import load_mvdiffusion
 def load(name: str, like: MVDiffusionPipeline | None) -> MVDiffusionPipeline:
     if name == "untrained":
         torch.manual_seed(0)
-        return MVDiffusionPipeline(model=PixelMVDiffusion(like.model.cfg).eval(), scheduler=like.scheduler,
-                                   camera_type=like.camera_type)
+        blank = PixelMVDiffusion(like.model.cfg).eval()
+        if like.model.cfg.view_prior_mice:  # the same retrieval prior: only the training differs
+            blank.view_prior_bank.copy_(like.model.view_prior_bank)
+        return MVDiffusionPipeline(model=blank, scheduler=like.scheduler, camera_type=like.camera_type)
     return load_mvdiffusion(name, name)
 
 

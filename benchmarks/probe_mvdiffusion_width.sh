@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Does the diffusion demo model's gap come from capacity? Train the shipped recipe (weights/recipes/mvdiffusion_demo.yaml)
+# Does the diffusion demo model's gap come from capacity? Train the shipped recipe of run 5 (weights/recipes/mvdiffusion_demo.run5.yaml)
 # at another UNet width on the same mice with the recipe's schedule, stop at step STOP (stop_at_step: a checkpoint,
 # the lr schedule still that of the recipe's max_steps), then compare with the shipped run's checkpoint of that step:
 #   benchmarks/probe_mvdiffusion_width.sh                      # smoke width [16, 32, 64, 64], stop at 1000
@@ -20,7 +20,7 @@ tag=$(echo "$WIDTHS" | tr -d ' ' | tr ',' '-')$([ "$POWER" = 1 ] || echo "_tpow$
 run=outputs/probes/mvdiffusion_width_$tag
 mkdir -p outputs/probes
 sed -e "s#^run_dir: .*#run_dir: $run#" -e "s#block_out_channels: \[24, 48, 96, 96\]#block_out_channels: [$WIDTHS]#" \
-    weights/recipes/mvdiffusion_demo.yaml > "$run.yaml"
+    weights/recipes/mvdiffusion_demo.run5.yaml > "$run.yaml"
 [ "$POWER" = 1 ] || echo "timestep_power: $POWER" >> "$run.yaml"
 stop_ckpt=$(printf "%s/checkpoints/ckpt_%016d.pt" "$run" "$STOP")
 if [ ! -f "$stop_ckpt" ]; then

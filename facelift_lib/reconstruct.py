@@ -24,6 +24,7 @@ from .gslrm.model import GSLRM
 from .images import on_white, resize_images, resize_rgba
 from .io import check_rigid
 from .metrics import image_metrics, render_views
+from .mvdiffusion.model import PixelMVDiffusion
 from .mvdiffusion.pipeline import (FACELIFT_ETA, FACELIFT_GUIDANCE_SCALE, FACELIFT_NUM_INFERENCE_STEPS,
                                    MVDiffusionPipeline)
 
@@ -230,7 +231,10 @@ class PipelineEvaluation:
     generated:  one row per view: the diffusion's generated views vs the true views, means over samples
     copy_input: the same for the baseline a generator must beat: every view is the input view itself (what a
                 model collapsed onto its input makes; view 0 scores perfectly)
-    protocols:  {"pipeline", "true views", "generated views", "copy input"} -> EvalProtocol
+    retrieval_prior: per view, the Mask IoU of the diffusion model's retrieval prior (`mvdiffusion.view_prior`:
+                the mean alpha of that view over the training mice whose input view looked most alike, what
+                the model is given before it generates) vs the true alpha; None for a model without one
+    protocols:  {"pipeline", "true views", "generated views", "copy input"[, "retrieval prior"]} -> EvalProtocol
     examples:   sample name -> (true views [V,4,H,W] straight RGBA, ground truth gaussians, {name: Reconstruction})
     """
 
@@ -239,6 +243,7 @@ class PipelineEvaluation:
     per_view: pd.DataFrame
     generated: pd.DataFrame
     copy_input: pd.DataFrame
+    retrieval_prior: pd.DataFrame | None
     protocols: dict
     examples: dict
 
@@ -258,7 +263,10 @@ def evaluate_pipeline(pipe: MVDiffusionPipeline, model: GSLRM, sample_dirs, grou
     from .io import load_sample
     from .protocol import EvalProtocol, protocol_table
 
-    rows, per_view, generated, copied, examples, V = [], [], [], [], {}, None
+    from .metrics import mask_iou
+
+    has_prior = isinstance(pipe.model, PixelMVDiffusion) and bool(pipe.model.cfg.view_prior_mice)
+    rows, per_view, generated, copied, prior, examples, V = [], [], [], [], [], {}, None
     for d in tqdm(list(sample_dirs), desc="reconstruct test mice", leave=False):
         d = Path(d)
         true_views, cams = load_sample(d, background=None)  # straight RGBA at the standard cameras
@@ -278,6 +286,12 @@ def evaluate_pipeline(pipe: MVDiffusionPipeline, model: GSLRM, sample_dirs, grou
         true_s = on_white(resize_rgba(true_views.float(), S))  # [V,4,S,S]
         generated.append(view_quality(recs["pipeline"].views.cpu(), true_s).assign(sample=d.name))
         copied.append(view_quality(true_s[:1].expand_as(true_s), true_s).assign(sample=d.name))
+        if has_prior:
+            with torch.no_grad():
+                alpha = pipe.model.view_prior_alpha(true_views[None, 0].float())[0]  # [V,F,F] the model's frame
+            alpha = resize_images(alpha[:, None], S)[:, 0]
+            prior.append(pd.DataFrame({"view": range(V), "mask_iou": mask_iou(alpha, true_s[:, 3]).numpy(),
+                                       "sample": d.name}))
         examples[d.name] = (true_views, gt, recs)
     if not rows:
         raise ValueError("evaluate_pipeline: no samples")
@@ -292,6 +306,10 @@ def evaluate_pipeline(pipe: MVDiffusionPipeline, model: GSLRM, sample_dirs, grou
         "generated views": EvalProtocol(input_views=[0], mask_source=f"generated alpha vs {mask_source}", **common),
         "copy input": EvalProtocol(input_views=[0], mask_source=f"the input view's alpha vs {mask_source}", **common),
     }
+    if has_prior:
+        protocols["retrieval prior"] = EvalProtocol(
+            input_views=[0], mask_source=f"the retrieval prior's alpha vs {mask_source}", **common,
+            extra={"k": pipe.model.cfg.view_prior_k, "bank_mice": pipe.model.cfg.view_prior_mice})
     per_sample = pd.DataFrame(rows)
     means = per_sample.drop(columns="sample").groupby("reconstruction").mean()
     summary = protocol_table({k: means.loc[k] for k in ("pipeline", "true views")},
@@ -302,7 +320,8 @@ def evaluate_pipeline(pipe: MVDiffusionPipeline, model: GSLRM, sample_dirs, grou
 
     return PipelineEvaluation(summary=summary, per_sample=per_sample,
                               per_view=pd.concat(per_view, ignore_index=True), generated=by_view(generated),
-                              copy_input=by_view(copied), protocols=protocols, examples=examples)
+                              copy_input=by_view(copied), retrieval_prior=by_view(prior) if has_prior else None,
+                              protocols=protocols, examples=examples)
 
 
 # Issue 14's targets for the shipped demo models on unseen test mice, by 06's recorded names (higher is better).

@@ -53,7 +53,7 @@ test_seed = 0                 # unseen test mice: seeds test_seed .. test_seed+n
 n_test_mice = 8               # mice of the view-count table (GS-LRM from k true views)
 n_pipeline_mice = 8           # the first of them, also reconstructed from one image (each a full DDIM run)
 num_inference_steps = 20      # smoke: cheaper than FaceLift's 50 (full profile: 50)
-guidance_scale = 2.0          # smoke; FaceLift's (full profile): 3.0
+guidance_scale = 1.0          # smoke: the shipped pixel model is best unguided (BENCHMARKS, run 7); FaceLift's (full profile): 3.0
 eta = 0.0                     # DDIM eta; smoke: deterministic, small pixel model; FaceLift's (full profile): 1.0
 min_opacity = 0.05            # gaussians fainter than this are left out of the 3D metrics
 turntable_n_frames = 24
@@ -130,7 +130,9 @@ plt.show()
 # ### Generated views against the true views, per view
 # Does the diffusion make a mouse, in the right place and shape, in every view? Target: Mask IoU ≥ 0.80 on
 # every view (means over the test mice). The black ticks are the baseline a generator must beat: every view
-# a copy of the input view (what a model collapsed onto its input makes; on view 0 it is perfect).
+# a copy of the input view (what a model collapsed onto its input makes; on view 0 it is perfect). A model with
+# a retrieval prior (the shipped one) also shows it in orange: each view's mean silhouette over the training
+# mice whose input view looked most alike, what the model is given before it generates (Mask IoU only).
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.2))
@@ -138,6 +140,9 @@ for ax, metric, target in zip(axes, ("mask_iou", "psnr_masked"), (DEMO_TARGETS["
     ev.generated[metric].plot.bar(ax=ax, rot=0, color="tab:purple", title=f"generated vs true views: {metric}")
     novel = ev.copy_input[metric].iloc[1:]  # view 0's copy is exact (PSNR off the scale)
     ax.plot(novel.index, novel.to_numpy(), "_", color="black", ms=22, mew=2, label="copy of the input view")
+    if ev.retrieval_prior is not None and metric == "mask_iou":
+        ax.plot(ev.retrieval_prior.index, ev.retrieval_prior[metric].to_numpy(), "_", color="tab:orange", ms=22,
+                mew=2, label=f"retrieval prior ({dict(ev.protocols['retrieval prior'].extra)['k']} nearest training mice)")
     if target is not None:
         ax.axhline(target, color="grey", ls=":", lw=1, label=f"target {target}")
         ax.set_ylim(0, 1)
@@ -220,6 +225,8 @@ record("views1_mask_iou", float(views_table.loc[1, "mask_iou"]), protocol=views_
 record("generated_mask_iou_min", float(ev.generated["mask_iou"].min()), protocol=ev.protocols["generated views"])
 record("generated_psnr_masked", float(ev.generated["psnr_masked"].mean()), protocol=ev.protocols["generated views"])
 record("copy_input_mask_iou_min", float(ev.copy_input["mask_iou"].min()), protocol=ev.protocols["copy input"])
+if ev.retrieval_prior is not None:
+    record("prior_mask_iou_min", float(ev.retrieval_prior["mask_iou"].min()), protocol=ev.protocols["retrieval prior"])
 for key, tag in (("pipeline", "pipeline"), ("true views", "true_views")):
     for m in ("psnr_masked", "mask_iou", "chamfer_mm", "accuracy_mm", "completeness_mm"):
         record(f"{tag}_{m}", float(ev.summary.loc[key, m]), protocol=ev.protocols[key])

@@ -200,6 +200,7 @@ def test_evaluate_pipeline_scores_both_reconstructions_and_the_generated_views(m
     assert ev.copy_input["mask_iou"].to_numpy() == pytest.approx(want.numpy(), abs=1e-5)
     assert ev.copy_input["mask_iou"].iloc[1:].max() < 1
     assert ev.protocols["copy input"].mask_source.startswith("the input view's alpha")
+    assert ev.retrieval_prior is None and "retrieval prior" not in ev.protocols  # this model has no prior
     assert torch.isfinite(torch.tensor(ev.per_sample["chamfer_mm"].to_numpy(dtype=float))).all()
     with pytest.raises(ProtocolMismatch, match="mask_source"):  # the gate: generated vs render numbers differ
         assert_comparable(ev.protocols["generated views"], ev.protocols["pipeline"], allow=["extra"])
@@ -226,3 +227,35 @@ def test_targets_table_marks_misses_and_refuses_a_missing_measurement():
     del measured["views6_mask_iou"]
     with pytest.raises(KeyError, match="views6_mask_iou"):
         targets_table(measured)
+
+
+def test_evaluate_pipeline_scores_the_retrieval_prior_of_a_model_that_has_one(models, tmp_path):
+    """The prior baseline is the model's own retrieval, scored like the generated views: a bank holding each test
+    mouse again (its input view one pixel off, so not itself) draws views 1-5 exactly; a bank of other mice not."""
+    from facelift_lib.io import load_sample
+    from facelift_lib.mvdiffusion import PixelModelConfig, PixelMVDiffusion
+    from facelift_lib.mvdiffusion.pipeline import MVDiffusionPipeline
+    from facelift_lib.reconstruct import evaluate_pipeline
+    from facelift_lib.standard_mice import MouseDataConfig, render_mice, sample_mouse_ground_truth
+
+    pipe, model = models
+    cfg = MouseDataConfig(size=16, n_gaussians=500)
+    test = [load_sample(d, background=None)[0] for d in render_mice(tmp_path, "test", 2, cfg, progress=False).dirs]
+    others = [load_sample(d, background=None)[0] for d in render_mice(tmp_path, "train", 2, cfg, progress=False).dirs]
+    twins = torch.stack(test).clone()
+    twins[:, 0, 3, 0, 0] = 1  # the input view one pixel off: an entry that is not the query itself
+    results = {}
+    for name, bank in (("twins", torch.cat([twins, torch.stack(others)])), ("others", torch.stack(others * 2))):
+        torch.manual_seed(0)
+        prior_model = PixelMVDiffusion(PixelModelConfig(image_size=16, block_out_channels=(8, 16), view_prior_mice=4,
+                                                        view_prior_size=16, view_prior_k=1)).eval()
+        prior_model.set_view_prior_bank(bank)
+        prior_pipe = MVDiffusionPipeline(model=prior_model, scheduler=pipe.scheduler, camera_type=pipe.camera_type)
+        ev = evaluate_pipeline(prior_pipe, model, render_mice(tmp_path, "test", 2, cfg, progress=False).dirs,
+                               sample_mouse_ground_truth, num_inference_steps=1)
+        assert list(ev.retrieval_prior.index) == list(range(6))
+        assert ev.protocols["retrieval prior"].mask_source.startswith("the retrieval prior's alpha")
+        assert dict(ev.protocols["retrieval prior"].extra) == {"k": 1, "bank_mice": 4}
+        results[name] = ev.retrieval_prior["mask_iou"].iloc[1:]
+    assert (results["twins"] > 0.95).all()
+    assert results["others"].mean() < 0.9

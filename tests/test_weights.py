@@ -161,11 +161,33 @@ def test_shipped_diffusion_makes_a_mouse_where_an_untrained_one_makes_noise(tmp_
     trained = load_shipped_pipeline("mvdiffusion_demo")
     cfg = trained.model.cfg
     torch.manual_seed(0)
-    untrained = MVDiffusionPipeline(model=PixelMVDiffusion(cfg).eval(), scheduler=trained.scheduler,
-                                    camera_type=trained.camera_type)
+    blank = PixelMVDiffusion(cfg).eval()
+    if cfg.view_prior_mice:  # the same retrieval prior: only the training differs
+        blank.view_prior_bank.copy_(trained.model.view_prior_bank)
+    untrained = MVDiffusionPipeline(model=blank, scheduler=trained.scheduler, camera_type=trained.camera_type)
     mice = render_mice(tmp_path, "test", 2, MouseDataConfig(size=trained.model.image_size), start=100, progress=False)
     truth = torch.stack([load_sample(d, background=None)[0] for d in mice.dirs])
     target = on_white(truth.flatten(0, 1)).view_as(truth)
     iou = {name: torch.tensor(view_quality(p(truth[:, 0], 10, 2.0, seed=0, progress=False, eta=0.0), target)["mask_iou"])
            for name, p in (("trained", trained), ("untrained", untrained))}
     assert float(iou["trained"].mean()) > float(iou["untrained"].mean()) + 0.2
+
+
+def test_the_shipped_weights_fit_the_issues_30_mb():
+    """Issue 14: the shipped weights total at most 30 MB (the diffusion model's retrieval bank is 7.4 MB of it)."""
+    manifest = json.loads((WEIGHTS_DIR / MANIFEST).read_text())
+    sizes = {e["file"]: (WEIGHTS_DIR / e["file"]).stat().st_size for e in manifest.values()}
+    assert all(sizes[e["file"]] == e["bytes"] for e in manifest.values())
+    assert sum(sizes.values()) <= 30e6, sizes
+
+
+def test_the_shipped_diffusion_model_is_its_recipes_model():
+    """weights/recipes/mvdiffusion_demo.yaml (what weights/recipes/mvdiffusion_demo.sh trains) made the shipped
+    file: every pixel_model setting of the recipe is the file's, and it trained the recipe's steps."""
+    import yaml
+
+    entry = json.loads((WEIGHTS_DIR / MANIFEST).read_text())["mvdiffusion_demo"]
+    recipe = yaml.safe_load((WEIGHTS_DIR / "recipes" / "mvdiffusion_demo.yaml").read_text())
+    assert {k: entry["model_config"][k] for k in recipe["pixel_model"]} == recipe["pixel_model"]
+    assert entry["steps"] == recipe["max_steps"]
+    assert entry["recipe"] == (WEIGHTS_DIR / "recipes" / "mvdiffusion_demo.yaml").read_text()

@@ -359,6 +359,13 @@ class PixelMVDiffusion(nn.Module):
         alpha = torch.cat([(self.encode_views(views[i:i + 64])[:, :, 3] + 1) / 2 for i in range(0, M, 64)])
         self.view_prior_bank.copy_(alpha_to_bank(alpha, self.cfg.view_prior_size))
 
+    def view_prior_alpha(self, reference: torch.Tensor) -> torch.Tensor:
+        """reference RGBA [B,4,H,W] in [0,1] -> [B,V,F,F] the retrieval prior's alpha of each view in the frame
+        (what the model is given before it generates; 0 outside the UNet's crop). A baseline for its views."""
+        prior = self.view_prior(self.encode_views(reference[:, None])[:, 0])  # [B,V,1,S,S] model space
+        x0 = torch.cat([torch.ones_like(prior).expand(-1, -1, self.cfg.channels - 1, -1, -1), prior], 2)
+        return self.decode_views(x0)[:, :, -1]
+
     def view_prior(self, reference_x0: torch.Tensor) -> torch.Tensor:
         """reference_x0 [B,C,S,S] (model space) -> [B,V,1,S,S] each view's retrieved mean alpha, in model space."""
         if not bool(self.view_prior_bank[:, 0].any()):
