@@ -298,12 +298,15 @@ def evaluate_pipeline(pipe: MVDiffusionPipeline, model: GSLRM, sample_dirs, grou
     names = list(examples)
     resolution = model.config.image_size
     common = dict(split=split, samples=names, scored_views=range(V), background="white", resolution=resolution)
+    # the generated views (and all that stands on them) depend on how they were sampled: the protocol says so
+    sampler = f"DDIM {num_inference_steps} steps, guidance {guidance_scale:g}, eta {eta:g}, seed {seed}"
     protocols = {
-        "pipeline": EvalProtocol(input_views=[0], mask_source=mask_source, extra={"min_opacity": min_opacity},
-                                 **common),
+        "pipeline": EvalProtocol(input_views=[0], mask_source=mask_source,
+                                 extra={"min_opacity": min_opacity, "sampler": sampler}, **common),
         "true views": EvalProtocol(input_views=range(V), mask_source=mask_source, extra={"min_opacity": min_opacity},
                                    **common),
-        "generated views": EvalProtocol(input_views=[0], mask_source=f"generated alpha vs {mask_source}", **common),
+        "generated views": EvalProtocol(input_views=[0], mask_source=f"generated alpha vs {mask_source}",
+                                        extra={"sampler": sampler}, **common),
         "copy input": EvalProtocol(input_views=[0], mask_source=f"the input view's alpha vs {mask_source}", **common),
     }
     if has_prior:
@@ -313,7 +316,7 @@ def evaluate_pipeline(pipe: MVDiffusionPipeline, model: GSLRM, sample_dirs, grou
     per_sample = pd.DataFrame(rows)
     means = per_sample.drop(columns="sample").groupby("reconstruction").mean()
     summary = protocol_table({k: means.loc[k] for k in ("pipeline", "true views")},
-                             {k: protocols[k] for k in ("pipeline", "true views")}, allow=["input_views"],
+                             {k: protocols[k] for k in ("pipeline", "true views")}, allow=["input_views", "extra"],
                              what="pipeline vs true views")
     def by_view(frames: list[pd.DataFrame]) -> pd.DataFrame:
         return pd.concat(frames, ignore_index=True).drop(columns="sample").groupby("view").mean()

@@ -204,6 +204,14 @@ def test_evaluate_pipeline_scores_both_reconstructions_and_the_generated_views(m
     assert torch.isfinite(torch.tensor(ev.per_sample["chamfer_mm"].to_numpy(dtype=float))).all()
     with pytest.raises(ProtocolMismatch, match="mask_source"):  # the gate: generated vs render numbers differ
         assert_comparable(ev.protocols["generated views"], ev.protocols["pipeline"], allow=["extra"])
+    # how the views were sampled is part of every number that stands on them: another guidance is another protocol
+    sampler = "DDIM 2 steps, guidance 2, eta 0, seed 0"
+    assert dict(ev.protocols["generated views"].extra) == {"sampler": sampler}
+    assert dict(ev.protocols["pipeline"].extra) == {"min_opacity": 0.0, "sampler": sampler}
+    assert "sampler" not in dict(ev.protocols["true views"].extra)
+    unguided = ev.protocols["generated views"].replace(extra={"sampler": sampler.replace("guidance 2", "guidance 1")})
+    with pytest.raises(ProtocolMismatch, match="extra"):
+        assert_comparable(ev.protocols["generated views"], unguided)
 
 
 def test_evaluate_pipeline_refuses_samples_at_other_cameras(models, tmp_path):
