@@ -23,7 +23,7 @@ from .gaussians import Gaussians
 from .gslrm.model import GSLRM
 from .images import on_white, resize_images, resize_rgba
 from .io import check_rigid
-from .metrics import image_metrics, render_views
+from .metrics import image_metrics, mask_iou, render_views
 from .mvdiffusion.model import PixelMVDiffusion
 from .mvdiffusion.pipeline import (FACELIFT_ETA, FACELIFT_GUIDANCE_SCALE, FACELIFT_NUM_INFERENCE_STEPS,
                                    MVDiffusionPipeline)
@@ -262,8 +262,6 @@ def evaluate_pipeline(pipe: MVDiffusionPipeline, model: GSLRM, sample_dirs, grou
 
     from .io import load_sample
     from .protocol import EvalProtocol, protocol_table
-
-    from .metrics import mask_iou
 
     has_prior = isinstance(pipe.model, PixelMVDiffusion) and bool(pipe.model.cfg.view_prior_mice)
     rows, per_view, generated, copied, prior, examples, V = [], [], [], [], [], {}, None

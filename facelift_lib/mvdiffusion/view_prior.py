@@ -25,7 +25,8 @@ def alpha_to_bank(alpha: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def key_iou(query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-    """query [B,s,s], keys [M,s,s] alphas in [0,1] -> [B,M] Mask IoU of (> 0.5) silhouettes (0 when both empty)."""
+    """query [B,s,s], keys [M,s,s] alphas in [0,1] -> [B,M] Mask IoU of (> 0.5) silhouettes (0 when both empty):
+    `metrics.mask_iou` for every pair at once, as one matrix product."""
     q = (query > 0.5).flatten(1).float()  # [B,P]
     k = (keys > 0.5).flatten(1).float()  # [M,P]
     inter = q @ k.T
