@@ -22,7 +22,6 @@ import torch
 
 from facelift_lib.images import on_white, resize_images, resize_rgba
 from facelift_lib.io import load_sample
-from facelift_lib.mvdiffusion.model import PixelMVDiffusion
 from facelift_lib.mvdiffusion.pipeline import MVDiffusionPipeline
 from facelift_lib.mvdiffusion.train import view_quality
 from facelift_lib.standard_mice import MouseDataConfig, render_mice
@@ -32,10 +31,8 @@ from facelift_lib.weights import load_mvdiffusion
 def load(name: str, like: MVDiffusionPipeline | None) -> MVDiffusionPipeline:
     if name == "untrained":
         torch.manual_seed(0)
-        blank = PixelMVDiffusion(like.model.cfg).eval()
-        if like.model.cfg.view_prior_mice:  # the same retrieval prior: only the training differs
-            blank.view_prior_bank.copy_(like.model.view_prior_bank)
-        return MVDiffusionPipeline(model=blank, scheduler=like.scheduler, camera_type=like.camera_type)
+        return MVDiffusionPipeline(model=like.model.untrained_like(), scheduler=like.scheduler,
+                                   camera_type=like.camera_type)
     return load_mvdiffusion(name, name)
 
 

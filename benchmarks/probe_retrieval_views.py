@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from facelift_lib.io import load_sample
 from facelift_lib.metrics import mask_iou
+from facelift_lib.mvdiffusion.view_prior import key_iou
 from facelift_lib.standard_mice import MouseDataConfig, render_mice
 
 
@@ -32,11 +33,6 @@ def load_alphas(dirs: list[Path], progress: bool) -> torch.Tensor:
     """-> [N,V,S,S] straight alpha of every view of every mouse folder."""
     return torch.stack([load_sample(d, background=None)[0][:, 3] for d in tqdm(dirs, disable=not progress,
                                                                                     desc="alphas", leave=False)])
-
-
-def iou_to_all(query: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
-    """query [S,S], bank [N,S,S] alphas -> [N] Mask IoU of the query against each (`metrics.mask_iou`)."""
-    return mask_iou(query.expand_as(bank), bank)
 
 
 def main() -> None:
@@ -60,11 +56,11 @@ def main() -> None:
     rows["oracle: best training mouse on views 1–5"] = []
     for mouse in test:
         rows["copy of the input view"].append(mask_iou(mouse[:1].expand(V, -1, -1), mouse))
-        order = iou_to_all(mouse[0], bank[:, 0]).nan_to_num(0.0).argsort(descending=True)
+        order = key_iou(mouse[None, 0], bank[:, 0])[0].argsort(descending=True)
         for k in ks:
             pred = bank[order[:k]].mean(0)  # [V,S,S] the k neighbours' mean alpha
             rows[f"nearest {k} by view 0"].append(mask_iou(pred, mouse))
-        per_view = torch.stack([iou_to_all(mouse[v], bank[:, v]) for v in range(V)], 1)  # [M,V]
+        per_view = torch.stack([key_iou(mouse[None, v], bank[:, v])[0] for v in range(V)], 1)  # [M,V]
         best = per_view[:, 1:].nanmean(1).argmax()
         rows["oracle: best training mouse on views 1–5"].append(per_view[best])
     print(f"{args.split} mice n = {len(test)}, {args.size}², against {len(bank)} training mice "

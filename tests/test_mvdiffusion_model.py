@@ -353,3 +353,6 @@ def test_view_prior_reaches_every_view_pixel_aligned_and_is_saved_with_the_model
     loaded.load_state_dict(model.state_dict())  # the bank travels in the state dict (so in shipped files)
     assert torch.equal(loaded.view_prior_bank, model.view_prior_bank)
     assert torch.equal(loaded.condition(ref[None])["view_prior"], cond["view_prior"])
+    blank = model.untrained_like()  # the untrained control keeps the bank, so only training differs
+    assert torch.equal(blank.view_prior_bank, model.view_prior_bank) and not blank.training
+    assert not torch.equal(blank.unet.conv_in.weight, model.unet.conv_in.weight)

@@ -153,18 +153,14 @@ def test_shipped_diffusion_makes_a_mouse_where_an_untrained_one_makes_noise(tmp_
     an untrained model of the same architecture's do not."""
     from facelift_lib.images import on_white
     from facelift_lib.io import load_sample
-    from facelift_lib.mvdiffusion.model import PixelModelConfig, PixelMVDiffusion
     from facelift_lib.mvdiffusion.pipeline import MVDiffusionPipeline
     from facelift_lib.mvdiffusion.train import view_quality
     from facelift_lib.standard_mice import MouseDataConfig, render_mice
 
     trained = load_shipped_pipeline("mvdiffusion_demo")
-    cfg = trained.model.cfg
     torch.manual_seed(0)
-    blank = PixelMVDiffusion(cfg).eval()
-    if cfg.view_prior_mice:  # the same retrieval prior: only the training differs
-        blank.view_prior_bank.copy_(trained.model.view_prior_bank)
-    untrained = MVDiffusionPipeline(model=blank, scheduler=trained.scheduler, camera_type=trained.camera_type)
+    untrained = MVDiffusionPipeline(model=trained.model.untrained_like(), scheduler=trained.scheduler,
+                                    camera_type=trained.camera_type)  # the same retrieval bank: only training differs
     mice = render_mice(tmp_path, "test", 2, MouseDataConfig(size=trained.model.image_size), start=100, progress=False)
     truth = torch.stack([load_sample(d, background=None)[0] for d in mice.dirs])
     target = on_white(truth.flatten(0, 1)).view_as(truth)

@@ -359,6 +359,14 @@ class PixelMVDiffusion(nn.Module):
         alpha = torch.cat([(self.encode_views(views[i:i + 64])[:, :, 3] + 1) / 2 for i in range(0, M, 64)])
         self.view_prior_bank.copy_(alpha_to_bank(alpha, self.cfg.view_prior_size))
 
+    def untrained_like(self) -> "PixelMVDiffusion":
+        """A freshly initialised model of this config (eval mode) holding this model's retrieval bank, if any: the
+        control for "does training matter" where only the training differs (seed torch first)."""
+        blank = PixelMVDiffusion(self.cfg).eval()
+        if self.cfg.view_prior_mice:
+            blank.view_prior_bank.copy_(self.view_prior_bank)
+        return blank
+
     def view_prior_alpha(self, reference: torch.Tensor) -> torch.Tensor:
         """reference RGBA [B,4,H,W] in [0,1] -> [B,V,F,F] the retrieval prior's alpha of each view in the frame
         (what the model is given before it generates; 0 outside the UNet's crop). A baseline for its views."""

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Multi-view diffusion demo weights (issue 14): data, then training; resumable (re-run the same command).
 #   nohup weights/recipes/mvdiffusion_demo.sh > outputs/recipes/mvdiffusion_demo.log 2>&1 &
-#   weights/recipes/mvdiffusion_demo.sh weights/recipes/mvdiffusion_demo.run7.yaml   # another recipe (a tried run)
+#   weights/recipes/mvdiffusion_demo.sh weights/recipes/mvdiffusion_demo.run8.yaml   # another recipe (a tried run)
 # Then ship it: facelift_lib.weights.ship (see weights/README.md).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
