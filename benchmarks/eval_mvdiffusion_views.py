@@ -1,7 +1,7 @@
 """Generated views vs true views on unseen procedural test mice, per view, for one or more diffusion models.
 
     .venv/bin/python benchmarks/eval_mvdiffusion_views.py --model shipped --model untrained [--n 16] [--start 0]
-        [--steps 20] [--guidance 2.0] [--eta 0.0] [--size S] [--score-size S]
+        [--steps 20] [--guidance 2.0] [--eta 0.0] [--strength 1.0] [--size S] [--score-size S]
 
 `shipped` is weights/mvdiffusion_demo.pt; `untrained` a freshly initialised model of the shipped (or first)
 config; `copy-input` the baseline a model must beat: every view is the input view itself (a collapsed model
@@ -45,6 +45,8 @@ def main() -> None:
     ap.add_argument("--guidance", type=float, default=2.0)
     ap.add_argument("--eta", type=float, default=0.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--strength", type=float, default=1.0,
+                    help="< 1: start from the retrieval prior's views noised this far (sample_views' strength)")
     ap.add_argument("--split", default="test", choices=["train", "val", "test"],
                     help="val: for choosing sampler settings; train: the training mice (fit vs generalisation)")
     ap.add_argument("--data", default="outputs/benchmarks/test_mice")
@@ -67,7 +69,8 @@ def main() -> None:
             generated[name] = on_white(truth[:, :1]).expand_as(truth)
         else:
             pipe = first if name == first_name else load(name, first)
-            generated[name] = pipe(truth[:, 0], args.steps, args.guidance, seed=args.seed, progress=False, eta=args.eta)
+            generated[name] = pipe(truth[:, 0], args.steps, args.guidance, seed=args.seed, progress=False, eta=args.eta,
+                                   strength=args.strength)
 
     for score in scores:
         target = on_white(resize_rgba(truth.flatten(0, 1), score)).view(B, V, 4, score, score)
@@ -81,7 +84,7 @@ def main() -> None:
         table.columns = [f"view {v}" for v in table.columns]
         table["mean"], table["min"] = table.mean(axis=1), table.min(axis=1)
         print(f"generated vs true views: {args.split} mice {mice.dirs[0].name}.. (n = {len(mice.dirs)}), input view 0, "
-              f"{args.steps} DDIM steps, guidance {args.guidance}, eta {args.eta}, input {size}², scored at {score}², "
+              f"{args.steps} DDIM steps, guidance {args.guidance}, eta {args.eta}, strength {args.strength}, input {size}², scored at {score}², "
               "white bg, masks: true alpha")
         print(table.round(3).to_string())
 

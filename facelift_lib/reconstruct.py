@@ -26,7 +26,7 @@ from .io import check_rigid
 from .metrics import image_metrics, mask_iou, render_views
 from .mvdiffusion.model import PixelMVDiffusion
 from .mvdiffusion.pipeline import (FACELIFT_ETA, FACELIFT_GUIDANCE_SCALE, FACELIFT_NUM_INFERENCE_STEPS,
-                                   MVDiffusionPipeline)
+                                   MVDiffusionPipeline, sampler_label)
 
 
 @dataclass
@@ -78,19 +78,20 @@ def reconstruct_from_views(views: torch.Tensor, cams: Cameras, model: GSLRM) -> 
 @torch.no_grad()
 def reconstruct(reference: torch.Tensor, pipe: MVDiffusionPipeline, model: GSLRM,
                 num_inference_steps: int = FACELIFT_NUM_INFERENCE_STEPS, guidance_scale: float = FACELIFT_GUIDANCE_SCALE,
-                seed: int = 0, eta: float = FACELIFT_ETA) -> Reconstruction:
+                seed: int = 0, eta: float = FACELIFT_ETA, strength: float = 1.0) -> Reconstruction:
     """One straight RGBA image [4,H,W] (the mouse seen from the front standard camera) -> 6 generated views at the
     pipeline's standard cameras -> GS-LRM gaussians. Deterministic for a seed.
 
-    Sampler defaults are FaceLift's inference settings (50 DDIM steps, guidance 3, eta 1); a CPU smoke run
-    passes cheaper ones."""
+    Sampler defaults are FaceLift's inference settings (50 DDIM steps, guidance 3, eta 1, from pure noise); a CPU
+    smoke run passes cheaper ones (strength < 1: start from the model's retrieval prior, `sample_views`)."""
     if reference.ndim != 3 or reference.shape[0] != 4:
         hint = " (RGB without alpha: add the mouse mask as channel 3)" if reference.ndim == 3 and \
             reference.shape[0] == 3 else ""
         raise ValueError(f"reconstruct: reference must be one RGBA image [4,H,W], got {tuple(reference.shape)}{hint}")
     check_images(reference[None], "reconstruct: reference")
     ref = resize_rgba(reference[None].float(), pipe.model.image_size)  # straight RGBA: premultiplied resize
-    views = pipe(ref, num_inference_steps, guidance_scale, seed=seed, progress=False, eta=eta)[0]  # [V,4,s,s]
+    views = pipe(ref, num_inference_steps, guidance_scale, seed=seed, progress=False, eta=eta,
+                 strength=strength)[0]  # [V,4,s,s]
     cams = standard_cameras(pipe.camera_type, views.shape[-1])
     rec = reconstruct_from_views(views, cams, model)
     rec.reference = reference
@@ -251,7 +252,7 @@ class PipelineEvaluation:
 def evaluate_pipeline(pipe: MVDiffusionPipeline, model: GSLRM, sample_dirs, ground_truth,
                       num_inference_steps: int = FACELIFT_NUM_INFERENCE_STEPS,
                       guidance_scale: float = FACELIFT_GUIDANCE_SCALE, eta: float = FACELIFT_ETA, seed: int = 0,
-                      min_opacity: float = 0.05, split: str = "test",
+                      min_opacity: float = 0.05, split: str = "test", strength: float = 1.0,
                       mask_source: str = "true views' alpha (ground-truth renders)") -> PipelineEvaluation:
     """For each standard-view sample: the pipeline from view 0 alone (`reconstruct`) and GS-LRM on the 6 true
     views (`reconstruct_from_views`), scored against the true views and the true gaussians.
@@ -274,7 +275,7 @@ def evaluate_pipeline(pipe: MVDiffusionPipeline, model: GSLRM, sample_dirs, grou
         V = len(cams)
         gt, units_per_mm = ground_truth(d)
         recs = {"pipeline": reconstruct(true_views[0], pipe, model, num_inference_steps, guidance_scale, seed=seed,
-                                        eta=eta),
+                                        eta=eta, strength=strength),
                 "true views": reconstruct_from_views(on_white(true_views), cams, model)}
         for name, rec in recs.items():
             table, summary = reconstruction_report(rec, true_views, gt.means, 1.0 / units_per_mm, min_opacity)
@@ -297,7 +298,7 @@ def evaluate_pipeline(pipe: MVDiffusionPipeline, model: GSLRM, sample_dirs, grou
     resolution = model.config.image_size
     common = dict(split=split, samples=names, scored_views=range(V), background="white", resolution=resolution)
     # the generated views (and all that stands on them) depend on how they were sampled: the protocol says so
-    sampler = f"DDIM {num_inference_steps} steps, guidance {guidance_scale:g}, eta {eta:g}, seed {seed}"
+    sampler = sampler_label(num_inference_steps, guidance_scale, eta, seed, strength)
     protocols = {
         "pipeline": EvalProtocol(input_views=[0], mask_source=mask_source,
                                  extra={"min_opacity": min_opacity, "sampler": sampler}, **common),

@@ -135,7 +135,7 @@ def generate_dataset(checkpoint: str | Path | MVDiffusionPipeline, inputs: dict[
                      out_dir: str | Path, num_inference_steps: int = 50, guidance_scale: float = 3.0,
                      reference_view_idx: int = 0, output_size: int | None = None, batch_size: int = 4, max_samples: int | None = None,
                      seed: int = 0, use_ema: bool = True, device: str = "cpu", progress: bool = True,
-                     eta: float = 1.0) -> SyntheticResult:
+                     eta: float = 1.0, strength: float = 1.0) -> SyntheticResult:
     """Generate a 6-view FaceLift dataset from a diffusion checkpoint, or a pipeline already loaded
     (`weights.load_mvdiffusion`: the shipped model, a run's checkpoint or a file; use_ema and device then are
     the loader's).
@@ -146,7 +146,8 @@ def generate_dataset(checkpoint: str | Path | MVDiffusionPipeline, inputs: dict[
     Alpha is the generated alpha thresholded at 0.5 (the mask), RGB is on white. Each sample must pass
     validate_sample: the first that fails stops the run with its name. Samples are generated batch_size at a
     time, the batch starting at sample k of a split with seed + k (recorded in each JSON); max_samples keeps
-    the first samples of each list. Sampler defaults (50 steps, guidance 3, DDIM eta 1) are FaceLift's.
+    the first samples of each list. Sampler defaults (50 steps, guidance 3, DDIM eta 1, from pure noise) are
+    FaceLift's; strength < 1 starts from the model's retrieval prior (`sample_views`).
     """
     from .metrics import METRIC_COLUMNS, image_metrics
     from .mvdiffusion.pipeline import MVDiffusionPipeline, load_checkpoint_pipeline
@@ -175,14 +176,16 @@ def generate_dataset(checkpoint: str | Path | MVDiffusionPipeline, inputs: dict[
             refs = torch.cat([resize_rgba(imgs[reference_view_idx:reference_view_idx + 1], model.image_size)
                               for imgs, _ in loaded])
             batch_seed = seed + start
-            views = pipe(refs, num_inference_steps, guidance_scale, seed=batch_seed, progress=False, eta=eta)
+            views = pipe(refs, num_inference_steps, guidance_scale, seed=batch_seed, progress=False, eta=eta,
+                         strength=strength)
             # generated RGB is already on white: resized channel by channel
             views = resize_images(views.flatten(0, 1), size).view(len(chunk), V, 4, size, size)
             for i, (src, (imgs, src_cams)) in enumerate(zip(chunk, loaded)):
                 rgba = torch.cat([views[i, :, :3], (views[i, :, 3:4] > 0.5).float()], 1)
                 meta = {**cams.meta, "generated_by": source, "source_sample": str(src),
                         "reference_view": reference_view_idx, "seed": batch_seed, "batch_index": i,
-                        "num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale, "eta": eta}
+                        "num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale, "eta": eta,
+                        "strength": strength}
                 d = save_sample(out_dir / split / src.name, rgba, cams.replace(meta=meta))
                 _check_samples([d], V)
                 dirs.append(d)

@@ -199,8 +199,8 @@ def test_sampler_defaults_are_facelifts_inference_settings():
 
     for fn in (sample_views, MVDiffusionPipeline.__call__, reconstruct, generate_dataset):
         params = inspect.signature(fn).parameters
-        got = {k: params[k].default for k in ("num_inference_steps", "guidance_scale", "eta")}
-        assert got == {"num_inference_steps": 50, "guidance_scale": 3.0, "eta": 1.0}, fn.__qualname__
+        got = {k: params[k].default for k in ("num_inference_steps", "guidance_scale", "eta", "strength")}
+        assert got == {"num_inference_steps": 50, "guidance_scale": 3.0, "eta": 1.0, "strength": 1.0}, fn.__qualname__
 
 
 def test_full_profile_samples_with_facelifts_settings():
@@ -210,8 +210,8 @@ def test_full_profile_samples_with_facelifts_settings():
 
     data = yaml.safe_load((REPO / "params" / "full.yaml").read_text())
     for section in ("04_synthetic", "06_reconstruct"):
-        got = {k: data[section][k] for k in ("num_inference_steps", "guidance_scale", "eta")}
-        assert got == {"num_inference_steps": 50, "guidance_scale": 3.0, "eta": 1.0}, section
+        got = {k: data[section][k] for k in ("num_inference_steps", "guidance_scale", "eta", "strength")}
+        assert got == {"num_inference_steps": 50, "guidance_scale": 3.0, "eta": 1.0, "strength": 1.0}, section
 
 
 def test_guidance_below_one_still_runs_the_unconditional_branch(latent_model, unet_fixture):

@@ -356,3 +356,42 @@ def test_view_prior_reaches_every_view_pixel_aligned_and_is_saved_with_the_model
     blank = model.untrained_like()  # the untrained control keeps the bank, so only training differs
     assert torch.equal(blank.view_prior_bank, model.view_prior_bank) and not blank.training
     assert not torch.equal(blank.unet.conv_in.weight, model.unet.conv_in.weight)
+
+
+def test_prior_started_sampler_starts_from_the_retrieved_views_with_the_reference_as_view_0():
+    from diffusers import DDIMScheduler
+
+    from facelift_lib.mvdiffusion.pipeline import prior_views, sample_views, sampler_label, strength_steps
+
+    torch.manual_seed(0)
+    cfg = PixelModelConfig(image_size=8, block_out_channels=(8, 16), view_embedding="camera", view_prior_mice=4,
+                           view_prior_size=8, view_prior_k=1)
+    model = PixelMVDiffusion(cfg).eval()
+    mice = _bar_mice([2, 4, 5, 8])
+    model.set_view_prior_bank(mice)
+    ref = mice[1, 0].clone()
+    ref[3, 5, 0] = 1  # an unseen mouse next to mouse 1 (its retrieved views are mouse 1's)
+    ref[:3] = 0.25 * ref[3]  # a grey mouse: the views are filled with its colour
+    x0 = prior_views(model, ref[None])[0]  # [V,4,8,8] model space
+    assert torch.equal(x0[0], model.encode_views(ref[None, None])[0, 0])  # view 0 is the input itself
+    alpha = mice[1, 1:, 3]  # [V-1,8,8]
+    assert torch.equal((x0[1:, 3] + 1) / 2, alpha)
+    rgb = (x0[1:, :3] + 1) / 2
+    assert torch.allclose(rgb, (0.25 * alpha + (1 - alpha))[:, None].expand_as(rgb), atol=1e-6)
+
+    sched = DDIMScheduler(num_train_timesteps=1000, prediction_type="v_prediction")
+    kw = dict(num_inference_steps=20, guidance_scale=1.0, eta=0.0, progress=False)
+    late = sample_views(model, sched, ref[None], strength=0.05, **kw)[0]  # one step from barely noised prior
+    assert strength_steps(20, 0.05) == 1 and strength_steps(20, 0.4) == 8
+    # the protocol's sampler label tells the two starts apart (and is FaceLift's plain one at strength 1)
+    assert sampler_label(20, 1.0, 0.0, 0) == "DDIM 20 steps, guidance 1, eta 0, seed 0"
+    assert sampler_label(20, 1.0, 0.0, 0, 0.4).endswith("from the retrieval prior at strength 0.4 (8 steps run)")
+    assert (late[1:, 3] - alpha).abs().max() < 0.15  # an untrained model barely moves it at the last step
+    full = sample_views(model, sched, ref[None], **kw)[0]  # strength 1: pure noise, the prior plays no part
+    assert (full[1:, 3] - alpha).abs().max() > 0.5
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="strength"):
+            sample_views(model, sched, ref[None], strength=bad, **kw)
+    plain = PixelMVDiffusion(PixelModelConfig(image_size=8, block_out_channels=(8, 16))).eval()
+    with pytest.raises(ValueError, match="no retrieval prior|none of"):
+        sample_views(plain, sched, ref[None], strength=0.5, **kw)

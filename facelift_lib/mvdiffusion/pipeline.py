@@ -44,9 +44,9 @@ class MVDiffusionPipeline:
     @torch.no_grad()
     def __call__(self, reference: torch.Tensor, num_inference_steps: int = FACELIFT_NUM_INFERENCE_STEPS,
                  guidance_scale: float = FACELIFT_GUIDANCE_SCALE, seed: int = 0, progress: bool = True,
-                 eta: float = FACELIFT_ETA) -> torch.Tensor:
+                 eta: float = FACELIFT_ETA, strength: float = 1.0) -> torch.Tensor:
         return sample_views(self.model, self.scheduler, reference, num_inference_steps, guidance_scale, seed, progress,
-                            eta=eta)
+                            eta=eta, strength=strength)
 
 
 def sample_shape(model: PixelMVDiffusion | LatentMVDiffusion, batch: int) -> tuple[int, ...]:
@@ -99,13 +99,17 @@ def ddim_step(scheduler: Any, model_output: torch.Tensor, t: torch.Tensor | int,
 def sample_views(model: PixelMVDiffusion | LatentMVDiffusion, scheduler: Any, reference: torch.Tensor,
                  num_inference_steps: int = FACELIFT_NUM_INFERENCE_STEPS,
                  guidance_scale: float = FACELIFT_GUIDANCE_SCALE, seed: int = 0, progress: bool = True,
-                 eta: float = FACELIFT_ETA) -> torch.Tensor:
+                 eta: float = FACELIFT_ETA, strength: float = 1.0) -> torch.Tensor:
     """Generate V views from reference RGBA images [B,4,H,W] in [0,1] -> RGBA [B,V,4,S,S] in [0,1].
 
     All views of a sample share the timestep (the UNet denoises them jointly through multi-view
     attention). guidance_scale != 1 runs classifier-free guidance against the null condition (FaceLift's:
     zero reference, all-zero class label). One CPU generator seeded with `seed` draws, in FaceLift's order,
     the embedding noise, the initial noise and (eta > 0) each step's variance noise: deterministic per seed.
+
+    strength < 1 (a model with a retrieval prior only) starts from the prior's views (`prior_views`) noised to
+    that fraction of the schedule and runs only the remaining steps (SDEdit; diffusers' img2img `strength`):
+    the sampler refines the retrieved silhouettes instead of drawing them from pure noise. 1 is FaceLift's.
     """
     device = next(model.unet.parameters()).device
     gen = torch.Generator("cpu").manual_seed(int(seed))
@@ -116,11 +120,49 @@ def sample_views(model: PixelMVDiffusion | LatentMVDiffusion, scheduler: Any, re
     B = reference.shape[0]
     x = torch.randn(sample_shape(model, B), generator=gen).to(device) * scheduler.init_noise_sigma
     scheduler.set_timesteps(num_inference_steps, device=device)
-    for t in tqdm(scheduler.timesteps, desc="DDIM", leave=False, disable=not progress):
+    timesteps = scheduler.timesteps[num_inference_steps - strength_steps(num_inference_steps, strength):]
+    if strength < 1.0:
+        x = scheduler.add_noise(prior_views(model, reference), x, timesteps[:1])
+    for t in tqdm(timesteps, desc="DDIM", leave=False, disable=not progress):
         inp = scheduler.scale_model_input(x, t)
         out = denoiser_output(model, inp, t.reshape(1).expand(B).to(device), cond, guidance_scale)
         x = ddim_step(scheduler, out, t, x, eta, generator=gen)
     return model.decode_views(x)
+
+
+def sampler_label(num_inference_steps: int, guidance_scale: float, eta: float, seed: int,
+                  strength: float = 1.0) -> str:
+    """How views were sampled, for a protocol's `extra` (numbers from two samplers must not be compared)."""
+    label = f"DDIM {num_inference_steps} steps, guidance {guidance_scale:g}, eta {eta:g}, seed {seed}"
+    if strength == 1.0:
+        return label
+    return label + (f", from the retrieval prior at strength {strength:g} "
+                    f"({strength_steps(num_inference_steps, strength)} steps run)")
+
+
+def strength_steps(num_inference_steps: int, strength: float) -> int:
+    """How many of the schedule's steps a start at `strength` runs (at least one)."""
+    if not 0.0 < strength <= 1.0:
+        raise ValueError(f"sample_views: strength {strength} must be in (0, 1] (1: start from pure noise)")
+    return max(1, round(num_inference_steps * strength))
+
+
+def prior_views(model: PixelMVDiffusion | LatentMVDiffusion, reference: torch.Tensor) -> torch.Tensor:
+    """reference RGBA [B,4,H,W] in [0,1] -> x0 [B,V,4,S,S] in model space, the views a prior-started sampler
+    refines: view 0 the reference itself; every other view its retrieved mean alpha (`view_prior`) filled with
+    the reference's mean mouse colour, on white."""
+    if not (isinstance(model, PixelMVDiffusion) and model.cfg.view_prior_mice):
+        raise ValueError("sample_views: strength < 1 starts from the retrieval prior, which this model has none of "
+                         "(PixelModelConfig.view_prior_mice = 0); sample with strength 1")
+    ref = model.encode_views(reference[:, None].to(next(model.parameters()).device))[:, 0]  # [B,4,S,S]
+    ref_alpha = (ref[:, 3:] + 1) / 2  # [B,1,S,S]
+    on_white_rgb = (ref[:, :3] + 1) / 2  # = alpha * colour + (1 - alpha)
+    colour = (on_white_rgb - (1 - ref_alpha)).sum((2, 3)) / ref_alpha.sum((2, 3)).clamp_min(1e-6)  # [B,3]
+    alpha = (model.view_prior(ref) + 1) / 2  # [B,V,1,S,S]
+    rgb = alpha * colour[:, None, :, None, None].clamp(0, 1) + (1 - alpha)
+    x0 = torch.cat([rgb, alpha], 2) * 2 - 1
+    x0[:, 0] = ref
+    return x0
 
 
 # --- FaceLift diffusers folder ----------------------------------------------------------------------------
