@@ -3,7 +3,7 @@ mice? A non-parametric answer: for each test mouse, find the training mice whose
 most like its own (Mask IoU) and predict views 1–5 as theirs.
 
     .venv/bin/python benchmarks/probe_retrieval_views.py [--n-train 1200] [--n 16] [--split test] [--size 128]
-        [--k 1 --k 8 --k 32]
+        [--k 1 --k 8 --k 32] [--mirror]
 
 Rows (all Mask IoU of alpha > 0.5 against each view's own true alpha, the diffusion eval's protocol; 128² renders
 of `facelift_lib.standard_mice` from `outputs/mice`):
@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from facelift_lib.io import load_sample
 from facelift_lib.metrics import mask_iou
-from facelift_lib.mvdiffusion.view_prior import key_iou
+from facelift_lib.mvdiffusion.view_prior import key_iou, mirror_permutation, mirrored_bank
 from facelift_lib.standard_mice import MouseDataConfig, render_mice
 
 
@@ -43,12 +43,16 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--data", default="outputs/mice")
     ap.add_argument("--k", type=int, action="append", default=[])
+    ap.add_argument("--mirror", action="store_true", help="add each training mouse's mirror image to the bank")
     args = ap.parse_args()
     ks = args.k or [1, 8, 32]
     cfg = MouseDataConfig(size=args.size)
     root = Path(args.data) / cfg.cache_folder
     t0 = time.perf_counter()
-    bank = load_alphas(render_mice(root, "train", args.n_train, cfg, progress=False).dirs, True)  # [M,V,S,S]
+    train = render_mice(root, "train", args.n_train, cfg, progress=False)
+    bank = load_alphas(train.dirs, True)  # [M,V,S,S]
+    if args.mirror:  # the mirrored mice: twice the bank, no rendering
+        bank = torch.cat([bank, mirrored_bank(bank, mirror_permutation(load_sample(train.dirs[0])[1]))])
     test = load_alphas(render_mice(root, args.split, args.n, cfg, progress=False).dirs, False)  # [N,V,S,S]
     V = bank.shape[1]
     rows: dict[str, list[torch.Tensor]] = {"copy of the input view": []}
@@ -63,7 +67,8 @@ def main() -> None:
         per_view = torch.stack([key_iou(mouse[None, v], bank[:, v])[0] for v in range(V)], 1)  # [M,V]
         best = per_view[:, 1:].nanmean(1).argmax()
         rows["oracle: best training mouse on views 1–5"].append(per_view[best])
-    print(f"{args.split} mice n = {len(test)}, {args.size}², against {len(bank)} training mice "
+    print(f"{args.split} mice n = {len(test)}, {args.size}², against {len(bank)} training mice"
+          f"{' (half of them mirror images)' * args.mirror} "
           f"({time.perf_counter() - t0:.0f} s); Mask IoU (alpha > 0.5) vs each view's own true alpha")
     print(f"| prediction from view 0 | " + " | ".join(f"view {v}" for v in range(V)) + " | views 1–5 mean | worst view |")
     print("|---" * (V + 3) + "|")

@@ -1,6 +1,7 @@
 """Multi-view attention processor behaviour, FaceLift UNet layout, view embeddings, the small model."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -395,3 +396,51 @@ def test_prior_started_sampler_starts_from_the_retrieved_views_with_the_referenc
     plain = PixelMVDiffusion(PixelModelConfig(image_size=8, block_out_channels=(8, 16))).eval()
     with pytest.raises(ValueError, match="no retrieval prior|none of"):
         sample_views(plain, sched, ref[None], strength=0.5, **kw)
+
+
+def test_mirror_permutation_maps_the_mirrored_scene_onto_flipped_views_of_the_rig():
+    from facelift_lib.cameras import standard_cameras
+    from facelift_lib.mvdiffusion.view_prior import mirror_permutation
+
+    cams = standard_cameras("mouse_standard_6view", 64)
+    perm = mirror_permutation(cams)
+    assert perm == [0, 5, 4, 3, 2, 1]
+    pts = torch.rand(50, 3, dtype=torch.float64) * 0.4 - 0.2  # a mouse-sized cloud about the origin
+    mirrored = pts * torch.tensor([1.0, -1.0, 1.0], dtype=torch.float64)  # camera 0 sits on +X: mirror in XZ
+
+    def project(p: torch.Tensor, v: int) -> torch.Tensor:  # [N,2] pixel coordinates in camera v
+        cam = p @ cams.w2c[v, :3, :3].T + cams.w2c[v, :3, 3]
+        uv = cam @ cams.K[v].T
+        return uv[:, :2] / uv[:, 2:]
+
+    for v in range(6):
+        a, b = project(mirrored, v), project(pts, perm[v])
+        assert torch.allclose(a[:, 0], 64 - b[:, 0], atol=1e-9) and torch.allclose(a[:, 1], b[:, 1], atol=1e-9)
+    with pytest.raises(ValueError, match="no mirror image"):
+        mirror_permutation(standard_cameras("mouse_rig_6view", 64))
+
+
+def test_view_prior_retrieves_mirror_images_but_never_the_querys_own():
+    from facelift_lib.mvdiffusion.view_prior import alpha_to_bank, mirrored_bank, nearest_views
+
+    perm = [0, 5, 4, 3, 2, 1]
+    mice = _bar_mice([2, 4, 5, 8])
+    mice[:, 0, :, 6, 0] = 1  # a foot at the left: no key is its own mirror image
+    bank = alpha_to_bank(mice[:, :, 3], 8)
+    mirror = mirrored_bank(bank, perm)  # [4,V,8,8]
+    unseen = mice[2, 0, 3].flip(-1)  # mouse 2 seen in a mirror: its nearest is mouse 2's mirror entry
+    assert torch.equal(nearest_views(bank, unseen[None], 1, perm)[0], mirror[2].float() / 255)
+    assert not torch.equal(nearest_views(bank, unseen[None], 1)[0], mirror[2].float() / 255)  # without: none
+    own = mice[2, 0, 3]  # a training mouse: neither itself nor its mirror image
+    got = nearest_views(bank, own[None], 1, perm)[0]
+    assert not torch.equal(got, bank[2].float() / 255) and not torch.equal(got, mirror[2].float() / 255)
+    # the model retrieves the mirror images when its config says so (and only then)
+    cfg = PixelModelConfig(image_size=8, block_out_channels=(8, 16), view_embedding="camera", view_prior_mice=4,
+                           view_prior_size=8, view_prior_k=1)
+    plain, mirrored = (PixelMVDiffusion(dataclasses.replace(cfg, view_prior_mirror=m)).eval() for m in (False, True))
+    assert plain.view_prior_mirror is None and mirrored.view_prior_mirror == perm
+    ref = mice[2, 0].flip(-1)  # mouse 2 in a mirror, RGBA
+    for model in (plain, mirrored):
+        model.set_view_prior_bank(mice)
+    assert torch.equal(mirrored.condition(ref[None])["view_prior"][0, :, 0], mirror[2].float() / 255 * 2 - 1)
+    assert not torch.equal(plain.condition(ref[None])["view_prior"][0, :, 0], mirror[2].float() / 255 * 2 - 1)

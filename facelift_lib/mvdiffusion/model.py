@@ -22,7 +22,7 @@ from torch import nn
 
 from ..cameras import Cameras, plucker_rays, standard_cameras
 from ..images import on_white, resize_rgba
-from .view_prior import alpha_to_bank, nearest_views
+from .view_prior import alpha_to_bank, mirror_permutation, nearest_views
 
 MV_MODES = ("sparse", "dense", "none")
 
@@ -255,6 +255,9 @@ class PixelModelConfig:
     view_prior_mice: int = 0
     view_prior_size: int = 32
     view_prior_k: int = 8
+    # Retrieve from the bank's mirror images too (`view_prior.mirror_permutation`: a mirrored mouse is as much a
+    # mouse; twice the bank, nothing more stored). Needs a rig symmetric about camera 0's vertical plane.
+    view_prior_mirror: bool = False
 
     @property
     def attention_resolution(self) -> int:
@@ -349,6 +352,7 @@ class PixelMVDiffusion(nn.Module):
             s = cfg.view_prior_size
             self.register_buffer("view_prior_bank", torch.zeros(cfg.view_prior_mice, cfg.num_views, s, s,
                                                                 dtype=torch.uint8))
+        self.view_prior_mirror = mirror_permutation(cams) if cfg.view_prior_mirror else None
 
     def set_view_prior_bank(self, views: torch.Tensor) -> None:
         """views RGBA [M,V,4,H,W] in [0,1] (M = cfg.view_prior_mice training mice) -> the retrieval bank, in the
@@ -379,7 +383,8 @@ class PixelMVDiffusion(nn.Module):
         if not bool(self.view_prior_bank[:, 0].any()):
             raise ValueError("view prior: the bank is empty (all zero): train with a train_list (the trainer "
                              "fills it) or load a checkpoint that holds one")
-        prior = nearest_views(self.view_prior_bank, (reference_x0[:, 3] + 1) / 2, self.cfg.view_prior_k)
+        prior = nearest_views(self.view_prior_bank, (reference_x0[:, 3] + 1) / 2, self.cfg.view_prior_k,
+                              self.view_prior_mirror)
         S = reference_x0.shape[-1]
         prior = F.interpolate(prior, size=(S, S), mode="bilinear", align_corners=False)  # [B,V,S,S]
         return (prior * 2 - 1)[:, :, None]
