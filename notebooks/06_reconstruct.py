@@ -134,7 +134,8 @@ plt.show()
 # every view (means over the test mice). The black ticks are the baseline a generator must beat: every view
 # a copy of the input view (what a model collapsed onto its input makes; on view 0 it is perfect). A model with
 # a retrieval prior (the shipped one) also shows it in orange: each view's mean silhouette over the training
-# mice whose input view looked most alike, what the model is given before it generates (Mask IoU only).
+# mice whose input view looked most alike, what the model is given before it generates (Mask IoU only). With
+# `strength` < 1 (the smoke profile) the sampler starts from that prior, noised part way, and refines it.
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.2))
