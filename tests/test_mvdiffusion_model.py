@@ -373,7 +373,7 @@ def test_prior_started_sampler_starts_from_the_retrieved_views_with_the_referenc
     ref = mice[1, 0].clone()
     ref[3, 5, 0] = 1  # an unseen mouse next to mouse 1 (its retrieved views are mouse 1's)
     ref[:3] = 0.25 * ref[3]  # a grey mouse: the views are filled with its colour
-    x0 = prior_views(model, ref[None])[0]  # [V,4,8,8] model space
+    x0 = prior_views(model, model.condition(ref[None]))[0]  # [V,4,8,8] model space
     assert torch.equal(x0[0], model.encode_views(ref[None, None])[0, 0])  # view 0 is the input itself
     alpha = mice[1, 1:, 3]  # [V-1,8,8]
     assert torch.equal((x0[1:, 3] + 1) / 2, alpha)

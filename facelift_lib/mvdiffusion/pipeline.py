@@ -115,14 +115,15 @@ def sample_views(model: PixelMVDiffusion | LatentMVDiffusion, scheduler: Any, re
     gen = torch.Generator("cpu").manual_seed(int(seed))
     reference = reference.to(device)
     cond = model.condition(reference, generator=gen)
+    start = prior_views(model, cond) if strength < 1.0 else None  # before CFG doubles the batch
     if uses_guidance(guidance_scale):
         cond = with_null_condition(model, cond)
     B = reference.shape[0]
     x = torch.randn(sample_shape(model, B), generator=gen).to(device) * scheduler.init_noise_sigma
     scheduler.set_timesteps(num_inference_steps, device=device)
     timesteps = scheduler.timesteps[num_inference_steps - strength_steps(num_inference_steps, strength):]
-    if strength < 1.0:
-        x = scheduler.add_noise(prior_views(model, reference), x, timesteps[:1])
+    if start is not None:
+        x = scheduler.add_noise(start, x, timesteps[:1])
     for t in tqdm(timesteps, desc="DDIM", leave=False, disable=not progress):
         inp = scheduler.scale_model_input(x, t)
         out = denoiser_output(model, inp, t.reshape(1).expand(B).to(device), cond, guidance_scale)
@@ -147,18 +148,18 @@ def strength_steps(num_inference_steps: int, strength: float) -> int:
     return max(1, round(num_inference_steps * strength))
 
 
-def prior_views(model: PixelMVDiffusion | LatentMVDiffusion, reference: torch.Tensor) -> torch.Tensor:
-    """reference RGBA [B,4,H,W] in [0,1] -> x0 [B,V,4,S,S] in model space, the views a prior-started sampler
-    refines: view 0 the reference itself; every other view its retrieved mean alpha (`view_prior`) filled with
-    the reference's mean mouse colour, on white."""
-    if not (isinstance(model, PixelMVDiffusion) and model.cfg.view_prior_mice):
+def prior_views(model: PixelMVDiffusion | LatentMVDiffusion, cond: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The model's condition of a batch (`model.condition(reference)`: the encoded reference and its retrieved
+    views) -> x0 [B,V,4,S,S] in model space, the views a prior-started sampler refines: view 0 the reference
+    itself; every other view its retrieved mean alpha filled with the reference's mean mouse colour, on white."""
+    if "view_prior" not in cond:
         raise ValueError("sample_views: strength < 1 starts from the retrieval prior, which this model has none of "
                          "(PixelModelConfig.view_prior_mice = 0); sample with strength 1")
-    ref = model.encode_views(reference[:, None].to(next(model.parameters()).device))[:, 0]  # [B,4,S,S]
+    ref = cond["reference"]  # [B,4,S,S] model space
     ref_alpha = (ref[:, 3:] + 1) / 2  # [B,1,S,S]
     on_white_rgb = (ref[:, :3] + 1) / 2  # = alpha * colour + (1 - alpha)
     colour = (on_white_rgb - (1 - ref_alpha)).sum((2, 3)) / ref_alpha.sum((2, 3)).clamp_min(1e-6)  # [B,3]
-    alpha = (model.view_prior(ref) + 1) / 2  # [B,V,1,S,S]
+    alpha = (cond["view_prior"] + 1) / 2  # [B,V,1,S,S]
     rgb = alpha * colour[:, None, :, None, None].clamp(0, 1) + (1 - alpha)
     x0 = torch.cat([rgb, alpha], 2) * 2 - 1
     x0[:, 0] = ref
