@@ -142,14 +142,14 @@ def main() -> None:
     ap.add_argument("--attention-levels", type=int, nargs="+", default=None, metavar="A",
                     help="time run 5's model with attention at these numbers of levels instead")
     ap.add_argument("--view-prior", action="store_true",
-                    help="time run 5's model against the shipped one (run 5 + the retrieval prior) instead")
+                    help="time run 5's model against run 7's (run 5 + the retrieval prior) instead")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.view_prior:
         bench_demo_variants([("run 5 (mvdiffusion_demo.run5.yaml)", _recipe_pixel_model("mvdiffusion_demo.run5")),
-                             ("run 7 = run 5 + view prior (mvdiffusion_demo.yaml)",
-                              _recipe_pixel_model("mvdiffusion_demo"))], args.repeats)
+                             ("run 7 = run 5 + view prior (mvdiffusion_demo.run7.yaml)",
+                              _recipe_pixel_model("mvdiffusion_demo.run7"))], args.repeats)
         return
     if args.attention_levels:
         run5 = _recipe_pixel_model("mvdiffusion_demo.run5")
