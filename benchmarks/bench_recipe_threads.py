@@ -1,0 +1,65 @@
+"""Step time of a GS-LRM recipe on 1 vs 2 torch threads (is the demo recipe's chain faster once the other core,
+the diffusion recipe's, is free?).
+
+Runs the recipe's first `--steps` steps once per thread count, each in its own process with OMP_NUM_THREADS set,
+in a temporary run folder (the recipe's data, model and init; nothing of the recipe's own run is touched), and
+prints the median logged step_time over the steps after the first 10 (the first steps render a denser cloud).
+Run it on a quiet machine: the ratio is the figure, measured in one run.
+
+    .venv/bin/python benchmarks/bench_recipe_threads.py weights/recipes/gslrm_demo_128.phase2.yaml --steps 100 \
+        --init-from weights/gslrm_demo_128.pt
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def recipe_step_times(recipe: Path, steps: int, threads: int, init_from: str | None, tmp: Path) -> list[float]:
+    """Logged step_time of the first `steps` steps of `recipe` trained with `threads` torch threads."""
+    cfg = yaml.safe_load(recipe.read_text())
+    run_dir = tmp / f"threads{threads}"
+    # max_steps shortens the cosine, which does not change the cost of a step; keep no checkpoints to write.
+    cfg.update(run_dir=str(run_dir), max_steps=steps, ckpt_every=10**9, resume=None, overwrite=True, progress=False)
+    if init_from is not None:
+        cfg["init_from"] = init_from
+    short = tmp / f"recipe_threads{threads}.yaml"
+    short.write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    subprocess.run([sys.executable, "-m", "facelift_lib.gslrm.train", str(short)], cwd=REPO, env=env, check=True,
+                   stdout=subprocess.DEVNULL)
+    log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    return [r["step_time"] for r in log if "step_time" in r]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("recipe", type=Path)
+    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--init-from", default=None, help="start from this file instead of the recipe's init_from")
+    args = ap.parse_args()
+    medians = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in args.threads:
+            times = recipe_step_times(args.recipe, args.steps, n, args.init_from, Path(tmp))
+            medians[n] = statistics.median(times[10:])
+            print(f"{args.recipe.name}: {n} thread(s): median {medians[n]:.3f} s/step over steps 11-{len(times)} "
+                  f"(min {min(times[10:]):.3f}, max {max(times[10:]):.3f})")
+    base = medians[args.threads[0]]
+    for n in args.threads[1:]:
+        print(f"speed-up {args.threads[0]} -> {n} threads: {base / medians[n]:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
