@@ -12,7 +12,6 @@ Run it on a quiet machine: the ratio is the figure, measured in one run.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -21,6 +20,8 @@ import tempfile
 from pathlib import Path
 
 import yaml
+
+from facelift_lib.training import read_log
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,8 +39,7 @@ def recipe_step_times(recipe: Path, steps: int, threads: int, init_from: str | N
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     subprocess.run([sys.executable, "-m", "facelift_lib.gslrm.train", str(short)], cwd=REPO, env=env, check=True,
                    stdout=subprocess.DEVNULL)
-    log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
-    return [r["step_time"] for r in log if "step_time" in r]
+    return [r["step_time"] for r in read_log(run_dir) if "step_time" in r]
 
 
 def main() -> None:
