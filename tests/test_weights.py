@@ -3,6 +3,7 @@ and the shipped GS-LRM beating an untrained one on unseen test mice."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -187,3 +188,43 @@ def test_the_shipped_diffusion_model_is_its_recipes_model():
     assert {k: entry["model_config"][k] for k in recipe["pixel_model"]} == recipe["pixel_model"]
     assert entry["steps"] == recipe["max_steps"]
     assert entry["recipe"] == (WEIGHTS_DIR / "recipes" / "mvdiffusion_demo.yaml").read_text()
+
+
+def test_the_whole_recipe_chains_its_stages():
+    """weights/recipes/all.sh (both models from nothing, in series), run dry with PY=echo: every training reads mice
+    rendered before it, starts from scratch or from the last checkpoint of an earlier stage (directly, or through
+    the file an earlier ship wrote), and the models it names at the end are the last stages' run folders."""
+    import os
+    import re
+    import subprocess
+
+    import yaml
+
+    repo = WEIGHTS_DIR.parent
+    lines = subprocess.run(["bash", str(WEIGHTS_DIR / "recipes" / "all.sh")], env={**os.environ, "PY": "echo"},
+                           capture_output=True, text=True, check=True).stdout.splitlines()
+    rendered: set[str] = set()
+    runs: dict[str, dict] = {}  # run_dir -> recipe, in the order trained
+    shipped: dict[str, str] = {}  # weights/<name>.pt -> the run_dir it was shipped from
+    for line in lines:
+        words = line.split()
+        if words[:2] == ["-m", "facelift_lib.standard_mice"]:
+            rendered.add(words[2])
+        elif words[:2] in (["-m", "facelift_lib.gslrm.train"], ["-m", "facelift_lib.mvdiffusion.train"]):
+            recipe = yaml.safe_load((repo / words[-1]).read_text())
+            lists = recipe["train_list"] if isinstance(recipe["train_list"], list) else [recipe["train_list"]]
+            assert {str(Path(p).parent) for p in lists} <= rendered, (words[-1], rendered)
+            start = recipe.get("init_from")
+            if start is not None:
+                parent = shipped.get(start) or str(Path(start).parent.parent)
+                assert parent in runs, f"{words[-1]} starts from {start}, which no earlier stage made"
+                if start not in shipped:  # an earlier stage's last checkpoint
+                    assert Path(start).name == f"ckpt_{runs[parent]['max_steps']:016d}.pt", (words[-1], start)
+            runs[recipe["run_dir"]] = recipe
+        elif words[:1] == ["-c"] and "ship(" in line:
+            name, source = re.search(r"ship\('(\w+)', '([^']+)'", line).groups()
+            assert source in runs, f"ship({name!r}) from {source}, which no earlier stage made"
+            shipped[f"weights/{name}.pt"] = source
+    diffusion = yaml.safe_load((WEIGHTS_DIR / "recipes" / "mvdiffusion_demo.yaml").read_text())["run_dir"]
+    assert list(shipped) == ["weights/gslrm_demo.pt"] and diffusion in runs
+    assert list(runs)[-1] in lines[-1] and diffusion in lines[-1]  # what the last line says to measure and ship
