@@ -29,7 +29,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def recipe_step_times(recipe: Path, steps: int, threads: int, init_from: str | None, tmp: Path) -> list[float]:
-    """Logged step_time of the first `steps` steps of `recipe` trained with `threads` torch threads."""
+    """Seconds per step of the first `steps` steps of `recipe` trained with `threads` torch threads (the GS-LRM's
+    logged step_time; for a diffusion recipe each logged interval's mean, once per step in it)."""
     cfg = yaml.safe_load(recipe.read_text())
     run_dir = tmp / f"threads{threads}"
     diffusion = "pixel_model" in cfg

@@ -3,7 +3,7 @@
 #   nohup weights/recipes/all.sh > outputs/recipes/all.log 2>&1 &
 # The same recipes as the per-model scripts, in series and each with both cores (OMP_NUM_THREADS=2): one core each
 # in parallel leaves the diffusion's core idle after ~45 min while the GS-LRM chain (~260 min on one core) runs on;
-# two threads run a GS-LRM step 1.7-1.8x and a diffusion step ~1.6x faster (BENCHMARKS.md, "Recipe wall time").
+# two threads run a GS-LRM step 1.6-1.8x and a diffusion step 1.45x faster (BENCHMARKS.md, "Recipe wall time").
 #   1. the mice, rendered two sets at a time (one core each; cached, so a re-run skips them);
 #   2. the diffusion model (mvdiffusion_demo.sh);
 #   3. GS-LRM at 64², phases 1 and 2 (gslrm_demo.sh), shipped as weights/gslrm_demo.pt because
@@ -14,7 +14,7 @@
 # PY=echo prints the commands instead of running them.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-PY=${PY:-.venv/bin/python}
+export PY=${PY:-.venv/bin/python}  # the per-model scripts read it too
 SPLITS=(--train 1200 --val 16 --test 16)
 stage() { echo "== $(date -u +%FT%TZ) $*"; }
 
@@ -31,12 +31,12 @@ render_two "outputs/mice/64 --size 64" "outputs/mice/64_mouse_rig_6view --size 6
 
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 stage "diffusion ($OMP_NUM_THREADS threads)"
-PY=$PY weights/recipes/mvdiffusion_demo.sh
+weights/recipes/mvdiffusion_demo.sh
 stage "GS-LRM 64² ($OMP_NUM_THREADS threads)"
-PY=$PY weights/recipes/gslrm_demo.sh
+weights/recipes/gslrm_demo.sh
 stage "ship GS-LRM 64² (the 128² phases start from weights/gslrm_demo.pt)"
 "$PY" -c "from facelift_lib.weights import ship; ship('gslrm_demo', 'outputs/recipes/gslrm_demo/run5', \
 training_command='weights/recipes/all.sh', threads=$OMP_NUM_THREADS)"
 stage "GS-LRM 128² ($OMP_NUM_THREADS threads)"
-PY=$PY weights/recipes/gslrm_demo_128.sh
+weights/recipes/gslrm_demo_128.sh
 stage "done: outputs/recipes/mvdiffusion_demo/run9, outputs/recipes/gslrm_demo_128/phase2 (weights/README.md: ship)"
